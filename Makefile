@@ -1,0 +1,44 @@
+# intentlake: `make demo` and `make test` each set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+JARS := .cache/jars/.resolved
+
+.DEFAULT_GOAL := help
+.PHONY: help setup jars demo test test-fast lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	@scripts/check_java.sh
+	@command -v $(PYTHON) >/dev/null || { echo "intentlake needs Python 3.11 ($(PYTHON) not found); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[platform,dev]"
+	@touch $@
+
+$(JARS): jvm/pom.xml jvm/settings.xml $(INSTALLED)
+	$(PY) scripts/resolve_jars.py
+
+setup: $(INSTALLED) $(JARS) ## create .venv, install the project, check Java 17, resolve the JVM jars once
+
+jars: $(JARS) ## resolve Delta and the Kafka connector from Maven Central into .cache/jars
+
+demo: setup ## simulate ~200k events and run bronze -> silver -> gold into ./lakehouse
+	$(VENV)/bin/intentlake demo
+
+test: setup ## the whole suite (unit, spark, integration, e2e)
+	$(VENV)/bin/pytest
+
+test-fast: setup ## the inner loop: pure unit tests only (seconds)
+	$(VENV)/bin/pytest -m unit -q
+
+lint: setup ## ruff check and format check
+	$(VENV)/bin/ruff check spark_jobs tests scripts dags
+	$(VENV)/bin/ruff format --check spark_jobs tests scripts dags
+
+clean: ## remove generated data (lakehouse/); keeps .venv and the jar cache
+	rm -rf lakehouse spark-warehouse

@@ -1,0 +1,132 @@
+"""Table contracts: the DDL files in tables/ and the canonical event JSON Schema.
+
+These files are the single source of truth for every schema. Spark StructTypes are derived from the
+DDL column lists; tables are created from the DDL with the lakehouse location appended.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spark_jobs.settings import REPO_ROOT, TABLES, Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
+
+TABLES_DIR = REPO_ROOT / "tables"
+CANONICAL_SCHEMA_VERSIONS = (1,)
+_CREATE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(?P<name>\w+\.\w+)\s*\(", re.IGNORECASE)
+
+
+class SchemaContractError(ValueError):
+    """A contract file in tables/ is missing or cannot be read."""
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """One table's DDL, split into the parts code needs."""
+
+    name: str
+    path: Path
+    ddl: str
+    columns_ddl: str
+
+    def create_statement(self, location: Path) -> str:
+        """The contract's CREATE TABLE with the lakehouse location appended."""
+        return f"{self.ddl.rstrip().rstrip(';')}\nLOCATION '{location}'"
+
+    def schema(self) -> StructType:
+        """The Spark schema of the table, parsed from the DDL column list (needs an active session)."""
+        from pyspark.sql.types import StructType
+
+        return StructType.fromDDL(self.columns_ddl)
+
+    @property
+    def column_names(self) -> list[str]:
+        """Top-level column names in DDL order (pure Python, no Spark needed)."""
+        return [item.split()[0] for item in _split_top_level(self.columns_ddl)]
+
+
+def _matching_paren(text: str, open_at: int) -> int:
+    """Index of the ')' closing the '(' at open_at, skipping quoted SQL strings ('' escapes a quote)."""
+    depth, in_quote = 0, False
+    for i in range(open_at, len(text)):
+        ch = text[i]
+        if ch == "'":
+            in_quote = not in_quote
+        elif not in_quote and ch in "(<":
+            depth += 1
+        elif not in_quote and ch in ")>":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise SchemaContractError("unbalanced parentheses")
+
+
+def _split_top_level(columns: str) -> list[str]:
+    items, depth, in_quote, start = [], 0, False, 0
+    for i, ch in enumerate(columns):
+        if ch == "'":
+            in_quote = not in_quote
+        elif not in_quote and ch in "(<":
+            depth += 1
+        elif not in_quote and ch in ")>":
+            depth -= 1
+        elif not in_quote and depth == 0 and ch == ",":
+            items.append(columns[start:i].strip())
+            start = i + 1
+    items.append(columns[start:].strip())
+    return [item for item in items if item]
+
+
+def _strip_sql_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+@functools.cache
+def table_contract(name: str) -> TableContract:
+    """The contract of a table such as 'bronze.events', read from tables/<layer>/<name>.sql."""
+    layer, _, table = name.partition(".")
+    path = TABLES_DIR / layer / f"{table}.sql"
+    if not path.exists():
+        raise SchemaContractError(f"{name}: no contract file at {path}")
+    ddl = _strip_sql_comments(path.read_text())
+    match = _CREATE.search(ddl)
+    if not match or match.group("name") != name:
+        raise SchemaContractError(f"{path}: expected 'CREATE TABLE IF NOT EXISTS {name} (' ")
+    try:
+        close = _matching_paren(ddl, match.end() - 1)
+    except SchemaContractError as exc:
+        raise SchemaContractError(f"{path}: {exc} in the column list") from None
+    return TableContract(name=name, path=path, ddl=ddl, columns_ddl=ddl[match.end() : close].strip())
+
+
+@functools.cache
+def canonical_event_schema(version: int = 1) -> dict[str, Any]:
+    """The canonical event JSON Schema of a version (tables/events/canonical_event.v<N>.schema.json)."""
+    path = TABLES_DIR / "events" / f"canonical_event.v{version}.schema.json"
+    if not path.exists():
+        raise SchemaContractError(
+            f"canonical event schema version {version} does not exist (known: {CANONICAL_SCHEMA_VERSIONS})"
+        )
+    return json.loads(path.read_text())
+
+
+def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ...] = TABLES) -> None:
+    """Create (or register in this session's catalog) every table from its contract at its location.
+
+    On an existing table Delta checks the contract's schema, partitioning and properties against it.
+    """
+    for name in tables:
+        contract = table_contract(name)
+        layer = name.split(".")[0]
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+        if spark.catalog.tableExists(name):
+            continue
+        spark.sql(contract.create_statement(settings.table_path(name)))

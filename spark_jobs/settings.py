@@ -1,0 +1,120 @@
+"""One settings object for the whole project, read from INTENTLAKE_* environment variables.
+
+Every path, table location, trigger, timeout and config-file location comes from here; no module reads
+the environment itself. `.env.example` documents each variable with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TABLES = (
+    "bronze.events",
+    "bronze.quarantine",
+    "silver.sessions",
+    "gold.session_scores",
+    "gold.user_segments",
+    "ops.pipeline_runs",
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value intentlake cannot use."""
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"INTENTLAKE_{name}", default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"INTENTLAKE_{name}={raw!r} is not a whole number") from None
+
+
+def _parse_confs(raw: str) -> dict[str, str]:
+    """'a=1,b=2' -> {'a': '1', 'b': '2'} (extra Spark confs for a cluster)."""
+    confs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SettingsError(f"INTENTLAKE_SPARK_CONF item {item!r} is not key=value")
+        confs[key.strip()] = value.strip()
+    return confs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where everything lives and how the jobs run. Build it with `Settings.from_env()`."""
+
+    lakehouse: Path
+    landing: Path
+    checkpoints: Path
+    truth: Path
+    jars_dir: Path
+    config_dir: Path
+    spark_master: str = "local[*]"
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    shuffle_partitions: int = 4
+    spark_ui: bool = False
+    # Bronze
+    trigger: str = "availableNow"  # or a processing-time interval such as "30 seconds"
+    max_files_per_trigger: int = 8
+    dedup_window: str = "24 hours"
+    # Silver
+    session_timeout: str = "5 minutes"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        lakehouse = Path(_env("LAKEHOUSE", str(REPO_ROOT / "lakehouse"))).resolve()
+        return cls(
+            lakehouse=lakehouse,
+            landing=Path(_env("LANDING", str(lakehouse / "landing"))).resolve(),
+            checkpoints=Path(_env("CHECKPOINTS", str(lakehouse / "_checkpoints"))).resolve(),
+            truth=Path(_env("TRUTH", str(lakehouse / "_truth"))).resolve(),
+            jars_dir=Path(_env("JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))).resolve(),
+            config_dir=Path(_env("CONFIG_DIR", str(REPO_ROOT / "config"))).resolve(),
+            spark_master=_env("SPARK_MASTER", "local[*]"),
+            spark_conf=_parse_confs(_env("SPARK_CONF", "")),
+            shuffle_partitions=_env_int("SHUFFLE_PARTITIONS", 4),
+            spark_ui=_env("SPARK_UI", "false").lower() in ("1", "true", "yes"),
+            trigger=_env("TRIGGER", "availableNow"),
+            max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 8),
+            dedup_window=_env("DEDUP_WINDOW", "24 hours"),
+            session_timeout=_env("SESSION_TIMEOUT", "5 minutes"),
+        )
+
+    def with_root(self, lakehouse: Path) -> Settings:
+        """The same settings with every data path moved under another lakehouse root (tests, demo)."""
+        lakehouse = lakehouse.resolve()
+        return replace(
+            self,
+            lakehouse=lakehouse,
+            landing=lakehouse / "landing",
+            checkpoints=lakehouse / "_checkpoints",
+            truth=lakehouse / "_truth",
+        )
+
+    def table_path(self, table: str) -> Path:
+        """'bronze.events' -> <lakehouse>/bronze/events."""
+        layer, _, name = table.partition(".")
+        if not name:
+            raise SettingsError(f"table name {table!r} must be <layer>.<name>")
+        return self.lakehouse / layer / name
+
+    def checkpoint(self, job: str) -> Path:
+        return self.checkpoints / job
+
+    @property
+    def scoring_file(self) -> Path:
+        return self.config_dir / "scoring.yaml"
+
+    @property
+    def segments_file(self) -> Path:
+        return self.config_dir / "segments.yaml"

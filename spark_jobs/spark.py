@@ -1,0 +1,54 @@
+"""Build the one Spark session every job, test and CLI command uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.settings import Settings
+
+
+class MissingJarsError(RuntimeError):
+    """The Delta / Kafka jars have not been resolved into the local cache yet."""
+
+
+def cached_jars(jars_dir: Path) -> list[str]:
+    jars = sorted(str(p) for p in jars_dir.glob("*.jar"))
+    if not any("delta-spark" in Path(j).name for j in jars):
+        raise MissingJarsError(
+            f"no Delta jar in {jars_dir}. Run `make jars` (or `python scripts/resolve_jars.py`) once to "
+            "resolve Delta and the Kafka connector from Maven Central into that cache."
+        )
+    return jars
+
+
+def build_spark(settings: Settings, app_name: str = "intentlake") -> SparkSession:
+    """A Delta-enabled session: `local[*]` by default, or the master and confs from settings.
+
+    Jars come from the local cache (`make jars`), never resolved at start-up. Defaults suit a small
+    machine: few shuffle partitions, UI off unless asked for, UTC session time zone.
+    """
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars", ",".join(cached_jars(settings.jars_dir)))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.default.parallelism", str(settings.shuffle_partitions))
+        .config("spark.ui.enabled", str(settings.spark_ui).lower())
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", str(settings.lakehouse / "_catalog"))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        .config("spark.driver.memory", "4g")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    for key, value in settings.spark_conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,22 @@
+-- ops.pipeline_runs: one row per micro-batch of every job. For bronze the counts prove that nothing
+-- is lost: input_rows = accepted_rows + quarantined_rows + duplicate_rows.
+CREATE TABLE IF NOT EXISTS ops.pipeline_runs (
+  job              STRING    NOT NULL COMMENT 'bronze, silver or gold',
+  query_id         STRING    NOT NULL COMMENT 'Streaming query id (stable across restarts on one checkpoint)',
+  batch_id         BIGINT    NOT NULL COMMENT 'Micro-batch id within the query',
+  started_at       TIMESTAMP NOT NULL COMMENT 'When the batch started (UTC)',
+  duration_ms      BIGINT    NOT NULL COMMENT 'Wall time of the batch',
+  input_rows       BIGINT    NOT NULL COMMENT 'Rows read by the batch',
+  accepted_rows    BIGINT    NOT NULL COMMENT 'Rows written to the job''s main table',
+  quarantined_rows BIGINT    NOT NULL COMMENT 'Rows sent to bronze.quarantine',
+  duplicate_rows   BIGINT    NOT NULL COMMENT 'Rows dropped as duplicates of an accepted event',
+  quarantine_reasons MAP<STRING, BIGINT> NOT NULL COMMENT 'Quarantined rows per reason',
+  details          MAP<STRING, STRING> NOT NULL COMMENT 'Job-specific figures (rows updated, deleted, min/max event time ...)',
+  run_date         DATE      NOT NULL COMMENT 'Partition: UTC date of started_at'
+)
+USING DELTA
+PARTITIONED BY (run_date)
+COMMENT 'Per-batch counts of every job (ops)'
+TBLPROPERTIES (
+  'intentlake.contract' = 'tables/ops/pipeline_runs.sql'
+)
