@@ -38,8 +38,16 @@ def main() -> int:
     staging = ROOT / ".cache" / "jars.staging"
     shutil.rmtree(staging, ignore_errors=True)
     cmd = [
-        "mvn", "-q", "-B", "-s", str(SETTINGS), "-f", str(POM),
-        "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+        "mvn",
+        "-q",
+        "-B",
+        "-s",
+        str(SETTINGS),
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
     ]
     print("jars: resolving Delta and the Kafka connector from Maven Central (once) ...")
     result = subprocess.run(cmd, check=False)

@@ -65,7 +65,7 @@ class Settings:
     spark_ui: bool = False
     # Bronze
     trigger: str = "availableNow"  # or a processing-time interval such as "30 seconds"
-    max_files_per_trigger: int = 8
+    max_files_per_trigger: int = 64
     dedup_window: str = "24 hours"
     # Silver
     session_timeout: str = "5 minutes"
@@ -85,7 +85,7 @@ class Settings:
             shuffle_partitions=_env_int("SHUFFLE_PARTITIONS", 4),
             spark_ui=_env("SPARK_UI", "false").lower() in ("1", "true", "yes"),
             trigger=_env("TRIGGER", "availableNow"),
-            max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 8),
+            max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 64),
             dedup_window=_env("DEDUP_WINDOW", "24 hours"),
             session_timeout=_env("SESSION_TIMEOUT", "5 minutes"),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -41,12 +43,24 @@ def build_spark(settings: Settings, app_name: str = "intentlake") -> SparkSessio
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.warehouse.dir", str(settings.lakehouse / "_catalog"))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.driver.memory", "4g")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if settings.spark_master.startswith("local"):
+        # Python workers must run this interpreter (the venv with pyarrow and spark_jobs), on loopback.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = (
+            builder.config("spark.driver.host", "127.0.0.1")
+            # Delta rebuilds table state (e.g. to look up txnAppId for idempotent writes) with a Spark
+            # job of 50 partitions by default: ~5 s per write on 2 cores, ~1 s with 2.
+            .config("spark.databricks.delta.snapshotPartitions", "2")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+        )
     for key, value in settings.spark_conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -25,7 +25,6 @@ PARTITIONED BY (event_date)
 COMMENT 'Canonical, deduplicated behaviour events (bronze)'
 TBLPROPERTIES (
   'delta.appendOnly' = 'false',
-  'delta.autoOptimize.optimizeWrite' = 'true',
   'delta.logRetentionDuration' = 'interval 30 days',
   'intentlake.contract' = 'tables/bronze/events.sql'
 )

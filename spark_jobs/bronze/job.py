@@ -1,0 +1,222 @@
+"""Bronze: landing-zone NDJSON -> bronze.events (canonical, deduplicated) + bronze.quarantine.
+
+Every input line ends in exactly one place: bronze.events, bronze.quarantine (with a reason), or the
+batch's duplicate count; ops.pipeline_runs records the counts per micro-batch. Writes are idempotent
+(Delta txnAppId/txnVersion per micro-batch), so a job killed at any point and restarted on its
+checkpoint writes each row once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+
+from spark_jobs.bronze.normalize import RejectedEvent, normalize_line
+from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.settings import Settings
+from spark_jobs.streaming import BatchRecord, idempotent_append, run_stream
+
+JOB = "bronze"
+LINEAGE_COLUMNS = ("event_date", "ingested_at", "source_file", "ingest_batch")
+_TIMESTAMP_FIELDS = ("occurred_at", "received_at")
+
+
+def parsed_schema() -> StructType:
+    """Parser output: the canonical columns of bronze.events (all nullable) plus the verdict."""
+    canonical = [
+        StructField(f.name, f.dataType, True)
+        for f in table_contract("bronze.events").schema().fields
+        if f.name not in LINEAGE_COLUMNS
+    ]
+    verdict = [
+        StructField("is_accepted", BooleanType(), False),
+        StructField("reason", StringType(), True),
+        StructField("detail", StringType(), True),
+        StructField("raw", StringType(), True),
+        StructField("source_file", StringType(), True),
+    ]
+    return StructType(canonical + verdict)
+
+
+def _arrow_rows(event: dict) -> dict:
+    for name in _TIMESTAMP_FIELDS:
+        event[name] = datetime.fromisoformat(event[name])
+    return event
+
+
+def _parse_batches(schema: StructType):
+    arrow_schema = to_arrow_schema(schema)
+    canonical_names = [
+        f.name
+        for f in schema.fields
+        if f.name not in ("is_accepted", "reason", "detail", "raw", "source_file")
+    ]
+    empty = dict.fromkeys(canonical_names)
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            lines = batch.column("value").to_pylist()
+            files = batch.column("source_file").to_pylist()
+            rows = []
+            for line, source_file in zip(lines, files, strict=True):
+                try:
+                    event = _arrow_rows(normalize_line(line))
+                    rows.append(
+                        {
+                            **event,
+                            "is_accepted": True,
+                            "reason": None,
+                            "detail": None,
+                            "raw": None,
+                            "source_file": source_file,
+                        }
+                    )
+                except RejectedEvent as rejected:
+                    rows.append(
+                        {
+                            **empty,
+                            "event_id": rejected.event_id,
+                            "is_accepted": False,
+                            "reason": rejected.reason.value,
+                            "detail": rejected.detail,
+                            "raw": line,
+                            "source_file": source_file,
+                        }
+                    )
+            yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
+
+    return parse
+
+
+def parse_lines(lines: DataFrame) -> DataFrame:
+    """Raw lines (value, source_file) -> one row per line: canonical columns when accepted, else reason."""
+    schema = parsed_schema()
+    return lines.select("value", "source_file").mapInArrow(_parse_batches(schema), schema)
+
+
+def first_of_each_event(accepted: DataFrame) -> DataFrame:
+    """Keep one row per event_id: the earliest received, ties broken by file and content (deterministic)."""
+    order = Window.partitionBy("event_id").orderBy(
+        "received_at", "source_file", "occurred_at", "anonymous_id"
+    )
+    return accepted.withColumn("_n", F.row_number().over(order)).filter("_n = 1").drop("_n")
+
+
+def not_yet_in_bronze(
+    candidates: DataFrame, bronze: DataFrame, since: datetime, this_batch: str
+) -> DataFrame:
+    """Candidates whose event_id bronze does not already hold (within the dedup horizon).
+
+    Rows written by this very batch (a replay after a crash) do not count as earlier copies, so the
+    replay classifies every line exactly as the first attempt did.
+    """
+    earlier = bronze.filter(
+        (F.col("occurred_at") >= F.lit(since)) & (F.col("event_date") >= F.lit(since.date()))
+    )
+    earlier = earlier.filter(F.col("ingest_batch") != F.lit(this_batch)).select("event_id")
+    return candidates.join(earlier, "event_id", "left_anti")
+
+
+def to_bronze_rows(events: DataFrame, ingested_at: datetime, ingest_batch: str) -> DataFrame:
+    """Add lineage columns and order columns as the contract does."""
+    columns = table_contract("bronze.events").column_names
+    return (
+        events.withColumn("event_date", F.to_date("occurred_at"))
+        .withColumn("ingested_at", F.lit(ingested_at))
+        .withColumn("ingest_batch", F.lit(ingest_batch))
+        .select(*columns)
+    )
+
+
+def to_quarantine_rows(rejected: DataFrame, quarantined_at: datetime, ingest_batch: str) -> DataFrame:
+    columns = table_contract("bronze.quarantine").column_names
+    return (
+        rejected.withColumn("quarantined_at", F.lit(quarantined_at))
+        .withColumn("quarantine_date", F.lit(quarantined_at.date()))
+        .withColumn("ingest_batch", F.lit(ingest_batch))
+        .select(*columns)
+    )
+
+
+def _interval_seconds(text: str) -> int:
+    amount, unit = text.split()
+    return int(amount) * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit.rstrip("s")]
+
+
+def process_bronze_batch(
+    spark: SparkSession, settings: Settings, lines: DataFrame, batch_id: int, query_id: str
+) -> BatchRecord:
+    """Parse, validate, deduplicate and write one micro-batch of raw lines; return its counts."""
+    record = BatchRecord(JOB, query_id, batch_id)
+    ingest_batch = f"{query_id}/{batch_id}"
+    parsed = parse_lines(lines).persist()
+    try:
+        with record.phase("parse"):
+            summary = (
+                parsed.groupBy("is_accepted", "reason")
+                .agg(
+                    F.count(F.lit(1)).alias("n"), F.min(F.unix_micros("occurred_at")).alias("min_occurred_us")
+                )
+                .collect()
+            )
+        record.input_rows = sum(r.n for r in summary)
+        accepted_in = sum(r.n for r in summary if r.is_accepted)
+        record.quarantine_reasons = {r.reason: r.n for r in summary if not r.is_accepted}
+        record.quarantined_rows = sum(record.quarantine_reasons.values())
+        if accepted_in:
+            min_occurred_s = min(r.min_occurred_us for r in summary if r.is_accepted) / 1e6
+            since = datetime.fromtimestamp(min_occurred_s - _interval_seconds(settings.dedup_window), UTC)
+            bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
+            fresh = not_yet_in_bronze(
+                first_of_each_event(parsed.filter("is_accepted")), bronze, since, ingest_batch
+            )
+            rows = to_bronze_rows(fresh, record.started_at, ingest_batch).persist()
+            with record.phase("dedup"):
+                record.accepted_rows = rows.count()
+            with record.phase("write_events"):
+                idempotent_append(rows, settings.table_path("bronze.events"), f"{JOB}-{query_id}", batch_id)
+            rows.unpersist()
+        record.duplicate_rows = accepted_in - record.accepted_rows
+        if record.quarantined_rows:
+            rejected = to_quarantine_rows(parsed.filter("NOT is_accepted"), record.started_at, ingest_batch)
+            with record.phase("write_quarantine"):
+                idempotent_append(
+                    rejected, settings.table_path("bronze.quarantine"), f"{JOB}-{query_id}", batch_id
+                )
+        record.write(spark, settings)
+        return record
+    finally:
+        parsed.unpersist()
+
+
+def landing_stream(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The landing zone as a stream of raw lines with the file each came from."""
+    return (
+        spark.readStream.format("text")
+        .option("maxFilesPerTrigger", settings.max_files_per_trigger)
+        .option("pathGlobFilter", "*.ndjson")
+        .load(str(settings.landing))
+        .select("value", F.col("_metadata.file_path").alias("source_file"))
+    )
+
+
+def run(
+    spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True
+) -> StreamingQuery:
+    """Start the bronze stream (availableNow by default: catch up, then stop)."""
+    ensure_tables(spark, settings)
+    settings.landing.mkdir(parents=True, exist_ok=True)
+
+    def process(lines: DataFrame, batch_id: int, query_id: str) -> None:
+        process_bronze_batch(spark, settings, lines, batch_id, query_id)
+
+    return run_stream(
+        landing_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait
+    )

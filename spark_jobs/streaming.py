@@ -1,0 +1,135 @@
+"""What every streaming job shares: triggers, checkpoint identity, idempotent writes, run records."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from spark_jobs.contracts import table_contract
+from spark_jobs.settings import Settings, SettingsError
+
+_INTERVAL = re.compile(r"^\d+\s+(second|minute|hour)s?$")
+
+
+def apply_trigger(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
+    """'availableNow' catches up on everything available, then stops; '30 seconds' runs until stopped."""
+    if trigger == "availableNow":
+        return writer.trigger(availableNow=True)
+    if _INTERVAL.match(trigger.strip()):
+        return writer.trigger(processingTime=trigger.strip())
+    raise SettingsError(f"trigger {trigger!r}: use 'availableNow' or an interval such as '30 seconds'")
+
+
+def checkpoint_query_id(checkpoint: Path) -> str:
+    """The streaming query id stored in a checkpoint: stable across restarts, new for a new checkpoint."""
+    metadata = checkpoint / "metadata"
+    return json.loads(metadata.read_text().splitlines()[0])["id"]
+
+
+def idempotent_append(df: DataFrame, table_path: Path, app_id: str, version: int) -> None:
+    """Append once per (app_id, version): Delta skips a replayed micro-batch that already committed."""
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", version)
+        .save(str(table_path))
+    )
+
+
+@dataclass
+class BatchRecord:
+    """One row of ops.pipeline_runs."""
+
+    job: str
+    query_id: str
+    batch_id: int
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    input_rows: int = 0
+    accepted_rows: int = 0
+    quarantined_rows: int = 0
+    duplicate_rows: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the batch into details['<name>_ms'] (what an operator reads to find the cost)."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.details[f"{name}_ms"] = str(int((time.monotonic() - t0) * 1000))
+
+    def write(self, spark: SparkSession, settings: Settings) -> None:
+        """Append this record once (replays of the same batch are skipped by Delta)."""
+        row = {
+            "job": self.job,
+            "query_id": self.query_id,
+            "batch_id": self.batch_id,
+            "started_at": self.started_at,
+            "duration_ms": int((time.monotonic() - self._t0) * 1000),
+            "input_rows": self.input_rows,
+            "accepted_rows": self.accepted_rows,
+            "quarantined_rows": self.quarantined_rows,
+            "duplicate_rows": self.duplicate_rows,
+            "quarantine_reasons": self.quarantine_reasons,
+            "details": {k: str(v) for k, v in self.details.items()},
+            "run_date": self.started_at.date(),
+        }
+        df = spark.createDataFrame([row], table_contract("ops.pipeline_runs").schema())
+        idempotent_append(
+            df, settings.table_path("ops.pipeline_runs"), f"{self.job}-{self.query_id}", self.batch_id
+        )
+
+
+BatchFunction = Callable[[DataFrame, int], None]
+
+
+def run_stream(
+    source: DataFrame,
+    name: str,
+    settings: Settings,
+    process_batch: Callable[[DataFrame, int, str], None],
+    trigger: str | None = None,
+    wait: bool = True,
+) -> StreamingQuery:
+    """Start `source` -> foreachBatch(process_batch(batch, batch_id, query_id)) with the job's checkpoint.
+
+    With an availableNow trigger and wait=True this returns once everything available is processed.
+    """
+    checkpoint = settings.checkpoint(name)
+    query_id: dict[str, str] = {}
+
+    def batch(df: DataFrame, batch_id: int) -> None:
+        if "id" not in query_id:
+            query_id["id"] = checkpoint_query_id(checkpoint)
+        process_batch(df, batch_id, query_id["id"])
+
+    writer = (
+        source.writeStream.queryName(name).option("checkpointLocation", str(checkpoint)).foreachBatch(batch)
+    )
+    query = apply_trigger(writer, trigger or "availableNow").start()
+    if wait:
+        query.awaitTermination()
+    return query
+
+
+def latest_runs(spark: SparkSession, settings: Settings, jobs: Mapping[str, str] | None = None) -> DataFrame:
+    """The most recent ops.pipeline_runs row per job."""
+    runs = spark.read.format("delta").load(str(settings.table_path("ops.pipeline_runs")))
+    runs.createOrReplaceTempView("_runs")
+    return spark.sql(
+        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS rn FROM _runs) "
+        "WHERE rn = 1 ORDER BY job"
+    ).drop("rn")
