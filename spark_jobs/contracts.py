@@ -52,6 +52,14 @@ class TableContract:
         """Top-level column names in DDL order (pure Python, no Spark needed)."""
         return [item.split()[0] for item in _split_top_level(self.columns_ddl)]
 
+    @property
+    def column_types(self) -> dict[str, str]:
+        """Column name -> type keyword ('INT', 'STRING', 'STRUCT' ...), pure Python."""
+        return {
+            item.split()[0]: item.split()[1].split("<")[0].upper()
+            for item in _split_top_level(self.columns_ddl)
+        }
+
 
 def _matching_paren(text: str, open_at: int) -> int:
     """Index of the ')' closing the '(' at open_at, skipping quoted SQL strings ('' escapes a quote)."""

@@ -69,6 +69,7 @@ class Settings:
     dedup_window: str = "24 hours"
     # Silver
     session_timeout: str = "5 minutes"
+    allowed_lateness: str = "30 minutes"  # event time behind the newest event before sessions close
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,6 +89,7 @@ class Settings:
             max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 64),
             dedup_window=_env("DEDUP_WINDOW", "24 hours"),
             session_timeout=_env("SESSION_TIMEOUT", "5 minutes"),
+            allowed_lateness=_env("ALLOWED_LATENESS", "30 minutes"),
         )
 
     def with_root(self, lakehouse: Path) -> Settings:

@@ -21,7 +21,7 @@ from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 from spark_jobs.bronze.normalize import RejectedEvent, normalize_line
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import Settings
-from spark_jobs.streaming import BatchRecord, idempotent_append, run_stream
+from spark_jobs.streaming import BatchRecord, idempotent_append, interval_seconds, run_stream
 
 JOB = "bronze"
 LINEAGE_COLUMNS = ("event_date", "ingested_at", "source_file", "ingest_batch")
@@ -145,11 +145,6 @@ def to_quarantine_rows(rejected: DataFrame, quarantined_at: datetime, ingest_bat
     )
 
 
-def _interval_seconds(text: str) -> int:
-    amount, unit = text.split()
-    return int(amount) * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit.rstrip("s")]
-
-
 def process_bronze_batch(
     spark: SparkSession, settings: Settings, lines: DataFrame, batch_id: int, query_id: str
 ) -> BatchRecord:
@@ -172,7 +167,7 @@ def process_bronze_batch(
         record.quarantined_rows = sum(record.quarantine_reasons.values())
         if accepted_in:
             min_occurred_s = min(r.min_occurred_us for r in summary if r.is_accepted) / 1e6
-            since = datetime.fromtimestamp(min_occurred_s - _interval_seconds(settings.dedup_window), UTC)
+            since = datetime.fromtimestamp(min_occurred_s - interval_seconds(settings.dedup_window), UTC)
             bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
             fresh = not_yet_in_bronze(
                 first_of_each_event(parsed.filter("is_accepted")), bronze, since, ingest_batch

@@ -1,0 +1,209 @@
+"""Business configuration from config/: scoring weights and segment rules, validated before any run.
+
+Every problem is reported as InvalidConfigError naming the file, the rule or signal, what is wrong and
+what would be accepted. Segment rules are Spark SQL expressions, checked here by name (no Python eval,
+no JVM-reflection functions) and by Spark's analyzer in `check_rules_compile` before data moves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from spark_jobs.contracts import table_contract
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+TRANSFORMS = ("saturate", "indicator", "equals")
+NUMERIC_TYPES = ("INT", "BIGINT", "DOUBLE", "FLOAT", "DECIMAL", "SMALLINT")
+FORBIDDEN_FUNCTIONS = ("reflect", "java_method", "try_reflect")
+_SQL_WORDS = {
+    "and", "or", "not", "in", "is", "null", "true", "false", "between", "like", "rlike", "case", "when", "then",
+    "else", "end", "as", "ilike", "div", "distinct",
+}  # fmt: skip
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InvalidConfigError(ValueError):
+    """A config file is wrong; the message names the file, the rule and the problem."""
+
+    def __init__(self, path: Path, where: str, problem: str) -> None:
+        super().__init__(f"{path}: {where}: {problem}")
+        self.path, self.where, self.problem = path, where, problem
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    feature: str
+    transform: str
+    weight: float
+    cap: float | None = None
+    equals: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    model_version: str
+    signals: tuple[Signal, ...]
+
+
+@dataclass(frozen=True)
+class SegmentRule:
+    name: str
+    when: str
+    description: str = ""
+
+
+def session_feature_types() -> dict[str, str]:
+    return table_contract("silver.sessions").column_types
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise InvalidConfigError(path, "file", "does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        raise InvalidConfigError(path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def load_scoring(path: Path) -> ScoringModel:
+    """Read and check config/scoring.yaml."""
+    doc = _read_yaml(path)
+    if not isinstance(doc, dict):
+        raise InvalidConfigError(path, "file", "expected a mapping with model_version and signals")
+    version = doc.get("model_version")
+    if not isinstance(version, str) or not version.strip():
+        raise InvalidConfigError(path, "model_version", "must be a non-empty text such as 'weighted-v1'")
+    raw_signals = doc.get("signals")
+    if not isinstance(raw_signals, dict) or not raw_signals:
+        raise InvalidConfigError(path, "signals", "must map signal names to {feature, transform, weight}")
+    features = session_feature_types()
+    signals = []
+    for name, spec in raw_signals.items():
+        where = f"signal '{name}'"
+        if not isinstance(spec, dict):
+            raise InvalidConfigError(path, where, "must be a mapping with feature, transform and weight")
+        unknown = set(spec) - {"feature", "transform", "weight", "cap", "equals"}
+        if unknown:
+            raise InvalidConfigError(path, where, f"unknown keys {sorted(unknown)}; allowed: feature, transform, "
+                                     "weight, cap, equals")  # fmt: skip
+        feature = spec.get("feature")
+        if feature not in features:
+            raise InvalidConfigError(path, where, f"unknown feature {feature!r}; silver.sessions has "
+                                     f"{sorted(features)}")  # fmt: skip
+        transform = spec.get("transform")
+        if transform not in TRANSFORMS:
+            raise InvalidConfigError(path, where, f"transform {transform!r} is not one of {list(TRANSFORMS)}")
+        weight = spec.get("weight")
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0 <= weight <= 1:
+            raise InvalidConfigError(path, where, f"weight {weight!r} must be a number between 0 and 1")
+        if transform in ("saturate", "indicator") and features[feature] not in NUMERIC_TYPES:
+            raise InvalidConfigError(path, where, f"transform {transform} needs a numeric feature; "
+                                     f"{feature} is {features[feature]}")  # fmt: skip
+        cap = spec.get("cap")
+        if transform == "saturate" and (
+            not isinstance(cap, int | float) or isinstance(cap, bool) or cap <= 0
+        ):
+            raise InvalidConfigError(path, where, f"saturate needs a positive number 'cap', got {cap!r}")
+        if transform == "equals" and "equals" not in spec:
+            raise InvalidConfigError(path, where, "transform equals needs an 'equals' value")
+        signals.append(Signal(name, feature, transform, float(weight), float(cap) if cap else None,
+                              None if spec.get("equals") is None else str(spec["equals"])))  # fmt: skip
+    total = sum(s.weight for s in signals)
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise InvalidConfigError(path, "signals", f"weights add up to {total:g}; they must add up to 1")
+    return ScoringModel(version.strip(), tuple(signals))
+
+
+def referenced_names(expression: str) -> set[str]:
+    """Bare identifiers in a SQL expression: string literals, function names and SQL words left out."""
+    without_strings = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "''", expression)
+    names = set()
+    for match in _IDENTIFIER.finditer(without_strings):
+        word = match.group(0)
+        rest = without_strings[match.end() :].lstrip()
+        if rest.startswith("(") or word.lower() in _SQL_WORDS:
+            continue
+        if match.start() > 0 and without_strings[match.start() - 1].isdigit():
+            continue  # e.g. 1e3, 10d
+        names.add(word)
+    return names
+
+
+def rule_columns() -> set[str]:
+    """What a segment rule may refer to: silver.sessions columns and the intent score."""
+    return set(session_feature_types()) | {"intent_score"}
+
+
+def load_segments(path: Path) -> tuple[SegmentRule, ...]:
+    """Read and check config/segments.yaml (ordered rules, last one a catch-all)."""
+    doc = _read_yaml(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("segments"), list) or not doc["segments"]:
+        raise InvalidConfigError(path, "segments", "expected a non-empty list of {name, when} rules")
+    allowed = rule_columns()
+    rules, seen = [], set()
+    for i, spec in enumerate(doc["segments"], start=1):
+        if not isinstance(spec, dict):
+            raise InvalidConfigError(path, f"rule #{i}", "must be a mapping with name and when")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidConfigError(path, f"rule #{i}", "needs a non-empty name")
+        where = f"rule '{name}'"
+        if name in seen:
+            raise InvalidConfigError(path, where, "is defined twice; segment names must be unique")
+        seen.add(name)
+        unknown_keys = set(spec) - {"name", "when", "description"}
+        if unknown_keys:
+            raise InvalidConfigError(path, where, f"unknown keys {sorted(unknown_keys)}; allowed: name, when, "
+                                     "description")  # fmt: skip
+        when = spec.get("when")
+        if isinstance(when, bool):
+            when = "true" if when else "false"
+        if not isinstance(when, str) or not when.strip():
+            raise InvalidConfigError(path, where, "needs a 'when' expression (Spark SQL, boolean)")
+        lowered = when.lower()
+        for fn in FORBIDDEN_FUNCTIONS:
+            if re.search(rf"\b{fn}\s*\(", lowered):
+                raise InvalidConfigError(path, where, f"function {fn}() is not allowed in rules")
+        unknown = referenced_names(when) - allowed
+        if unknown:
+            raise InvalidConfigError(path, where, f"unknown feature(s) {sorted(unknown)} in {when!r}; "
+                                     f"available: {sorted(allowed)}")  # fmt: skip
+        rules.append(SegmentRule(name.strip(), when.strip(), str(spec.get("description", ""))))
+    if rules[-1].when.lower() != "true":
+        raise InvalidConfigError(path, f"rule '{rules[-1].name}'", "the last rule must be a catch-all "
+                                 "(when: \"true\") so every session gets a segment")  # fmt: skip
+    return tuple(rules)
+
+
+def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRule, ...]) -> None:
+    """Let Spark's analyzer check each rule on an empty frame: it must parse, resolve and be boolean."""
+    from pyspark.errors import AnalysisException, ParseException
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType, DoubleType, StructField, StructType
+
+    schema = StructType(
+        list(table_contract("silver.sessions").schema().fields) + [StructField("intent_score", DoubleType())]
+    )
+    empty = spark.createDataFrame([], schema)
+    for rule in rules:
+        try:
+            data_type = empty.select(F.expr(rule.when).alias("x")).schema["x"].dataType
+        except (ParseException, AnalysisException) as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise InvalidConfigError(
+                path, f"rule '{rule.name}'", f"Spark cannot use {rule.when!r}: {first_line}"
+            ) from None
+        if not isinstance(data_type, BooleanType):
+            raise InvalidConfigError(path, f"rule '{rule.name}'", f"{rule.when!r} is {data_type.simpleString()}, "
+                                     "not a boolean condition")  # fmt: skip

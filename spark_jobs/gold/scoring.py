@@ -1,0 +1,170 @@
+"""Gold: silver.sessions -> gold.session_scores (explainable 0-100 intent) and gold.user_segments.
+
+Each micro-batch of silver changes (Change Data Feed) names the persons whose sessions changed; their
+sessions are rescored with the weighted model in config/scoring.yaml, put in the first matching
+segment of config/segments.yaml, and merged into gold. Both configs are checked before the stream
+starts, so an invalid config stops the run before any data moves.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from spark_jobs.config import (
+    ScoringModel,
+    SegmentRule,
+    Signal,
+    check_rules_compile,
+    load_scoring,
+    load_segments,
+)
+from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.merge import replace_scopes
+from spark_jobs.settings import Settings
+from spark_jobs.streaming import BatchRecord, run_stream
+
+JOB = "gold"
+
+
+def signal_value(signal: Signal) -> Column:
+    """The signal scaled to 0..1 from its silver.sessions feature."""
+    feature = F.col(signal.feature)
+    if signal.transform == "saturate":
+        return F.least(F.coalesce(feature.cast("double"), F.lit(0.0)) / F.lit(signal.cap), F.lit(1.0))
+    if signal.transform == "indicator":
+        return F.when(F.coalesce(feature, F.lit(0)) > 0, 1.0).otherwise(0.0)
+    return F.when(feature == F.lit(signal.equals), 1.0).otherwise(0.0)
+
+
+def score_sessions(sessions: DataFrame, model: ScoringModel) -> DataFrame:
+    """Add intent_score (0-100), contributions (points per signal, adding up to the score) and model_version."""
+    points = {s.name: F.round(signal_value(s) * F.lit(100.0 * s.weight), 4) for s in model.signals}
+    contributions = F.create_map(*[part for name, col in points.items() for part in (F.lit(name), col)])
+    total = sum(points.values(), F.lit(0.0))
+    return (
+        sessions.withColumn("contributions", contributions)
+        .withColumn("intent_score", F.round(total, 4))
+        .withColumn("model_version", F.lit(model.model_version))
+    )
+
+
+def assign_segments(scored: DataFrame, rules: tuple[SegmentRule, ...]) -> DataFrame:
+    """Add segment: the name of the first rule whose condition holds (the last rule catches all)."""
+    segment: Column | None = None
+    for rule in rules:
+        condition = F.coalesce(F.expr(rule.when), F.lit(False))
+        segment = (
+            F.when(condition, F.lit(rule.name)) if segment is None else segment.when(condition, rule.name)
+        )
+    assert segment is not None  # load_segments guarantees at least one rule
+    return scored.withColumn("segment", segment.otherwise(F.lit(rules[-1].name)))
+
+
+def current_segments(scores: DataFrame) -> DataFrame:
+    """gold.user_segments rows: each person's most recent session decides the segment."""
+    latest = Window.partitionBy("person_id").orderBy(
+        F.col("session_start").desc(), F.col("session_id").desc()
+    )
+    counted = scores.withColumn(
+        "sessions", F.count(F.lit(1)).over(Window.partitionBy("person_id")).cast("int")
+    )
+    return (
+        counted.withColumn("_n", F.row_number().over(latest))
+        .filter("_n = 1")
+        .withColumn("last_seen_at", F.col("session_end"))
+        .select(*table_contract("gold.user_segments").column_names)
+    )
+
+
+def process_gold_batch(
+    spark: SparkSession,
+    settings: Settings,
+    changes: DataFrame,
+    batch_id: int,
+    query_id: str,
+    model: ScoringModel,
+    rules: tuple[SegmentRule, ...],
+) -> BatchRecord:
+    """Rescore every person whose silver sessions changed in this batch, and merge scores and segments."""
+    record = BatchRecord(JOB, query_id, batch_id)
+    persons = changes.select("person_id").distinct().persist()
+    try:
+        with record.phase("read"):
+            record.input_rows = changes.count()
+        sessions = (
+            spark.read.format("delta")
+            .load(str(settings.table_path("silver.sessions")))
+            .join(persons, "person_id", "left_semi")
+        )
+        scores = assign_segments(score_sessions(sessions, model), rules)
+        scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
+        with record.phase("merge_scores"):
+            counts = replace_scopes(
+                spark,
+                settings,
+                "gold.session_scores",
+                scores,
+                ("session_id", "person_id"),
+                "person_id",
+                persons,
+            )
+        with record.phase("merge_segments"):
+            segments = replace_scopes(
+                spark,
+                settings,
+                "gold.user_segments",
+                current_segments(scores),
+                ("person_id",),
+                "person_id",
+                persons,
+            )
+        scores.unpersist()
+        record.accepted_rows = counts.inserted + counts.updated
+        record.details.update(
+            scores_inserted=counts.inserted,
+            scores_updated=counts.updated,
+            scores_deleted=counts.deleted,
+            segments_inserted=segments.inserted,
+            segments_updated=segments.updated,
+            segments_deleted=segments.deleted,
+            model_version=model.model_version,
+        )
+        record.write(spark, settings)
+        return record
+    finally:
+        persons.unpersist()
+
+
+def silver_changes(spark: SparkSession, settings: Settings) -> DataFrame:
+    """silver.sessions' Change Data Feed as a stream (inserts, updates and deletes)."""
+    return (
+        spark.readStream.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", 0)
+        .load(str(settings.table_path("silver.sessions")))
+    )
+
+
+def load_config(spark: SparkSession, settings: Settings) -> tuple[ScoringModel, tuple[SegmentRule, ...]]:
+    """Read and check both gold configs; raises InvalidConfigError before anything runs."""
+    model = load_scoring(settings.scoring_file)
+    rules = load_segments(settings.segments_file)
+    check_rules_compile(spark, settings.segments_file, rules)
+    return model, rules
+
+
+def run(
+    spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True
+) -> StreamingQuery:
+    """Start the gold stream (availableNow by default: catch up, then stop)."""
+    model, rules = load_config(spark, settings)
+    ensure_tables(spark, settings)
+
+    def process(changes: DataFrame, batch_id: int, query_id: str) -> None:
+        process_gold_batch(spark, settings, changes, batch_id, query_id, model, rules)
+
+    return run_stream(
+        silver_changes(spark, settings), JOB, settings, process, trigger or settings.trigger, wait
+    )

@@ -1,0 +1,83 @@
+"""Replace every row of some scopes (devices, persons) in a Delta table, touching only what changed.
+
+The silver and gold jobs recompute whole scopes (all sessions of a device, all scores of a person) and
+hand the result here. One MERGE then inserts new rows, updates rows whose values changed, deletes rows
+the recomputation no longer produces, and leaves identical rows alone, so the Change Data Feed shows
+real changes only and re-running a batch is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.contracts import table_contract
+from spark_jobs.settings import Settings
+
+
+@dataclass(frozen=True)
+class MergeCounts:
+    inserted: int
+    updated: int
+    deleted: int
+
+
+def _last_merge_counts(table: DeltaTable) -> MergeCounts:
+    metrics = table.history(1).select("operation", "operationMetrics").collect()[0]
+    if metrics.operation != "MERGE":
+        return MergeCounts(0, 0, 0)
+    m = metrics.operationMetrics
+    return MergeCounts(
+        int(m.get("numTargetRowsInserted", 0)),
+        int(m.get("numTargetRowsUpdated", 0)),
+        int(m.get("numTargetRowsDeleted", 0)),
+    )
+
+
+def _differs(column: str, sql_type: str) -> str:
+    """SQL that is true when target and source values differ (null-safe; maps compared by sorted entries)."""
+    if sql_type == "MAP":
+        return f"NOT (array_sort(map_entries(t.{column})) <=> array_sort(map_entries(s.{column})))"
+    return f"NOT (t.{column} <=> s.{column})"
+
+
+def replace_scopes(
+    spark: SparkSession,
+    settings: Settings,
+    table: str,
+    fresh: DataFrame,
+    keys: tuple[str, ...],
+    scope: str,
+    scopes: DataFrame,
+    close_others: tuple[str, dict[str, Column]] | None = None,
+) -> MergeCounts:
+    """Make `table`'s rows for every value of `scope` listed in `scopes` equal to `fresh`.
+
+    keys: the columns identifying a row. close_others: an optional (target condition SQL, {col: value})
+    update for rows outside the scopes (silver uses it to close sessions the watermark has passed).
+    """
+    contract = table_contract(table)
+    columns = contract.column_names
+    target = DeltaTable.forPath(spark, str(settings.table_path(table)))
+    existing = target.toDF().join(scopes.select(scope).distinct(), scope, "left_semi")
+    stale = existing.select(*keys).join(fresh.select(*keys), list(keys), "left_anti")
+    source = fresh.select(*columns, F.lit(False).alias("_delete")).unionByName(
+        existing.join(stale, list(keys), "left_semi").select(*columns, F.lit(True).alias("_delete"))
+    )
+    on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    changed = " OR ".join(_differs(c, contract.column_types[c]) for c in columns if c not in keys)
+    merge = (
+        target.alias("t")
+        .merge(source.alias("s"), on)
+        .whenMatchedDelete(condition="s._delete")
+        .whenMatchedUpdate(condition=f"NOT s._delete AND ({changed})", set={c: f"s.{c}" for c in columns})
+        .whenNotMatchedInsert(condition="NOT s._delete", values={c: f"s.{c}" for c in columns})
+    )
+    if close_others is not None:
+        condition, assignments = close_others
+        merge = merge.whenNotMatchedBySourceUpdate(condition=condition, set=assignments)
+    merge.execute()
+    return _last_merge_counts(target)
