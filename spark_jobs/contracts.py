@@ -126,15 +126,22 @@ def canonical_event_schema(version: int = 1) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+_registered: dict[tuple[int, str], Path] = {}
+
+
 def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ...] = TABLES) -> None:
-    """Create (or register in this session's catalog) every table from its contract at its location.
+    """Create each table from its contract at its lakehouse location and register its name in the catalog.
 
     On an existing table Delta checks the contract's schema, partitioning and properties against it.
+    A name registered for another lakehouse root in this session is re-pointed (the data stays put).
     """
     for name in tables:
-        contract = table_contract(name)
-        layer = name.split(".")[0]
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        if spark.catalog.tableExists(name):
+        location = settings.table_path(name)
+        key = (id(spark), name)
+        if _registered.get(key) == location and spark.catalog.tableExists(name):
             continue
-        spark.sql(contract.create_statement(settings.table_path(name)))
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.split('.')[0]}")
+        if spark.catalog.tableExists(name):
+            spark.sql(f"DROP TABLE {name}")  # an external (LOCATION) table: only the catalog entry goes
+        spark.sql(table_contract(name).create_statement(location))
+        _registered[key] = location

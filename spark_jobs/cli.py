@@ -1,0 +1,258 @@
+"""`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, validate-config)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spark_jobs.settings import TABLES, Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+def _spark(settings: Settings) -> SparkSession:
+    from spark_jobs.contracts import ensure_tables
+    from spark_jobs.spark import build_spark
+
+    spark = build_spark(settings)
+    ensure_tables(spark, settings)
+    return spark
+
+
+def _run_layer(spark: SparkSession, settings: Settings, layer: str, trigger: str | None) -> None:
+    from spark_jobs.bronze import job as bronze
+    from spark_jobs.gold import scoring as gold
+    from spark_jobs.silver import sessions as silver
+
+    {"bronze": bronze.run, "silver": silver.run, "gold": gold.run}[layer](spark, settings, trigger)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.simulate import simulate
+
+    t0 = time.monotonic()
+    summary = simulate(
+        settings.landing,
+        settings.truth,
+        events=args.events,
+        seed=args.seed,
+        day=args.day,
+        duplicate_rate=args.duplicate_rate,
+        late_rate=args.late_rate,
+        malformed_rate=args.malformed_rate,
+        lines_per_file=args.lines_per_file,
+    )
+    print(
+        f"simulated {summary.events:,} events from {summary.users:,} users in {summary.sessions:,} sessions "
+        f"({summary.lines:,} lines: +{summary.duplicates:,} duplicates, {summary.malformed:,} malformed; "
+        f"{summary.late:,} late) into {summary.files} files in {time.monotonic() - t0:.1f}s"
+    )
+    print(f"  landing: {summary.landing}\n  truth:   {summary.truth}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError
+
+    layers = LAYERS if args.layer == "all" else (args.layer,)
+    if args.trigger and args.trigger != "availableNow" and len(layers) > 1:
+        print("a processing-time trigger runs one layer until stopped; name the layer", file=sys.stderr)
+        return 2
+    spark = _spark(settings)
+    try:
+        for layer in layers:
+            t0 = time.monotonic()
+            _run_layer(spark, settings, layer, args.trigger)
+            print(f"{layer}: done in {time.monotonic() - t0:.1f}s")
+    except InvalidConfigError as exc:
+        print(f"config error, nothing ran: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    spark = _spark(settings)
+    result = spark.sql(args.query)
+    if args.format == "csv":
+        print(result.limit(args.limit).toPandas().to_csv(index=False), end="")
+    else:
+        result.show(args.limit, truncate=args.truncate)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    spark = _spark(settings)
+    print("tables:")
+    for name in TABLES:
+        print(f"  {name:<22} {spark.table(name).count():>10,} rows   {settings.table_path(name)}")
+    print("latest batch per job (ops.pipeline_runs):")
+    spark.sql(
+        "SELECT job, batch_id, started_at, duration_ms, input_rows, accepted_rows, quarantined_rows, duplicate_rows "
+        "FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS n FROM ops.pipeline_runs) "
+        "WHERE n = 1 ORDER BY job"
+    ).show(truncate=False)
+    return 0
+
+
+def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError, check_rules_compile, load_scoring, load_segments
+
+    try:
+        model = load_scoring(settings.scoring_file)
+        rules = load_segments(settings.segments_file)
+        if not args.no_spark:
+            from spark_jobs.spark import build_spark
+
+            check_rules_compile(build_spark(settings), settings.segments_file, rules)
+    except InvalidConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: {settings.scoring_file} ({model.model_version}, {len(model.signals)} signals)")
+    print(f"ok: {settings.segments_file} ({', '.join(r.name for r in rules)})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError, load_scoring, load_segments
+
+    try:  # fail on a bad config before generating or moving anything
+        load_scoring(settings.scoring_file)
+        load_segments(settings.segments_file)
+    except InvalidConfigError as exc:
+        print(f"config error, nothing ran: {exc}", file=sys.stderr)
+        return 2
+    if settings.lakehouse.exists() and not args.keep:
+        print(f"resetting the demo lakehouse at {settings.lakehouse} (use --keep to add to it)")
+        shutil.rmtree(settings.lakehouse)
+    started = time.monotonic()
+    args.day, args.duplicate_rate, args.late_rate, args.malformed_rate = date(2026, 11, 2), 0.01, 0.02, 0.002
+    args.lines_per_file = 5_000
+    cmd_simulate(args, settings)
+    print("starting Spark ...")
+    spark = _spark(settings)
+    timings: dict[str, float] = {}
+    for layer in LAYERS:
+        t0 = time.monotonic()
+        _run_layer(spark, settings, layer, "availableNow")
+        timings[layer] = time.monotonic() - t0
+    total = time.monotonic() - started
+    _print_demo_report(spark, settings, timings, total)
+    return 0
+
+
+def _print_demo_report(
+    spark: SparkSession, settings: Settings, timings: dict[str, float], total: float
+) -> None:
+    counts = {name: spark.table(name).count() for name in TABLES}
+    events = counts["bronze.events"]
+    print("\n== intentlake demo ==")
+    print("rows per table:")
+    for name in TABLES:
+        print(f"  {name:<22} {counts[name]:>9,}   {settings.table_path(name)}")
+    runs = spark.sql(
+        "SELECT sum(input_rows) i, sum(accepted_rows) a, sum(quarantined_rows) q, sum(duplicate_rows) d "
+        "FROM ops.pipeline_runs WHERE job = 'bronze'"
+    ).collect()[0]
+    print(
+        f"bronze accounting: {runs.i:,} input lines = {runs.a:,} accepted + {runs.q:,} quarantined "
+        f"+ {runs.d:,} duplicates"
+    )
+    print("quarantine reasons:")
+    for row in spark.sql(
+        "SELECT reason, count(*) n, min(detail) example FROM bronze.quarantine GROUP BY reason ORDER BY n DESC"
+    ).collect():
+        print(f"  {row.reason:<18} {row.n:>6,}   e.g. {row.example[:70]}")
+    print("segments (people, by current segment):")
+    for row in spark.sql(
+        "SELECT segment, count(*) n, round(avg(intent_score), 1) score FROM gold.user_segments "
+        "GROUP BY segment ORDER BY n DESC"
+    ).collect():
+        print(f"  {row.segment:<14} {row.n:>7,} people   mean intent score {row.score}")
+    print("time taken:")
+    for layer, seconds in timings.items():
+        print(f"  {layer:<7} {seconds:6.1f}s   {events / seconds:>9,.0f} events/s")
+    print(f"  total   {total:6.1f}s (simulation, Spark start-up and all three layers)")
+    print(f"\nThe tables are Delta tables under {settings.lakehouse}; query them with, for example:")
+    print('  .venv/bin/intentlake sql "SELECT segment, count(*) FROM gold.user_segments GROUP BY segment"')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intentlake",
+        description="Behavioural-signals lakehouse: events -> bronze -> silver sessions -> gold intent segments.",
+        epilog="Settings come from INTENTLAKE_* environment variables; see .env.example.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, handler) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    demo = add(
+        "demo", "simulate ~200k events and run bronze -> silver -> gold, then print a report", cmd_demo
+    )
+    demo.add_argument("--events", type=int, default=200_000, help="events to simulate (default 200000)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the existing lakehouse instead of resetting it"
+    )
+
+    sim = add(
+        "simulate",
+        "write realistic, seeded NDJSON events to the landing zone (and the ground truth)",
+        cmd_simulate,
+    )
+    sim.add_argument("--events", type=int, default=200_000, help="about how many events (default 200000)")
+    sim.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes the same files")
+    sim.add_argument(
+        "--day", type=date.fromisoformat, default=date(2026, 11, 2), help="local day to simulate"
+    )
+    sim.add_argument("--duplicate-rate", type=float, default=0.01, help="share of events sent twice")
+    sim.add_argument("--late-rate", type=float, default=0.02, help="share of events arriving 2-30 min late")
+    sim.add_argument("--malformed-rate", type=float, default=0.002, help="malformed lines per event")
+    sim.add_argument("--lines-per-file", type=int, default=5_000, help="lines per landing file")
+
+    run = add("run", "run a pipeline layer (or all) as a stream; availableNow catches up and stops", cmd_run)
+    run.add_argument("layer", choices=(*LAYERS, "all"), help="which layer to run")
+    run.add_argument(
+        "--trigger", default=None, help="'availableNow' (default) or an interval like '30 seconds'"
+    )
+
+    sql = add(
+        "sql",
+        "run a Spark SQL query against the lakehouse tables (bronze.events, gold.user_segments ...)",
+        cmd_sql,
+    )
+    sql.add_argument("query", help='e.g. "SELECT segment, count(*) FROM gold.user_segments GROUP BY 1"')
+    sql.add_argument("--limit", type=int, default=20, help="rows to print (default 20)")
+    sql.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
+    sql.add_argument("--truncate", action="store_true", help="truncate long values in table output")
+
+    add("status", "row counts per table and the latest batch of every job", cmd_status)
+
+    val = add(
+        "validate-config",
+        "check config/scoring.yaml and config/segments.yaml without running anything",
+        cmd_validate_config,
+    )
+    val.add_argument("--no-spark", action="store_true", help="skip the Spark analyzer check of segment rules")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    return args.handler(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Source adapters and validation: realistic payloads in, canonical events or named reasons out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spark_jobs.bronze.normalize import Reason, RejectedEvent, normalize_line
+
+pytestmark = pytest.mark.unit
+
+SEGMENT_TRACK = {
+    "type": "track",
+    "event": "Product Added",
+    "messageId": "msg-1",
+    "anonymousId": "a-1",
+    "userId": "u-9",
+    "timestamp": "2026-11-02T10:00:00.250Z",
+    "sentAt": "2026-11-02T10:00:00.300Z",
+    "receivedAt": "2026-11-02T10:00:01Z",
+    "properties": {"product_id": "p-7", "price": 49.5, "quantity": 1, "tags": ["a", "b"]},
+    "context": {
+        "ip": "198.51.100.7",
+        "locale": "de-DE",
+        "timezone": "Europe/Berlin",
+        "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_2 like Mac OS X) Mobile/15E148",
+        "page": {"url": "https://shop.example.com/product/p-7", "path": "/product/p-7", "referrer": ""},
+        "location": {"latitude": 52.52, "longitude": 13.4, "country": "DE", "city": "Berlin"},
+        "library": {"name": "analytics.js", "version": "5.2.0"},
+        "consent": {"categoryPreferences": {"analytics": True, "marketing": False, "personalization": True}},
+    },
+    "campaign_code": "BF26",
+}
+
+WEB_SDK_CLICK = {
+    "sdk": "intentlake-web",
+    "sdk_version": "2.3.1",
+    "kind": "click",
+    "eid": "e-1",
+    "ts": 1793620017046,
+    "recv_ts": 1793620018070,
+    "anon": "a-2",
+    "uid": None,
+    "sid": "s-2",
+    "url": "https://shop.example.com/product/p-1?ref=x",
+    "ref": "https://www.google.com/",
+    "ua": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/142.0.0.0 Safari/537.36",
+    "dev": "desktop",
+    "ip": "198.51.100.8",
+    "lang": "en-US",
+    "tz": "America/New_York",
+    "geo": {"lat": 40.71, "lon": -74.01, "cc": "US", "city": "New York"},
+    "consent": ["analytics", "ads"],
+    "x": 345,
+    "y": 210,
+    "button_id": "add_to_cart",
+    "data": {},
+    "ab_bucket": "B",
+}
+
+
+def test_segment_track_becomes_the_canonical_event():
+    assert normalize_line(json.dumps(SEGMENT_TRACK)) == {
+        "event_id": "msg-1",
+        "event_type": "cart_add",
+        "occurred_at": "2026-11-02T10:00:00.250000Z",
+        "received_at": "2026-11-02T10:00:01.000000Z",
+        "user_id": "u-9",
+        "anonymous_id": "a-1",
+        "session_id": None,
+        "device": {"type": "mobile", "os": "iOS", "user_agent": SEGMENT_TRACK["context"]["userAgent"]},
+        "context": {
+            "ip": "198.51.100.7",
+            "locale": "de-DE",
+            "timezone": "Europe/Berlin",
+            "geo": {"lat": 52.52, "lon": 13.4, "country": "DE", "city": "Berlin"},
+        },
+        "page": {"url": "https://shop.example.com/product/p-7", "path": "/product/p-7", "referrer": None},
+        "properties": {
+            "product_id": "p-7",
+            "price": "49.5",
+            "quantity": "1",
+            "tags": '["a","b"]',
+            "event_name": "Product Added",
+            "campaign_code": "BF26",  # an unknown top-level field is kept, not dropped
+        },
+        "consent": ["analytics", "personalization"],
+        "source": {"kind": "segment", "sdk": "analytics.js", "version": "5.2.0"},
+        "schema_version": 1,
+    }
+
+
+def test_web_sdk_click_keeps_coordinates_button_and_unknown_fields_in_properties():
+    event = normalize_line(json.dumps(WEB_SDK_CLICK))
+    assert event == {
+        "event_id": "e-1",
+        "event_type": "click",
+        "occurred_at": "2026-11-02T11:46:57.046000Z",
+        "received_at": "2026-11-02T11:46:58.070000Z",
+        "user_id": None,
+        "anonymous_id": "a-2",
+        "session_id": "s-2",
+        "device": {"type": "desktop", "os": "Windows", "user_agent": WEB_SDK_CLICK["ua"]},
+        "context": {
+            "ip": "198.51.100.8",
+            "locale": "en-US",
+            "timezone": "America/New_York",
+            "geo": {"lat": 40.71, "lon": -74.01, "country": "US", "city": "New York"},
+        },
+        "page": {
+            "url": "https://shop.example.com/product/p-1?ref=x",
+            "path": "/product/p-1",
+            "referrer": "https://www.google.com/",
+        },
+        "properties": {"x": "345", "y": "210", "button_id": "add_to_cart", "ab_bucket": "B"},
+        "consent": ["analytics"],
+        "source": {"kind": "web_sdk", "sdk": "intentlake-web", "version": "2.3.1"},
+        "schema_version": 1,
+    }
+
+
+def test_segment_page_and_identify_calls_map_to_page_view_and_identify():
+    page = {**SEGMENT_TRACK, "type": "page", "name": "Home", "properties": {"path": "/", "url": "https://s/"}}
+    del page["event"]
+    event = normalize_line(json.dumps(page))
+    assert (event["event_type"], event["page"]["path"], event["properties"]["page_name"]) == (
+        "page_view",
+        "/",
+        "Home",
+    )
+    identify = {"type": "identify", "messageId": "m-2", "userId": "u-1", "anonymousId": "a-1",
+                "timestamp": "2026-11-02T10:00:00Z", "traits": {"plan": "member"}}  # fmt: skip
+    event = normalize_line(json.dumps(identify))
+    assert (event["event_type"], event["user_id"], event["properties"]) == (
+        "identify",
+        "u-1",
+        {"trait.plan": "member"},
+    )
+
+
+def test_naive_timestamps_are_read_as_utc():
+    msg = {**SEGMENT_TRACK, "timestamp": "2026-11-02T10:00:00"}
+    assert normalize_line(json.dumps(msg))["occurred_at"] == "2026-11-02T10:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "detail_mentions"),
+    [
+        ('{"type": "track", "event": "Product', Reason.MALFORMED_JSON, "not valid JSON"),
+        ("GET /favicon.ico HTTP/1.1", Reason.MALFORMED_JSON, "not valid JSON"),
+        ("[1, 2]", Reason.NOT_AN_OBJECT, "list"),
+        ('{"foo": "bar"}', Reason.UNKNOWN_SOURCE, "[foo]"),
+        (
+            json.dumps({**SEGMENT_TRACK, "anonymousId": None, "userId": None}),
+            Reason.SCHEMA_VIOLATION,
+            "anonymous_id",
+        ),
+        (json.dumps({**SEGMENT_TRACK, "messageId": None}), Reason.SCHEMA_VIOLATION, "event_id"),
+        (json.dumps({**SEGMENT_TRACK, "event": "Coupon Applied"}), Reason.SCHEMA_VIOLATION, "Coupon Applied"),
+        (json.dumps({**SEGMENT_TRACK, "type": "group"}), Reason.SCHEMA_VIOLATION, "'group'"),
+        (json.dumps({**SEGMENT_TRACK, "timestamp": "yesterday"}), Reason.BAD_TIMESTAMP, "timestamp"),
+        (json.dumps({**WEB_SDK_CLICK, "ts": 12}), Reason.BAD_TIMESTAMP, "outside 2000-2100"),
+        (json.dumps({**WEB_SDK_CLICK, "kind": "hover"}), Reason.SCHEMA_VIOLATION, "hover"),
+        (json.dumps({**WEB_SDK_CLICK, "geo": {"lat": 123.0}}), Reason.SCHEMA_VIOLATION, "context.geo.lat"),
+        (json.dumps({**WEB_SDK_CLICK, "anon": 42}), Reason.SCHEMA_VIOLATION, "anonymous_id"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason_that_names_the_problem(line, reason, detail_mentions):
+    with pytest.raises(RejectedEvent) as caught:
+        normalize_line(line)
+    assert caught.value.reason == reason
+    assert detail_mentions in caught.value.detail
+
+
+def test_a_rejected_event_keeps_its_event_id_when_one_was_readable():
+    with pytest.raises(RejectedEvent) as caught:
+        normalize_line(json.dumps({**SEGMENT_TRACK, "event": "Coupon Applied"}))
+    assert caught.value.event_id == "msg-1"

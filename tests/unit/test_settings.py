@@ -1,0 +1,54 @@
+"""Settings come from INTENTLAKE_* variables, with clear errors for unusable values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spark_jobs.settings import Settings, SettingsError
+from spark_jobs.streaming import interval_seconds
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_put_everything_under_the_lakehouse_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("INTENTLAKE_LAKEHOUSE", str(tmp_path / "lh"))
+    settings = Settings.from_env()
+    assert settings.table_path("bronze.events") == tmp_path / "lh" / "bronze" / "events"
+    assert settings.landing == tmp_path / "lh" / "landing"
+    assert settings.spark_master == "local[*]" and settings.session_timeout == "5 minutes"
+
+
+def test_cluster_master_and_extra_confs_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("INTENTLAKE_SPARK_MASTER", "spark://10.0.0.1:7077")
+    monkeypatch.setenv("INTENTLAKE_SPARK_CONF", "spark.executor.memory=8g, spark.executor.cores=4")
+    settings = Settings.from_env()
+    assert settings.spark_master == "spark://10.0.0.1:7077"
+    assert settings.spark_conf == {"spark.executor.memory": "8g", "spark.executor.cores": "4"}
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("SHUFFLE_PARTITIONS", "four", "not a whole number"),
+    ("SPARK_CONF", "spark.executor.memory", "not key=value"),
+])  # fmt: skip
+def test_unusable_values_name_the_variable(monkeypatch, name, value, message):
+    monkeypatch.setenv(f"INTENTLAKE_{name}", value)
+    with pytest.raises(SettingsError, match=message) as caught:
+        Settings.from_env()
+    assert f"INTENTLAKE_{name}" in str(caught.value) or "spark.executor.memory" in str(caught.value)
+
+
+def test_intervals():
+    assert interval_seconds("5 minutes") == 300
+    assert interval_seconds("1 hour") == 3600
+    assert interval_seconds("24 hours") == 86400
+    with pytest.raises(SettingsError, match="expected"):
+        interval_seconds("5 mins")
+
+
+def test_with_root_moves_every_data_path(tmp_path):
+    moved = Settings.from_env().with_root(tmp_path)
+    assert moved.checkpoint("bronze") == tmp_path / "_checkpoints" / "bronze"
+    assert moved.truth == tmp_path / "_truth"
+    assert isinstance(moved.config_dir, Path)

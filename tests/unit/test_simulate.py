@@ -1,0 +1,85 @@
+"""The simulator is reproducible, and its ground truth agrees with what it wrote."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from datetime import datetime
+
+import pytest
+
+from spark_jobs.bronze.normalize import RejectedEvent, normalize_line
+from spark_jobs.simulate import MAX_IN_SESSION_GAP_S, MIN_SESSION_SEPARATION_S, PERSONAS, simulate
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    summary = simulate(root / "landing", root / "truth", events=4000, seed=11, duplicate_rate=0.05,
+                       malformed_rate=0.02, late_rate=0.05, lines_per_file=700)  # fmt: skip
+    return root, summary
+
+
+def _lines(root):
+    return [line for f in sorted((root / "landing").glob("*.ndjson")) for line in f.read_text().splitlines()]
+
+
+def test_same_seed_writes_identical_files(tmp_path, day):
+    root, _ = day
+    simulate(tmp_path / "landing", tmp_path / "truth", events=4000, seed=11, duplicate_rate=0.05,
+             malformed_rate=0.02, late_rate=0.05, lines_per_file=700)  # fmt: skip
+    assert _lines(tmp_path) == _lines(root)
+    assert (tmp_path / "truth" / "sessions.csv").read_text() == (root / "truth" / "sessions.csv").read_text()
+
+
+def test_every_line_is_an_event_a_duplicate_or_an_injected_malformed_line(day):
+    root, summary = day
+    lines = _lines(root)
+    assert len(lines) == summary.lines == summary.events + summary.duplicates + summary.malformed
+    reasons, accepted = Counter(), Counter()
+    for line in lines:
+        try:
+            accepted[normalize_line(line)["event_id"]] += 1
+        except RejectedEvent as exc:
+            reasons[exc.reason.value] += 1
+    assert dict(reasons) == summary.malformed_by_reason
+    assert len(accepted) == summary.events
+    assert sum(accepted.values()) - len(accepted) == summary.duplicates
+
+
+def test_true_sessions_are_separated_by_more_than_the_timeout_and_dense_inside(day):
+    root, _ = day
+    with open(root / "truth" / "events.csv") as fh:
+        session_of = {row["event_id"]: row["true_session_id"] for row in csv.DictReader(fh)}
+    times = defaultdict(list)
+    for line in set(_lines(root)):
+        try:
+            event = normalize_line(line)
+        except RejectedEvent:
+            continue
+        times[session_of[event["event_id"]]].append(datetime.fromisoformat(event["occurred_at"]))
+    for stamps in times.values():
+        stamps.sort()
+        assert all((b - a).total_seconds() <= MAX_IN_SESSION_GAP_S + 120 for a, b in zip(stamps, stamps[1:]))
+    with open(root / "truth" / "sessions.csv") as fh:
+        by_device = defaultdict(list)
+        for row in csv.DictReader(fh):
+            by_device[row["anonymous_id"]].append((row["start"], row["end"]))
+    for spans in by_device.values():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            gap = datetime.fromisoformat(start) - datetime.fromisoformat(end)
+            assert gap.total_seconds() >= MIN_SESSION_SEPARATION_S
+
+
+def test_personas_formats_and_conversions_all_appear(day):
+    root, summary = day
+    with open(root / "truth" / "users.csv") as fh:
+        users = list(csv.DictReader(fh))
+    assert {u["persona"] for u in users} == set(PERSONAS)
+    assert {u["source_kind"] for u in users} == {"segment", "web_sdk"}
+    assert summary.conversions > 0
+    assert json.loads((root / "truth" / "summary.json").read_text())["events"] == summary.events
