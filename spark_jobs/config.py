@@ -186,6 +186,13 @@ def load_segments(path: Path) -> tuple[SegmentRule, ...]:
     return tuple(rules)
 
 
+def rule_condition(rule: SegmentRule):
+    """The rule as a Spark Column. Parenthesised, so trailing text cannot parse as an alias ('a > 1 AND')."""
+    from pyspark.sql import functions as F
+
+    return F.expr(f"({rule.when})")
+
+
 def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRule, ...]) -> None:
     """Let Spark's analyzer check each rule on an empty frame: it must parse, resolve and be boolean."""
     from pyspark.errors import AnalysisException, ParseException
@@ -198,7 +205,7 @@ def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRul
     empty = spark.createDataFrame([], schema)
     for rule in rules:
         try:
-            data_type = empty.select(F.expr(rule.when).alias("x")).schema["x"].dataType
+            data_type = empty.select(rule_condition(rule).alias("x")).schema["x"].dataType
         except (ParseException, AnalysisException) as exc:
             first_line = str(exc).strip().splitlines()[0]
             raise InvalidConfigError(

@@ -17,6 +17,7 @@ from spark_jobs.config import (
     SegmentRule,
     Signal,
     check_rules_compile,
+    rule_condition,
     load_scoring,
     load_segments,
 )
@@ -54,7 +55,7 @@ def assign_segments(scored: DataFrame, rules: tuple[SegmentRule, ...]) -> DataFr
     """Add segment: the name of the first rule whose condition holds (the last rule catches all)."""
     segment: Column | None = None
     for rule in rules:
-        condition = F.coalesce(F.expr(rule.when), F.lit(False))
+        condition = F.coalesce(rule_condition(rule), F.lit(False))
         segment = (
             F.when(condition, F.lit(rule.name)) if segment is None else segment.when(condition, rule.name)
         )

@@ -1,0 +1,121 @@
+"""End to end: a simulated day through bronze -> silver -> gold, checked against the ground truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from pyspark.sql import functions as F
+
+from spark_jobs.bronze import job as bronze
+from spark_jobs.gold import scoring as gold
+from spark_jobs.settings import TABLES
+from spark_jobs.silver import sessions as silver
+from spark_jobs.simulate import simulate
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def day(spark, tmp_path_factory):
+    from spark_jobs.settings import Settings
+
+    settings = replace(Settings.from_env().with_root(tmp_path_factory.mktemp("e2e") / "lakehouse"),
+                       shuffle_partitions=2, max_files_per_trigger=4)  # fmt: skip
+    summary = simulate(settings.landing, settings.truth, events=4000, seed=3, duplicate_rate=0.03,
+                       late_rate=0.05, malformed_rate=0.01, lines_per_file=500)  # fmt: skip
+    for layer in (bronze, silver, gold):
+        layer.run(spark, settings)
+    return settings, summary
+
+
+def _table(spark, settings, name):
+    return spark.read.format("delta").load(str(settings.table_path(name)))
+
+
+def test_every_input_line_is_accepted_quarantined_or_counted_as_a_duplicate(spark, day):
+    settings, summary = day
+    runs = _table(spark, settings, "ops.pipeline_runs").filter("job = 'bronze'")
+    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
+                             "sum(duplicate_rows) d").first()  # fmt: skip
+    bronze_rows = _table(spark, settings, "bronze.events").count()
+    quarantined = _table(spark, settings, "bronze.quarantine").count()
+    assert totals.i == summary.lines == bronze_rows + quarantined + totals.d
+    assert (bronze_rows, totals.d) == (summary.events, summary.duplicates)
+    by_reason = {
+        r.reason: r["count"]
+        for r in _table(spark, settings, "bronze.quarantine").groupBy("reason").count().collect()
+    }
+    assert by_reason == summary.malformed_by_reason
+
+
+def test_sessions_equal_the_simulators_true_boundaries(spark, day):
+    settings, summary = day
+    with open(settings.truth / "sessions.csv") as fh:
+        truth = {(r["anonymous_id"], r["start"], r["end"], int(r["event_count"])) for r in csv.DictReader(fh)}
+    ours = {
+        (r.anonymous_id, r.start, r.end, r.event_count)
+        for r in _table(spark, settings, "silver.sessions")
+        .selectExpr("anonymous_id", "date_format(session_start, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\") start",
+                    "date_format(session_end, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\") end", "event_count")
+        .collect()
+    }  # fmt: skip
+    assert len(truth) == summary.sessions
+    # A hand-checked slice first (the three earliest sessions), then every session.
+    assert sorted(ours, key=lambda s: (s[1], s[0]))[:3] == sorted(truth, key=lambda s: (s[1], s[0]))[:3]
+    assert ours == truth
+
+
+def test_conversions_scores_and_segments(spark, day):
+    settings, summary = day
+    sessions = _table(spark, settings, "silver.sessions")
+    assert sessions.filter("converted").count() == summary.conversions
+    scores = _table(spark, settings, "gold.session_scores")
+    assert scores.count() == sessions.count()
+    assert scores.filter("intent_score < 0 OR intent_score > 100").count() == 0
+    segments = _table(spark, settings, "gold.user_segments")
+    assert segments.count() == sessions.select("person_id").distinct().count()
+    rates = {
+        r.segment: r.rate
+        for r in scores.join(sessions.select("session_id", "converted"), "session_id")
+        .groupBy("segment").agg(F.avg(F.col("converted").cast("double")).alias("rate")).collect()
+    }  # fmt: skip
+    assert rates["High Intent"] > 5 * rates["Standard"]  # the score separates buyers from browsers
+
+
+def test_a_second_run_with_no_new_input_changes_no_table(spark, day):
+    settings, _ = day
+    from delta.tables import DeltaTable
+
+    def versions():
+        return {
+            t: DeltaTable.forPath(spark, str(settings.table_path(t))).history(1).first().version
+            for t in TABLES
+        }
+
+    before = versions()
+    for layer in (bronze, silver, gold):
+        layer.run(spark, settings)
+    assert versions() == before
+
+
+def test_the_tables_open_in_another_delta_reader(day):
+    settings, summary = day
+    script = (
+        "import json, os, sys\n"
+        "from deltalake import DeltaTable\n"
+        "counts = {t: DeltaTable(p).to_pyarrow_table().num_rows for t, p in json.loads(sys.argv[1]).items()}\n"
+        "print(json.dumps(counts), flush=True)\n"
+        "os._exit(0)  # delta-rs may abort in its own teardown at interpreter exit\n"
+    )
+    paths = {t: str(settings.table_path(t)) for t in TABLES}
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True, check=True
+    )
+    counts = json.loads(out.stdout)
+    assert counts["bronze.events"] == summary.events
+    assert counts["silver.sessions"] == summary.sessions
