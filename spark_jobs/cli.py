@@ -7,7 +7,6 @@ import shutil
 import sys
 import time
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spark_jobs.settings import TABLES, Settings
@@ -148,9 +147,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_demo_report(
-    spark: SparkSession, settings: Settings, timings: dict[str, float], total: float
-) -> None:
+def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[str, float], total: float) -> None:
     counts = {name: spark.table(name).count() for name in TABLES}
     events = counts["bronze.events"]
     print("\n== intentlake demo ==")
@@ -197,14 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    demo = add(
-        "demo", "simulate ~200k events and run bronze -> silver -> gold, then print a report", cmd_demo
-    )
+    demo = add("demo", "simulate ~200k events and run bronze -> silver -> gold, then print a report", cmd_demo)
     demo.add_argument("--events", type=int, default=200_000, help="events to simulate (default 200000)")
     demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
-    demo.add_argument(
-        "--keep", action="store_true", help="keep the existing lakehouse instead of resetting it"
-    )
+    demo.add_argument("--keep", action="store_true", help="keep the existing lakehouse instead of resetting it")
 
     sim = add(
         "simulate",
@@ -213,9 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--events", type=int, default=200_000, help="about how many events (default 200000)")
     sim.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes the same files")
-    sim.add_argument(
-        "--day", type=date.fromisoformat, default=date(2026, 11, 2), help="local day to simulate"
-    )
+    sim.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 2), help="local day to simulate")
     sim.add_argument("--duplicate-rate", type=float, default=0.01, help="share of events sent twice")
     sim.add_argument("--late-rate", type=float, default=0.02, help="share of events arriving 2-30 min late")
     sim.add_argument("--malformed-rate", type=float, default=0.002, help="malformed lines per event")
@@ -223,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", "run a pipeline layer (or all) as a stream; availableNow catches up and stops", cmd_run)
     run.add_argument("layer", choices=(*LAYERS, "all"), help="which layer to run")
-    run.add_argument(
-        "--trigger", default=None, help="'availableNow' (default) or an interval like '30 seconds'"
-    )
+    run.add_argument("--trigger", default=None, help="'availableNow' (default) or an interval like '30 seconds'")
 
     sql = add(
         "sql",

@@ -111,9 +111,7 @@ def load_scoring(path: Path) -> ScoringModel:
             raise InvalidConfigError(path, where, f"transform {transform} needs a numeric feature; "
                                      f"{feature} is {features[feature]}")  # fmt: skip
         cap = spec.get("cap")
-        if transform == "saturate" and (
-            not isinstance(cap, int | float) or isinstance(cap, bool) or cap <= 0
-        ):
+        if transform == "saturate" and (not isinstance(cap, int | float) or isinstance(cap, bool) or cap <= 0):
             raise InvalidConfigError(path, where, f"saturate needs a positive number 'cap', got {cap!r}")
         if transform == "equals" and "equals" not in spec:
             raise InvalidConfigError(path, where, "transform equals needs an 'equals' value")
@@ -196,12 +194,9 @@ def rule_condition(rule: SegmentRule):
 def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRule, ...]) -> None:
     """Let Spark's analyzer check each rule on an empty frame: it must parse, resolve and be boolean."""
     from pyspark.errors import AnalysisException, ParseException
-    from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType, DoubleType, StructField, StructType
 
-    schema = StructType(
-        list(table_contract("silver.sessions").schema().fields) + [StructField("intent_score", DoubleType())]
-    )
+    schema = StructType([*table_contract("silver.sessions").schema().fields, StructField("intent_score", DoubleType())])
     empty = spark.createDataFrame([], schema)
     for rule in rules:
         try:

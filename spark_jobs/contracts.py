@@ -55,10 +55,7 @@ class TableContract:
     @property
     def column_types(self) -> dict[str, str]:
         """Column name -> type keyword ('INT', 'STRING', 'STRUCT' ...), pure Python."""
-        return {
-            item.split()[0]: item.split()[1].split("<")[0].upper()
-            for item in _split_top_level(self.columns_ddl)
-        }
+        return {item.split()[0]: item.split()[1].split("<")[0].upper() for item in _split_top_level(self.columns_ddl)}
 
 
 def _matching_paren(text: str, open_at: int) -> int:

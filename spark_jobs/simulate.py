@@ -137,9 +137,7 @@ class Persona:
 
 
 PERSONAS: dict[str, Persona] = {
-    "bouncer": Persona(
-        0.24, (1, 1), (1, 3), (2, 25), {"scroll": 0.6, "page_view": 0.3, "click": 0.1}, 0.0, 3
-    ),
+    "bouncer": Persona(0.24, (1, 1), (1, 3), (2, 25), {"scroll": 0.6, "page_view": 0.3, "click": 0.1}, 0.0, 3),
     "browser": Persona(
         0.30,
         (1, 3),
@@ -322,9 +320,7 @@ def _session_events(rng: random.Random, user: _User, persona: Persona, start: da
     products = [f"p-{rng.randrange(2000):04d}" for _ in range(persona.product_pool)]
     category = rng.choice(CATEGORIES)
     entry = rng.choice(["/", f"/category/{category}", f"/product/{products[0]}", "/deals"])
-    referrer = rng.choice(
-        ["https://www.google.com/", "https://www.instagram.com/", "", "https://news.example.org/"]
-    )
+    referrer = rng.choice(["https://www.google.com/", "https://www.instagram.com/", "", "https://news.example.org/"])
     events: list[dict] = [{"type": "page_view", "t": start, "path": entry, "props": {}, "ref": referrer}]
     t, scroll, query, in_cart = start, 0, None, []
     # A known user is either logged in from the first event or logs in part-way through (identify).
@@ -409,9 +405,7 @@ def render_segment(user: _User, e: dict, event_id: str, received: datetime) -> d
         "location": {"latitude": lat, "longitude": lon, "country": country, "city": city},
         "library": {"name": "analytics.js", "version": "5.2.0"},
         "consent": {
-            "categoryPreferences": {
-                s: s in user.consent for s in ("analytics", "marketing", "personalization")
-            }
+            "categoryPreferences": {s: s in user.consent for s in ("analytics", "marketing", "personalization")}
         },
     }
     msg: dict = {
@@ -424,9 +418,7 @@ def render_segment(user: _User, e: dict, event_id: str, received: datetime) -> d
         "context": context,
     }
     if e["type"] == "page_view":
-        msg.update(
-            type="page", name=e["path"].strip("/").split("/")[0] or "home", properties={"title": "Shop"}
-        )
+        msg.update(type="page", name=e["path"].strip("/").split("/")[0] or "home", properties={"title": "Shop"})
     elif e["type"] == "identify":
         msg.update(type="identify", userId=user.user_id, traits={"plan": "member"})
     else:
@@ -468,9 +460,7 @@ def _malformed_line(rng: random.Random, kind: str, sample: str, when: datetime) 
     if kind == "truncated_json":
         return sample[: rng.randrange(5, max(6, len(sample) // 2))]
     if kind == "not_json":
-        return rng.choice(
-            ["GET /favicon.ico HTTP/1.1", "<html><body>502 Bad Gateway</body></html>", "null event"]
-        )
+        return rng.choice(["GET /favicon.ico HTTP/1.1", "<html><body>502 Bad Gateway</body></html>", "null event"])
     if kind == "json_array":
         return json.dumps([{"eid": "x"}, {"eid": "y"}])
     if kind == "unknown_shape":
@@ -565,11 +555,7 @@ def simulate(
             for e in session_events:
                 event_id = _new_id(rng, "e-")
                 is_late = rng.random() < late_rate
-                delay = (
-                    timedelta(minutes=rng.uniform(2, 30))
-                    if is_late
-                    else timedelta(seconds=rng.uniform(0.05, 2))
-                )
+                delay = timedelta(minutes=rng.uniform(2, 30)) if is_late else timedelta(seconds=rng.uniform(0.05, 2))
                 received = e["t"] + delay
                 if user.source_kind == "segment":
                     payload = render_segment(user, e, event_id, received)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,12 +97,7 @@ class BatchRecord:
             "run_date": self.started_at.date(),
         }
         df = spark.createDataFrame([row], table_contract("ops.pipeline_runs").schema())
-        idempotent_append(
-            df, settings.table_path("ops.pipeline_runs"), f"{self.job}-{self.query_id}", self.batch_id
-        )
-
-
-BatchFunction = Callable[[DataFrame, int], None]
+        idempotent_append(df, settings.table_path("ops.pipeline_runs"), f"{self.job}-{self.query_id}", self.batch_id)
 
 
 def run_stream(
@@ -125,20 +120,8 @@ def run_stream(
             query_id["id"] = checkpoint_query_id(checkpoint)
         process_batch(df, batch_id, query_id["id"])
 
-    writer = (
-        source.writeStream.queryName(name).option("checkpointLocation", str(checkpoint)).foreachBatch(batch)
-    )
+    writer = source.writeStream.queryName(name).option("checkpointLocation", str(checkpoint)).foreachBatch(batch)
     query = apply_trigger(writer, trigger or "availableNow").start()
     if wait:
         query.awaitTermination()
     return query
-
-
-def latest_runs(spark: SparkSession, settings: Settings, jobs: Mapping[str, str] | None = None) -> DataFrame:
-    """The most recent ops.pipeline_runs row per job."""
-    runs = spark.read.format("delta").load(str(settings.table_path("ops.pipeline_runs")))
-    runs.createOrReplaceTempView("_runs")
-    return spark.sql(
-        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS rn FROM _runs) "
-        "WHERE rn = 1 ORDER BY job"
-    ).drop("rn")

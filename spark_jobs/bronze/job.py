@@ -54,9 +54,7 @@ def _arrow_rows(event: dict) -> dict:
 def _parse_batches(schema: StructType):
     arrow_schema = to_arrow_schema(schema)
     canonical_names = [
-        f.name
-        for f in schema.fields
-        if f.name not in ("is_accepted", "reason", "detail", "raw", "source_file")
+        f.name for f in schema.fields if f.name not in ("is_accepted", "reason", "detail", "raw", "source_file")
     ]
     empty = dict.fromkeys(canonical_names)
 
@@ -103,23 +101,17 @@ def parse_lines(lines: DataFrame) -> DataFrame:
 
 def first_of_each_event(accepted: DataFrame) -> DataFrame:
     """Keep one row per event_id: the earliest received, ties broken by file and content (deterministic)."""
-    order = Window.partitionBy("event_id").orderBy(
-        "received_at", "source_file", "occurred_at", "anonymous_id"
-    )
+    order = Window.partitionBy("event_id").orderBy("received_at", "source_file", "occurred_at", "anonymous_id")
     return accepted.withColumn("_n", F.row_number().over(order)).filter("_n = 1").drop("_n")
 
 
-def not_yet_in_bronze(
-    candidates: DataFrame, bronze: DataFrame, since: datetime, this_batch: str
-) -> DataFrame:
+def not_yet_in_bronze(candidates: DataFrame, bronze: DataFrame, since: datetime, this_batch: str) -> DataFrame:
     """Candidates whose event_id bronze does not already hold (within the dedup horizon).
 
     Rows written by this very batch (a replay after a crash) do not count as earlier copies, so the
     replay classifies every line exactly as the first attempt did.
     """
-    earlier = bronze.filter(
-        (F.col("occurred_at") >= F.lit(since)) & (F.col("event_date") >= F.lit(since.date()))
-    )
+    earlier = bronze.filter((F.col("occurred_at") >= F.lit(since)) & (F.col("event_date") >= F.lit(since.date())))
     earlier = earlier.filter(F.col("ingest_batch") != F.lit(this_batch)).select("event_id")
     return candidates.join(earlier, "event_id", "left_anti")
 
@@ -156,9 +148,7 @@ def process_bronze_batch(
         with record.phase("parse"):
             summary = (
                 parsed.groupBy("is_accepted", "reason")
-                .agg(
-                    F.count(F.lit(1)).alias("n"), F.min(F.unix_micros("occurred_at")).alias("min_occurred_us")
-                )
+                .agg(F.count(F.lit(1)).alias("n"), F.min(F.unix_micros("occurred_at")).alias("min_occurred_us"))
                 .collect()
             )
         record.input_rows = sum(r.n for r in summary)
@@ -169,9 +159,7 @@ def process_bronze_batch(
             min_occurred_s = min(r.min_occurred_us for r in summary if r.is_accepted) / 1e6
             since = datetime.fromtimestamp(min_occurred_s - interval_seconds(settings.dedup_window), UTC)
             bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
-            fresh = not_yet_in_bronze(
-                first_of_each_event(parsed.filter("is_accepted")), bronze, since, ingest_batch
-            )
+            fresh = not_yet_in_bronze(first_of_each_event(parsed.filter("is_accepted")), bronze, since, ingest_batch)
             rows = to_bronze_rows(fresh, record.started_at, ingest_batch).persist()
             with record.phase("dedup"):
                 record.accepted_rows = rows.count()
@@ -182,9 +170,7 @@ def process_bronze_batch(
         if record.quarantined_rows:
             rejected = to_quarantine_rows(parsed.filter("NOT is_accepted"), record.started_at, ingest_batch)
             with record.phase("write_quarantine"):
-                idempotent_append(
-                    rejected, settings.table_path("bronze.quarantine"), f"{JOB}-{query_id}", batch_id
-                )
+                idempotent_append(rejected, settings.table_path("bronze.quarantine"), f"{JOB}-{query_id}", batch_id)
         record.write(spark, settings)
         return record
     finally:
@@ -202,9 +188,7 @@ def landing_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def run(
-    spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True
-) -> StreamingQuery:
+def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
     """Start the bronze stream (availableNow by default: catch up, then stop)."""
     ensure_tables(spark, settings)
     settings.landing.mkdir(parents=True, exist_ok=True)
@@ -212,6 +196,4 @@ def run(
     def process(lines: DataFrame, batch_id: int, query_id: str) -> None:
         process_bronze_batch(spark, settings, lines, batch_id, query_id)
 
-    return run_stream(
-        landing_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait
-    )
+    return run_stream(landing_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

@@ -127,17 +127,13 @@ def parse_timestamp(value: Any, field: str) -> str:
         raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: missing or not a time ({value!r})")
     if isinstance(value, int | float):
         if not _MIN_EPOCH_MS <= value < _MAX_EPOCH_MS:
-            raise RejectedEvent(
-                Reason.BAD_TIMESTAMP, f"{field}: epoch milliseconds {value!r} outside 2000-2100"
-            )
+            raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: epoch milliseconds {value!r} outside 2000-2100")
         return _iso(datetime.fromtimestamp(value / 1000, tz=UTC))
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise RejectedEvent(
-                Reason.BAD_TIMESTAMP, f"{field}: {value[:60]!r} is not an ISO 8601 time"
-            ) from None
+            raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: {value[:60]!r} is not an ISO 8601 time") from None
         return _iso(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
     raise RejectedEvent(
         Reason.BAD_TIMESTAMP, f"{field}: expected ISO 8601 text or epoch ms, got {type(value).__name__}"
@@ -288,9 +284,7 @@ def from_web_sdk(payload: dict) -> dict:
             event_id,
         )
     occurred = parse_timestamp(payload.get("ts"), "ts")
-    received = (
-        parse_timestamp(payload["recv_ts"], "recv_ts") if payload.get("recv_ts") is not None else occurred
-    )
+    received = parse_timestamp(payload["recv_ts"], "recv_ts") if payload.get("recv_ts") is not None else occurred
     url = payload.get("url")
     user_agent = payload.get("ua")
     geo = payload.get("geo") if isinstance(payload.get("geo"), dict) else {}

@@ -17,9 +17,9 @@ from spark_jobs.config import (
     SegmentRule,
     Signal,
     check_rules_compile,
-    rule_condition,
     load_scoring,
     load_segments,
+    rule_condition,
 )
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.merge import replace_scopes
@@ -56,21 +56,15 @@ def assign_segments(scored: DataFrame, rules: tuple[SegmentRule, ...]) -> DataFr
     segment: Column | None = None
     for rule in rules:
         condition = F.coalesce(rule_condition(rule), F.lit(False))
-        segment = (
-            F.when(condition, F.lit(rule.name)) if segment is None else segment.when(condition, rule.name)
-        )
+        segment = F.when(condition, F.lit(rule.name)) if segment is None else segment.when(condition, rule.name)
     assert segment is not None  # load_segments guarantees at least one rule
     return scored.withColumn("segment", segment.otherwise(F.lit(rules[-1].name)))
 
 
 def current_segments(scores: DataFrame) -> DataFrame:
     """gold.user_segments rows: each person's most recent session decides the segment."""
-    latest = Window.partitionBy("person_id").orderBy(
-        F.col("session_start").desc(), F.col("session_id").desc()
-    )
-    counted = scores.withColumn(
-        "sessions", F.count(F.lit(1)).over(Window.partitionBy("person_id")).cast("int")
-    )
+    latest = Window.partitionBy("person_id").orderBy(F.col("session_start").desc(), F.col("session_id").desc())
+    counted = scores.withColumn("sessions", F.count(F.lit(1)).over(Window.partitionBy("person_id")).cast("int"))
     return (
         counted.withColumn("_n", F.row_number().over(latest))
         .filter("_n = 1")
@@ -156,9 +150,7 @@ def load_config(spark: SparkSession, settings: Settings) -> tuple[ScoringModel, 
     return model, rules
 
 
-def run(
-    spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True
-) -> StreamingQuery:
+def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
     """Start the gold stream (availableNow by default: catch up, then stop)."""
     model, rules = load_config(spark, settings)
     ensure_tables(spark, settings)
@@ -166,6 +158,4 @@ def run(
     def process(changes: DataFrame, batch_id: int, query_id: str) -> None:
         process_gold_batch(spark, settings, changes, batch_id, query_id, model, rules)
 
-    return run_stream(
-        silver_changes(spark, settings), JOB, settings, process, trigger or settings.trigger, wait
-    )
+    return run_stream(silver_changes(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

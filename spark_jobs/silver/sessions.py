@@ -96,9 +96,7 @@ def build_sessions(events: DataFrame, timeout_seconds: int, watermark_us: int | 
         .cast("int")
         .alias("page_depth"),
         F.coalesce(F.avg("_dwell"), F.lit(0.0)).alias("dwell_seconds"),
-        F.coalesce(F.max(F.col("properties")["scroll_depth"].cast("double")), F.lit(0.0)).alias(
-            "max_scroll_depth"
-        ),
+        F.coalesce(F.max(F.col("properties")["scroll_depth"].cast("double")), F.lit(0.0)).alias("max_scroll_depth"),
         _count_of("product_view").alias("product_views"),
         _count_of("cart_add").alias("cart_adds"),
         _count_of("wishlist_add").alias("wishlist_adds"),
@@ -126,9 +124,7 @@ def build_sessions(events: DataFrame, timeout_seconds: int, watermark_us: int | 
     result = (
         agg.join(person_ids(events), "anonymous_id")
         .withColumn("session_id", session_id)
-        .withColumn(
-            "duration_seconds", F.col("session_end").cast("double") - F.col("session_start").cast("double")
-        )
+        .withColumn("duration_seconds", F.col("session_end").cast("double") - F.col("session_start").cast("double"))
         .withColumn("is_closed", closed)
         .withColumn("session_date", F.to_date("session_start"))
     )
@@ -190,15 +186,11 @@ def bronze_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def run(
-    spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True
-) -> StreamingQuery:
+def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
     """Start the silver stream (availableNow by default: catch up, then stop)."""
     ensure_tables(spark, settings)
 
     def process(events: DataFrame, batch_id: int, query_id: str) -> None:
         process_silver_batch(spark, settings, events, batch_id, query_id)
 
-    return run_stream(
-        bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait
-    )
+    return run_stream(bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

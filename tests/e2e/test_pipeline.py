@@ -47,8 +47,7 @@ def test_every_input_line_is_accepted_quarantined_or_counted_as_a_duplicate(spar
     assert totals.i == summary.lines == bronze_rows + quarantined + totals.d
     assert (bronze_rows, totals.d) == (summary.events, summary.duplicates)
     by_reason = {
-        r.reason: r["count"]
-        for r in _table(spark, settings, "bronze.quarantine").groupBy("reason").count().collect()
+        r.reason: r["count"] for r in _table(spark, settings, "bronze.quarantine").groupBy("reason").count().collect()
     }
     assert by_reason == summary.malformed_by_reason
 
@@ -92,10 +91,7 @@ def test_a_second_run_with_no_new_input_changes_no_table(spark, day):
     from delta.tables import DeltaTable
 
     def versions():
-        return {
-            t: DeltaTable.forPath(spark, str(settings.table_path(t))).history(1).first().version
-            for t in TABLES
-        }
+        return {t: DeltaTable.forPath(spark, str(settings.table_path(t))).history(1).first().version for t in TABLES}
 
     before = versions()
     for layer in (bronze, silver, gold):
@@ -113,9 +109,7 @@ def test_the_tables_open_in_another_delta_reader(day):
         "os._exit(0)  # delta-rs may abort in its own teardown at interpreter exit\n"
     )
     paths = {t: str(settings.table_path(t)) for t in TABLES}
-    out = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True, check=True)
     counts = json.loads(out.stdout)
     assert counts["bronze.events"] == summary.events
     assert counts["silver.sessions"] == summary.sessions

@@ -40,8 +40,10 @@ def test_parse_lines_gives_one_row_per_line_with_canonical_columns_or_a_reason(s
     assert [r[:6] for r in rows] == [
         (None, None, None, None, False, "malformed_json"),
         (None, None, None, None, False, "unknown_source"),
-        ("e-1", "click", datetime(2026, 11, 2, 11, 46, 57, 46000), {"x": "1", "y": "2", "button_id": "buy"}, True, None),
-        ("m-1", "product_view", datetime(2026, 11, 2, 10, 0), {"product_id": "p-1", "event_name": "Product Viewed"}, True, None),
+        ("e-1", "click", datetime(2026, 11, 2, 11, 46, 57, 46000), {"x": "1", "y": "2", "button_id": "buy"},
+         True, None),
+        ("m-1", "product_view", datetime(2026, 11, 2, 10, 0), {"product_id": "p-1", "event_name": "Product Viewed"},
+         True, None),
     ]  # fmt: skip
     assert {r[6] for r in rows if not r[4]} == {"{oops", '{"foo": 1}'}  # the raw line is kept for replay
 

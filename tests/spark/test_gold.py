@@ -64,9 +64,7 @@ def test_score_is_the_sum_of_signal_contributions(spark):
 
 def test_contributions_add_up_to_the_score_with_the_shipped_weights(spark):
     model = load_scoring(REPO_ROOT / "config" / "scoring.yaml")
-    sessions = _sessions(
-        spark, [("s1", "p1", 0, 17.3, 2, "mobile", 2, 7), ("s2", "p2", 0, 61.0, 0, "tablet", 5, 3)]
-    )
+    sessions = _sessions(spark, [("s1", "p1", 0, 17.3, 2, "mobile", 2, 7), ("s2", "p2", 0, 61.0, 0, "tablet", 5, 3)])
     for row in score_sessions(sessions, model).collect():
         assert abs(sum(row.contributions.values()) - row.intent_score) < 1e-6
         assert 0 <= row.intent_score <= 100
@@ -78,16 +76,12 @@ def test_the_first_matching_rule_wins(spark):
         ("short", "p2", 0, 0.0, 0, "desktop", 1, 2),
         ("mid", "p3", 0, 30.0, 0, "desktop", 2, 6),
     ])  # fmt: skip
-    segments = {
-        r.session_id: r.segment for r in assign_segments(score_sessions(sessions, MODEL), RULES).collect()
-    }
+    segments = {r.session_id: r.segment for r in assign_segments(score_sessions(sessions, MODEL), RULES).collect()}
     assert segments == {"hot": "High Intent", "short": "Bounce Risk", "mid": "Standard"}
 
 
 def test_a_persons_most_recent_session_decides_the_segment(spark):
-    sessions = _sessions(
-        spark, [("old", "p1", 0, 60.0, 1, "mobile", 3, 9), ("new", "p1", 60, 0.0, 0, "desktop", 1, 1)]
-    )
+    sessions = _sessions(spark, [("old", "p1", 0, 60.0, 1, "mobile", 3, 9), ("new", "p1", 60, 0.0, 0, "desktop", 1, 1)])
     scored = assign_segments(score_sessions(sessions, MODEL), RULES)
     (row,) = current_segments(scored).collect()
     assert (row.person_id, row.session_id, row.segment, row.sessions) == ("p1", "new", "Bounce Risk", 2)

@@ -13,9 +13,7 @@ from spark_jobs.silver.sessions import build_sessions
 pytestmark = pytest.mark.spark
 
 T0 = datetime(2026, 11, 2, 10, 0, 0, tzinfo=UTC)
-EVENT_SCHEMA = ", ".join(
-    item for item in table_contract("bronze.events").columns_ddl.split("\n") if item.strip()
-)
+EVENT_SCHEMA = ", ".join(item for item in table_contract("bronze.events").columns_ddl.split("\n") if item.strip())
 
 
 def _events(spark, rows):
@@ -118,7 +116,7 @@ def test_session_features_for_a_hand_checked_session(spark):
                 "converted": True,
                 "session_date": T0.date(),
             }
-        ],  # fmt: skip
+        ],
         table_contract("silver.sessions").schema(),
     )
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
@@ -128,9 +126,7 @@ def test_session_features_for_a_hand_checked_session(spark):
 def test_session_ids_and_person_ids_are_stable_across_runs(spark):
     rows = [_view("a1", 0), _view("a1", 1000, uid="u-7"), _view("a2", 10)]
     first = sorted((r.session_id, r.person_id) for r in build_sessions(_events(spark, rows), 300).collect())
-    again = sorted(
-        (r.session_id, r.person_id) for r in build_sessions(_events(spark, rows[::-1]), 300).collect()
-    )
+    again = sorted((r.session_id, r.person_id) for r in build_sessions(_events(spark, rows[::-1]), 300).collect())
     assert first == again
     assert {p for _, p in first} == {"user:u-7", "anon:a2"}
 

@@ -33,7 +33,7 @@ def test_canonical_event_field_types_match_the_bronze_column_types():
     types = table_contract("bronze.events").column_types
     for name, spec in schema.items():
         declared = spec.get("type")
-        declared = [t for t in declared if t != "null"][0] if isinstance(declared, list) else declared
+        declared = next(t for t in declared if t != "null") if isinstance(declared, list) else declared
         if declared is None:  # enum / const
             continue
         expected = "MAP" if name == "properties" else JSON_TO_DDL[declared]

@@ -6,6 +6,7 @@ import csv
 import json
 from collections import Counter, defaultdict
 from datetime import datetime
+from itertools import pairwise
 
 import pytest
 
@@ -63,14 +64,14 @@ def test_true_sessions_are_separated_by_more_than_the_timeout_and_dense_inside(d
         times[session_of[event["event_id"]]].append(datetime.fromisoformat(event["occurred_at"]))
     for stamps in times.values():
         stamps.sort()
-        assert all((b - a).total_seconds() <= MAX_IN_SESSION_GAP_S + 120 for a, b in zip(stamps, stamps[1:]))
+        assert all((b - a).total_seconds() <= MAX_IN_SESSION_GAP_S + 120 for a, b in pairwise(stamps))
     with open(root / "truth" / "sessions.csv") as fh:
         by_device = defaultdict(list)
         for row in csv.DictReader(fh):
             by_device[row["anonymous_id"]].append((row["start"], row["end"]))
     for spans in by_device.values():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in pairwise(spans):
             gap = datetime.fromisoformat(start) - datetime.fromisoformat(end)
             assert gap.total_seconds() >= MIN_SESSION_SEPARATION_S
 
