@@ -67,6 +67,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     spark = _spark(settings)
     try:
+        if "gold" in layers:  # a bad config must stop the run before any layer moves data
+            from spark_jobs.gold.scoring import load_config
+
+            load_config(spark, settings)
         for layer in layers:
             t0 = time.monotonic()
             _run_layer(spark, settings, layer, args.trigger)

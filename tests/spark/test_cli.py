@@ -1,0 +1,47 @@
+"""The command line: a bad config stops `run all` before any data moves; sql and status answer."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from spark_jobs.cli import main
+from spark_jobs.settings import REPO_ROOT
+from spark_jobs.simulate import simulate
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture
+def env(monkeypatch, settings, tmp_path):
+    config = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", config)
+    monkeypatch.setenv("INTENTLAKE_LAKEHOUSE", str(settings.lakehouse))
+    monkeypatch.setenv("INTENTLAKE_CONFIG_DIR", str(config))
+    monkeypatch.setenv("INTENTLAKE_SHUFFLE_PARTITIONS", "2")
+    simulate(settings.landing, settings.truth, events=300, seed=2)
+    return settings, config
+
+
+def test_an_invalid_rule_stops_run_all_before_any_data_moves(spark, env, capsys):
+    settings, config = env
+    segments = config / "segments.yaml"
+    segments.write_text(segments.read_text().replace("page_depth >= 3", "page_depth >= 'three' AND"))
+    assert main(["run", "all"]) == 2
+    err = capsys.readouterr().err
+    assert "segments.yaml" in err and "rule 'High Intent'" in err
+    assert spark.read.format("delta").load(str(settings.table_path("bronze.events"))).count() == 0
+    assert not (settings.checkpoints / "bronze").exists()
+
+
+def test_run_all_then_sql_and_status(spark, env, capsys):
+    settings, _ = env
+    assert main(["run", "all"]) == 0
+    capsys.readouterr()
+    assert main(["sql", "SELECT count(*) AS n FROM silver.sessions WHERE event_count > 0", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "n" and int(out[1]) > 0
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out
+    assert "gold.user_segments" in status and "bronze" in status
