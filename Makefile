@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 JARS := .cache/jars/.resolved
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars demo test test-fast lint clean
+.PHONY: help setup jars demo test test-fast lint clean kafka-up kafka-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ test-fast: setup ## the inner loop: pure unit tests only (seconds)
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check spark_jobs tests scripts dags
 	$(VENV)/bin/ruff format --check spark_jobs tests scripts dags
+
+kafka-up: setup ## start a local Kafka broker (KRaft, loopback, port 19092) from Maven Central jars
+	scripts/kafka.sh up
+
+kafka-down: ## stop the local Kafka broker
+	scripts/kafka.sh down
 
 clean: ## remove generated data (lakehouse/); keeps .venv and the jar cache
 	rm -rf lakehouse spark-warehouse

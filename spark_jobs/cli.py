@@ -26,20 +26,26 @@ def _spark(settings: Settings) -> SparkSession:
     return spark
 
 
-def _run_layer(spark: SparkSession, settings: Settings, layer: str, trigger: str | None) -> None:
+def _run_layer(spark: SparkSession, settings: Settings, layer: str, trigger: str | None, source: str = "files") -> None:
     from spark_jobs.bronze import job as bronze
     from spark_jobs.gold import scoring as gold
     from spark_jobs.silver import sessions as silver
 
-    {"bronze": bronze.run, "silver": silver.run, "gold": gold.run}[layer](spark, settings, trigger)
+    if layer == "bronze":
+        bronze.run(spark, settings, trigger, source=source)
+    else:
+        {"silver": silver.run, "gold": gold.run}[layer](spark, settings, trigger)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.simulate import simulate
 
     t0 = time.monotonic()
+    to_kafka = getattr(args, "sink", "files") == "kafka"
+    # For Kafka the files are an outbox: written, published line by line, then removed.
+    target = settings.lakehouse / "_outbox" if to_kafka else settings.landing
     summary = simulate(
-        settings.landing,
+        target,
         settings.truth,
         events=args.events,
         seed=args.seed,
@@ -54,7 +60,17 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         f"({summary.lines:,} lines: +{summary.duplicates:,} duplicates, {summary.malformed:,} malformed; "
         f"{summary.late:,} late) into {summary.files} files in {time.monotonic() - t0:.1f}s"
     )
-    print(f"  landing: {summary.landing}\n  truth:   {summary.truth}")
+    if to_kafka:
+        from spark_jobs.kafka import publish_files
+        from spark_jobs.spark import build_spark
+
+        files = sorted(target.glob("events-*.ndjson"))
+        published = publish_files(build_spark(settings), settings, files)
+        shutil.rmtree(target)
+        print(f"  published {published:,} records to {settings.kafka_topic} at {settings.kafka_bootstrap}")
+    else:
+        print(f"  landing: {summary.landing}")
+    print(f"  truth:   {summary.truth}")
     return 0
 
 
@@ -73,7 +89,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             load_config(spark, settings)
         for layer in layers:
             t0 = time.monotonic()
-            _run_layer(spark, settings, layer, args.trigger)
+            _run_layer(spark, settings, layer, args.trigger, args.source)
             print(f"{layer}: done in {time.monotonic() - t0:.1f}s")
     except InvalidConfigError as exc:
         print(f"config error, nothing ran: {exc}", file=sys.stderr)
@@ -215,10 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--late-rate", type=float, default=0.02, help="share of events arriving 2-30 min late")
     sim.add_argument("--malformed-rate", type=float, default=0.002, help="malformed lines per event")
     sim.add_argument("--lines-per-file", type=int, default=5_000, help="lines per landing file")
+    sim.add_argument(
+        "--sink", choices=("files", "kafka"), default="files", help="landing-zone files (default) or the Kafka topic"
+    )
 
     run = add("run", "run a pipeline layer (or all) as a stream; availableNow catches up and stops", cmd_run)
     run.add_argument("layer", choices=(*LAYERS, "all"), help="which layer to run")
     run.add_argument("--trigger", default=None, help="'availableNow' (default) or an interval like '30 seconds'")
+    run.add_argument(
+        "--source", choices=("files", "kafka"), default="files", help="bronze input: landing zone (default) or Kafka"
+    )
 
     sql = add(
         "sql",

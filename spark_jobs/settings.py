@@ -67,6 +67,10 @@ class Settings:
     trigger: str = "availableNow"  # or a processing-time interval such as "30 seconds"
     max_files_per_trigger: int = 64
     dedup_window: str = "24 hours"
+    # Kafka (production event stream; the landing zone is the embedded default)
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_topic: str = "intentlake.events"
+    max_offsets_per_trigger: int = 200_000
     # Silver
     session_timeout: str = "5 minutes"
     allowed_lateness: str = "30 minutes"  # event time behind the newest event before sessions close
@@ -88,6 +92,9 @@ class Settings:
             trigger=_env("TRIGGER", "availableNow"),
             max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 64),
             dedup_window=_env("DEDUP_WINDOW", "24 hours"),
+            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+            kafka_topic=_env("KAFKA_TOPIC", "intentlake.events"),
+            max_offsets_per_trigger=_env_int("MAX_OFFSETS_PER_TRIGGER", 200_000),
             session_timeout=_env("SESSION_TIMEOUT", "5 minutes"),
             allowed_lateness=_env("ALLOWED_LATENESS", "30 minutes"),
         )

@@ -18,7 +18,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
-from spark_jobs.bronze.normalize import RejectedEvent, normalize_line
+from spark_jobs.bronze.normalize import Reason, RejectedEvent, normalize_line
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, idempotent_append, interval_seconds, run_stream
@@ -65,6 +65,8 @@ def _parse_batches(schema: StructType):
             rows = []
             for line, source_file in zip(lines, files, strict=True):
                 try:
+                    if line is None:
+                        raise RejectedEvent(Reason.MALFORMED_JSON, "empty record (null value)")
                     event = _arrow_rows(normalize_line(line))
                     rows.append(
                         {
@@ -188,12 +190,32 @@ def landing_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
-    """Start the bronze stream (availableNow by default: catch up, then stop)."""
+SOURCES = ("files", "kafka")
+
+
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    trigger: str | None = None,
+    wait: bool = True,
+    source: str = "files",
+) -> StreamingQuery:
+    """Start the bronze stream from the landing zone (files) or a Kafka topic; availableNow by default.
+
+    Each source has its own checkpoint (bronze, bronze-kafka), so switching sources never confuses offsets.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"bronze source {source!r}: use one of {SOURCES}")
     ensure_tables(spark, settings)
-    settings.landing.mkdir(parents=True, exist_ok=True)
+    if source == "files":
+        settings.landing.mkdir(parents=True, exist_ok=True)
+        lines, name = landing_stream(spark, settings), JOB
+    else:
+        from spark_jobs.kafka import kafka_lines
 
-    def process(lines: DataFrame, batch_id: int, query_id: str) -> None:
-        process_bronze_batch(spark, settings, lines, batch_id, query_id)
+        lines, name = kafka_lines(spark, settings), f"{JOB}-kafka"
 
-    return run_stream(landing_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)
+    def process(batch: DataFrame, batch_id: int, query_id: str) -> None:
+        process_bronze_batch(spark, settings, batch, batch_id, query_id)
+
+    return run_stream(lines, name, settings, process, trigger or settings.trigger, wait)
