@@ -21,7 +21,7 @@ def kafka_lines(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
         .load()
         .select(
-            F.col("value").cast("string").alias("value"),
+            F.col("value"),  # bytes: the bronze parser decodes and quarantines what is not UTF-8
             F.concat_ws("/", "topic", F.col("partition").cast("string"), F.col("offset").cast("string")).alias(
                 "source_file"
             ),

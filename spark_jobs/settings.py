@@ -67,6 +67,9 @@ class Settings:
     trigger: str = "availableNow"  # or a processing-time interval such as "30 seconds"
     max_files_per_trigger: int = 64
     dedup_window: str = "24 hours"
+    max_record_bytes: int = 1_048_576  # larger input records are quarantined as oversize_record
+    max_clock_skew: str = "1 hour"  # occurred_at later than received_at by more: future_timestamp
+    max_event_age: str = "30 days"  # occurred_at earlier than received_at by more: stale_timestamp
     # Kafka (production event stream; the landing zone is the embedded default)
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_topic: str = "intentlake.events"
@@ -92,6 +95,9 @@ class Settings:
             trigger=_env("TRIGGER", "availableNow"),
             max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 64),
             dedup_window=_env("DEDUP_WINDOW", "24 hours"),
+            max_record_bytes=_env_int("MAX_RECORD_BYTES", 1_048_576),
+            max_clock_skew=_env("MAX_CLOCK_SKEW", "1 hour"),
+            max_event_age=_env("MAX_EVENT_AGE", "30 days"),
             kafka_bootstrap=_env("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
             kafka_topic=_env("KAFKA_TOPIC", "intentlake.events"),
             max_offsets_per_trigger=_env_int("MAX_OFFSETS_PER_TRIGGER", 200_000),

@@ -18,7 +18,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
-from spark_jobs.bronze.normalize import Reason, RejectedEvent, normalize_line
+from spark_jobs.bronze.normalize import DEFAULT_LIMITS, Limits, RejectedEvent, decode_record, normalize_line
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, idempotent_append, interval_seconds, run_stream
@@ -51,7 +51,7 @@ def _arrow_rows(event: dict) -> dict:
     return event
 
 
-def _parse_batches(schema: StructType):
+def _parse_batches(schema: StructType, limits: Limits):
     arrow_schema = to_arrow_schema(schema)
     canonical_names = [
         f.name for f in schema.fields if f.name not in ("is_accepted", "reason", "detail", "raw", "source_file")
@@ -60,45 +60,36 @@ def _parse_batches(schema: StructType):
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            lines = batch.column("value").to_pylist()
+            records = batch.column("value").to_pylist()
             files = batch.column("source_file").to_pylist()
             rows = []
-            for line, source_file in zip(lines, files, strict=True):
+            for record, source_file in zip(records, files, strict=True):
                 try:
-                    if line is None:
-                        raise RejectedEvent(Reason.MALFORMED_JSON, "empty record (null value)")
-                    event = _arrow_rows(normalize_line(line))
-                    rows.append(
-                        {
-                            **event,
-                            "is_accepted": True,
-                            "reason": None,
-                            "detail": None,
-                            "raw": None,
-                            "source_file": source_file,
-                        }
-                    )
+                    event = _arrow_rows(normalize_line(decode_record(record), limits))
+                    rows.append({**event, "is_accepted": True, "reason": None, "detail": None, "raw": None,
+                                 "source_file": source_file})  # fmt: skip
                 except RejectedEvent as rejected:
-                    rows.append(
-                        {
-                            **empty,
-                            "event_id": rejected.event_id,
-                            "is_accepted": False,
-                            "reason": rejected.reason.value,
-                            "detail": rejected.detail,
-                            "raw": line,
-                            "source_file": source_file,
-                        }
-                    )
+                    raw = record.decode("utf-8", "replace") if isinstance(record, bytes) else (record or "")
+                    rows.append({**empty, "event_id": rejected.event_id, "is_accepted": False,
+                                 "reason": rejected.reason.value, "detail": rejected.detail, "raw": raw,
+                                 "source_file": source_file})  # fmt: skip
             yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
 
     return parse
 
 
-def parse_lines(lines: DataFrame) -> DataFrame:
-    """Raw lines (value, source_file) -> one row per line: canonical columns when accepted, else reason."""
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_record_bytes=settings.max_record_bytes,
+        max_clock_skew_s=interval_seconds(settings.max_clock_skew),
+        max_event_age_s=interval_seconds(settings.max_event_age),
+    )
+
+
+def parse_lines(lines: DataFrame, limits: Limits = DEFAULT_LIMITS) -> DataFrame:
+    """Raw records (value as bytes or text, source_file) -> one row each: canonical columns, or a reason."""
     schema = parsed_schema()
-    return lines.select("value", "source_file").mapInArrow(_parse_batches(schema), schema)
+    return lines.select("value", "source_file").mapInArrow(_parse_batches(schema, limits), schema)
 
 
 def first_of_each_event(accepted: DataFrame) -> DataFrame:
@@ -145,7 +136,7 @@ def process_bronze_batch(
     """Parse, validate, deduplicate and write one micro-batch of raw lines; return its counts."""
     record = BatchRecord(JOB, query_id, batch_id)
     ingest_batch = f"{query_id}/{batch_id}"
-    parsed = parse_lines(lines).persist()
+    parsed = parse_lines(lines, limits_from(settings)).persist()
     try:
         with record.phase("parse"):
             summary = (
@@ -186,7 +177,8 @@ def landing_stream(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("maxFilesPerTrigger", settings.max_files_per_trigger)
         .option("pathGlobFilter", "*.ndjson")
         .load(str(settings.landing))
-        .select("value", F.col("_metadata.file_path").alias("source_file"))
+        # bytes, not text: the parser decides what is valid UTF-8 and quarantines the rest
+        .select(F.col("value").cast("binary").alias("value"), F.col("_metadata.file_path").alias("source_file"))
     )
 
 

@@ -9,6 +9,7 @@ job applies `normalize_line` to every line through Arrow. Unknown source fields 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -101,6 +102,20 @@ class Reason(StrEnum):
     UNKNOWN_SOURCE = "unknown_source"
     SCHEMA_VIOLATION = "schema_violation"
     BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
+    OVERSIZE = "oversize_record"
+    INVALID_ENCODING = "invalid_encoding"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What bronze refuses on sight (INTENTLAKE_MAX_RECORD_BYTES, _MAX_CLOCK_SKEW, _MAX_EVENT_AGE)."""
+
+    max_record_bytes: int = 1_048_576
+    max_clock_skew_s: int = 3_600  # occurred_at may be this far after received_at (client clocks drift)
+    max_event_age_s: int = 30 * 86_400  # ... and this far before it (offline SDK queues)
+    max_depth: int = 32  # nesting of objects and arrays in one record
 
 
 class RejectedEvent(Exception):
@@ -353,14 +368,63 @@ def validate(event: dict) -> None:
     raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"{where}: {message}", event.get("event_id"))
 
 
-def normalize_line(line: str) -> dict:
+DEFAULT_LIMITS = Limits()
+
+
+def _check_times(event: dict, limits: Limits) -> None:
+    occurred = datetime.fromisoformat(event["occurred_at"])
+    received = datetime.fromisoformat(event["received_at"])
+    ahead = (occurred - received).total_seconds()
+    when = f"occurred_at {event['occurred_at']} is"
+    if ahead > limits.max_clock_skew_s:
+        detail = f"{when} {ahead / 3600:.1f} h after received_at (limit {limits.max_clock_skew_s / 3600:g} h)"
+        raise RejectedEvent(Reason.FUTURE_TIMESTAMP, detail, event["event_id"])
+    if -ahead > limits.max_event_age_s:
+        detail = f"{when} {-ahead / 86400:.1f} days before received_at (limit {limits.max_event_age_s / 86400:g} days)"
+        raise RejectedEvent(Reason.STALE_TIMESTAMP, detail, event["event_id"])
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when objects/arrays nest deeper than `limit` (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def decode_record(raw: bytes | str | None) -> str:
+    """Input bytes -> text; bytes that are not UTF-8 are rejected with the offset of the first bad one."""
+    if raw is None:
+        raise RejectedEvent(Reason.MALFORMED_JSON, "empty record (null value)")
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedEvent(
+            Reason.INVALID_ENCODING, f"byte {exc.start} (0x{raw[exc.start]:02x}) is not valid UTF-8"
+        ) from None
+
+
+def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS) -> dict:
     """One NDJSON line -> a validated canonical event, or RejectedEvent with the quarantine reason."""
+    size = len(line.encode("utf-8", "surrogatepass"))
+    if size > limits.max_record_bytes:
+        raise RejectedEvent(Reason.OVERSIZE, f"record is {size:,} bytes; the limit is {limits.max_record_bytes:,}")
     try:
         obj = json.loads(line)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise RejectedEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"[:200]) from None
     if not isinstance(obj, dict):
         raise RejectedEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {type(obj).__name__}")
+    if _depth_exceeds(obj, limits.max_depth):
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"(event): objects and arrays nest deeper than {limits.max_depth}")
     event = ADAPTERS[detect_source(obj)](obj)
     validate(event)
+    _check_times(event, limits)
     return event

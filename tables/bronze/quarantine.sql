@@ -2,7 +2,7 @@
 -- so it can be inspected, fixed and replayed. Nothing rejected is ever dropped silently.
 CREATE TABLE IF NOT EXISTS bronze.quarantine (
   raw             STRING    NOT NULL COMMENT 'The input line exactly as received (may hold personal data; access-restricted)',
-  reason          STRING    NOT NULL COMMENT 'Enumerated reason: malformed_json, not_an_object, unknown_source, schema_violation, bad_timestamp',
+  reason          STRING    NOT NULL COMMENT 'Enumerated reason: malformed_json, not_an_object, unknown_source, schema_violation, bad_timestamp, future_timestamp, stale_timestamp, oversize_record, invalid_encoding',
   detail          STRING    NOT NULL COMMENT 'Human-readable detail naming the field and the problem',
   event_id        STRING             COMMENT 'Event id when one could be read, for replay and dedup',
   source_file     STRING             COMMENT 'Landing file (or topic/partition/offset) the line came from',

@@ -177,3 +177,38 @@ def test_a_rejected_event_keeps_its_event_id_when_one_was_readable():
     with pytest.raises(RejectedEvent) as caught:
         normalize_line(json.dumps({**SEGMENT_TRACK, "event": "Coupon Applied"}))
     assert caught.value.event_id == "msg-1"
+
+
+def test_limits_reject_oversize_records_and_implausible_times():
+    from spark_jobs.bronze.normalize import Limits
+
+    limits = Limits(max_record_bytes=2_000, max_clock_skew_s=3600, max_event_age_s=86400)
+    huge = json.dumps({**SEGMENT_TRACK, "properties": {"blob": "x" * 5000}})
+    future = json.dumps({**SEGMENT_TRACK, "timestamp": "2026-11-02T12:00:02Z"})  # received 10:00:01
+    stale = json.dumps({**SEGMENT_TRACK, "timestamp": "2026-10-31T10:00:00Z"})
+    fine = json.dumps({**SEGMENT_TRACK, "timestamp": "2026-11-02T10:59:00Z"})  # within the skew
+    for line, reason, mention in [
+        (huge, Reason.OVERSIZE, "the limit is 2,000"),
+        (future, Reason.FUTURE_TIMESTAMP, "2.0 h after received_at"),
+        (stale, Reason.STALE_TIMESTAMP, "2.0 days before received_at"),
+    ]:
+        with pytest.raises(RejectedEvent) as caught:
+            normalize_line(line, limits)
+        assert caught.value.reason == reason and mention in caught.value.detail
+    assert normalize_line(fine, limits)["event_id"] == "msg-1"
+
+
+def test_undecodable_bytes_and_deep_nesting_are_quarantined_not_crashed_on():
+    from spark_jobs.bronze.normalize import decode_record
+
+    with pytest.raises(RejectedEvent) as caught:
+        decode_record(json.dumps(SEGMENT_TRACK).replace("Berlin", "Berl\u00e9n").encode("latin-1"))
+    assert caught.value.reason == Reason.INVALID_ENCODING and "0xe9" in caught.value.detail
+    assert decode_record("caf\u00e9".encode()) == "caf\u00e9"
+    deep = json.dumps({**SEGMENT_TRACK, "properties": {"p": json.loads("[" * 900 + "]" * 900)}})
+    with pytest.raises(RejectedEvent) as caught:
+        normalize_line(deep)
+    assert caught.value.reason == Reason.SCHEMA_VIOLATION and "nest deeper than 32" in caught.value.detail
+    with pytest.raises(RejectedEvent) as caught:
+        normalize_line("[" * 100_000)
+    assert caught.value.reason == Reason.MALFORMED_JSON
