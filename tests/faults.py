@@ -1,0 +1,53 @@
+"""Helpers for fault tests: run a job in its own process and kill -9 it in the middle of a batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spark_jobs.settings import Settings
+
+
+def start_job(settings: Settings, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`intentlake <args>` in a new process group (so the JVM it starts can be killed with it)."""
+    env = {
+        **os.environ,
+        "INTENTLAKE_LAKEHOUSE": str(settings.lakehouse),
+        "INTENTLAKE_SHUFFLE_PARTITIONS": str(settings.shuffle_partitions),
+        **(extra_env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "spark_jobs.cli", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _batch_in_flight(checkpoint: Path) -> int | None:
+    """The id of a batch whose offsets are written but not committed, after at least one committed batch."""
+    offsets = {int(p.name) for p in (checkpoint / "offsets").glob("[0-9]*")}
+    commits = {int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")}
+    pending = offsets - commits
+    return min(pending) if commits and pending else None
+
+
+def kill_mid_batch(process: subprocess.Popen, checkpoint: Path, timeout_s: float = 300) -> int:
+    """Wait until a micro-batch is in flight, then SIGKILL the whole process group; return the batch id."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the job exited (code {process.returncode}) before a batch was in flight")
+        batch = _batch_in_flight(checkpoint)
+        if batch is not None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            return batch
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise TimeoutError(f"no batch was in flight within {timeout_s}s")
