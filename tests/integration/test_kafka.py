@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from dataclasses import replace
 
 import pytest
@@ -13,6 +14,7 @@ from spark_jobs.bronze import job as bronze
 from spark_jobs.kafka import publish_files
 from spark_jobs.settings import REPO_ROOT
 from spark_jobs.simulate import simulate
+from tests.faults import kill_mid_batch, start_job
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +25,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Broker:
+    """A real broker on a free loopback port, controlled through scripts/kafka.sh."""
+
+    def __init__(self, folder) -> None:
+        self.port = _free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "INTENTLAKE_KAFKA_DIR": str(folder), "INTENTLAKE_KAFKA_PORT": str(self.port)}
+
+    def _script(self, action: str) -> None:
+        subprocess.run([str(REPO_ROOT / "scripts" / "kafka.sh"), action], env=self.env, check=True, timeout=300)
+
+    def up(self) -> None:
+        self._script("up")
+
+    def down(self) -> None:
+        self._script("down")
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """A real broker on a free loopback port for this module; stopped afterwards."""
-    port = _free_port()
-    env = {**os.environ, "INTENTLAKE_KAFKA_DIR": str(tmp_path_factory.mktemp("kafka")),
-           "INTENTLAKE_KAFKA_PORT": str(port)}  # fmt: skip
-    script = str(REPO_ROOT / "scripts" / "kafka.sh")
-    subprocess.run([script, "up"], env=env, check=True, timeout=300)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([script, "down"], env=env, check=True, timeout=120)
+def kafka(tmp_path_factory):
+    """One broker for this module; stopped afterwards."""
+    broker = Broker(tmp_path_factory.mktemp("kafka"))
+    broker.up()
+    yield broker
+    broker.down()
+
+
+@pytest.fixture
+def broker(kafka):
+    return kafka.bootstrap
 
 
 def _table(spark, settings, name):
@@ -66,3 +88,57 @@ def test_events_published_to_kafka_land_in_bronze_exactly_once(spark, settings, 
 
     bronze.run(spark, settings, source="kafka")  # nothing new on the topic: nothing written
     assert _table(spark, settings, "bronze.events").count() == summary.events
+
+
+def _publish_day(spark, settings, tmp_path, seed, events=1500):
+    outbox = tmp_path / f"outbox-{seed}"
+    summary = simulate(outbox, tmp_path / f"truth-{seed}", events=events, seed=seed, duplicate_rate=0.05,
+                       malformed_rate=0.02, lines_per_file=400)  # fmt: skip
+    assert publish_files(spark, settings, sorted(outbox.glob("*.ndjson"))) == summary.lines
+    return summary
+
+
+def _assert_exactly_once(spark, settings, events_total, malformed_total, lines_total):
+    events = _table(spark, settings, "bronze.events")
+    assert events.count() == events.select("event_id").distinct().count() == events_total
+    assert _table(spark, settings, "bronze.quarantine").count() == malformed_total
+    runs = _table(spark, settings, "ops.pipeline_runs")
+    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
+                             "sum(duplicate_rows) d").first()  # fmt: skip
+    assert totals.i == lines_total == totals.a + totals.q + totals.d
+
+
+def test_bronze_from_kafka_killed_mid_batch_and_restarted_holds_each_event_once(spark, settings, broker, tmp_path):
+    settings = replace(settings, kafka_bootstrap=broker, kafka_topic="events-kill")
+    summary = _publish_day(spark, settings, tmp_path, seed=13, events=3000)
+    job = start_job(settings, "run", "bronze", "--source", "kafka", "--trigger", "1 second", extra_env={
+        "INTENTLAKE_KAFKA_BOOTSTRAP": broker, "INTENTLAKE_KAFKA_TOPIC": "events-kill",
+        "INTENTLAKE_MAX_OFFSETS_PER_TRIGGER": "300",
+    })  # fmt: skip
+    assert kill_mid_batch(job, settings.checkpoint("bronze-kafka")) >= 1
+    bronze.run(spark, settings, source="kafka")
+    _assert_exactly_once(spark, settings, summary.events, summary.malformed, summary.lines)
+
+
+def test_broker_restarted_twice_while_events_flow_loses_and_duplicates_nothing(spark, settings, kafka, tmp_path):
+    settings = replace(settings, kafka_bootstrap=kafka.bootstrap, kafka_topic="events-restarts",
+                       max_offsets_per_trigger=400)  # fmt: skip
+    days = [_publish_day(spark, settings, tmp_path, seed=31)]
+    query = bronze.run(spark, settings, trigger="1 second", wait=False, source="kafka")
+    try:
+        for seed in (32, 33):
+            kafka.down()
+            time.sleep(2)  # the stream sees the broker gone
+            kafka.up()
+            days.append(_publish_day(spark, settings, tmp_path, seed=seed))
+        lines = sum(d.lines for d in days)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert query.exception() is None, query.exception()
+            runs = _table(spark, settings, "ops.pipeline_runs").selectExpr("coalesce(sum(input_rows), 0) i").first()
+            if runs.i >= lines:
+                break
+            time.sleep(1)
+    finally:
+        query.stop()
+    _assert_exactly_once(spark, settings, sum(d.events for d in days), sum(d.malformed for d in days), lines)
