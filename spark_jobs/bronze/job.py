@@ -18,7 +18,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
-from spark_jobs.bronze.normalize import DEFAULT_LIMITS, Limits, RejectedEvent, decode_record, normalize_line
+from spark_jobs.bronze.normalize import DEFAULT_LIMITS, Limits, RejectedEvent, decode_record, normalize_records
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, idempotent_append, interval_seconds, run_stream
@@ -65,14 +65,18 @@ def _parse_batches(schema: StructType, limits: Limits):
             rows = []
             for record, source_file in zip(records, files, strict=True):
                 try:
-                    event = _arrow_rows(normalize_line(decode_record(record), limits))
-                    rows.append({**event, "is_accepted": True, "reason": None, "detail": None, "raw": None,
-                                 "source_file": source_file})  # fmt: skip
-                except RejectedEvent as rejected:
+                    outcomes = normalize_records(decode_record(record), limits)
+                except RejectedEvent as rejected:  # not text at all
                     raw = record.decode("utf-8", "replace") if isinstance(record, bytes) else (record or "")
-                    rows.append({**empty, "event_id": rejected.event_id, "is_accepted": False,
-                                 "reason": rejected.reason.value, "detail": rejected.detail, "raw": raw,
-                                 "source_file": source_file})  # fmt: skip
+                    outcomes = [(raw, rejected)]
+                for raw, outcome in outcomes:
+                    if isinstance(outcome, RejectedEvent):
+                        rows.append({**empty, "event_id": outcome.event_id, "is_accepted": False,
+                                     "reason": outcome.reason.value, "detail": outcome.detail, "raw": raw,
+                                     "source_file": source_file})  # fmt: skip
+                    else:
+                        rows.append({**_arrow_rows(outcome), "is_accepted": True, "reason": None, "detail": None,
+                                     "raw": None, "source_file": source_file})  # fmt: skip
             yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
 
     return parse

@@ -43,28 +43,24 @@ SEGMENT_TRACK_EVENTS = {
     "Product Added to Wishlist": "wishlist_add",
     "Order Completed": "purchase",
 }
+# The mobile SDK's event names -> canonical event_type.
+MOBILE_SDK_EVENTS = {
+    "screen_view": "page_view", "product_view": "product_view", "touch": "click", "scroll": "scroll",
+    "search": "search", "add_to_cart": "cart_add", "add_to_wishlist": "wishlist_add", "purchase": "purchase",
+    "login": "identify",
+}  # fmt: skip
+# Snowplow structured-event actions (se_action) -> canonical event_type.
+SNOWPLOW_ACTIONS = {
+    "click": "click", "search": "search", "add-to-cart": "cart_add", "add-to-wishlist": "wishlist_add",
+    "product-view": "product_view",
+}  # fmt: skip
 CONSENT_SCOPES = ("analytics", "marketing", "personalization")
+# Fields the Segment adapter maps onto canonical columns; every other field goes to properties,
+# except writeKey, a source credential that is never stored.
 _SEGMENT_TOP_LEVEL = {
-    "type",
-    "event",
-    "name",
-    "messageId",
-    "anonymousId",
-    "userId",
-    "timestamp",
-    "sentAt",
-    "receivedAt",
-    "originalTimestamp",
-    "context",
-    "properties",
-    "traits",
-    "integrations",
-    "previousId",
-    "version",
-    "channel",
-    "writeKey",
-    "category",
-}
+    "type", "event", "name", "messageId", "anonymousId", "userId", "timestamp", "sentAt", "receivedAt",
+    "originalTimestamp", "context", "properties", "traits", "previousId", "writeKey",
+}  # fmt: skip
 _WEB_SDK_TOP_LEVEL = {
     "sdk",
     "sdk_version",
@@ -345,7 +341,171 @@ def from_web_sdk(payload: dict) -> dict:
     }
 
 
-ADAPTERS = {"segment": from_segment, "web_sdk": from_web_sdk}
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "")), None)
+
+
+def _canonical(
+    event_id: Any,
+    event_type: str,
+    occurred: str,
+    received: str,
+    *,
+    user_id: Any = None,
+    anonymous_id: Any = None,
+    session_id: Any = None,
+    device: dict | None = None,
+    context: dict | None = None,
+    page: dict | None = None,
+    properties: dict | None = None,
+    consent: list[str] | None = None,
+    source: dict,
+) -> dict:
+    return {
+        "event_id": event_id, "event_type": event_type, "occurred_at": occurred, "received_at": received,
+        "user_id": user_id, "anonymous_id": anonymous_id, "session_id": session_id,
+        "device": device or {"type": None, "os": None, "user_agent": None},
+        "context": context or {"ip": None, "locale": None, "timezone": None, "geo": None},
+        "page": page or {"url": None, "path": None, "referrer": None},
+        "properties": properties or {}, "consent": consent or [], "source": source,
+        "schema_version": SCHEMA_VERSION,
+    }  # fmt: skip
+
+
+def from_mobile_sdk(payload: dict) -> dict:
+    """A mobile SDK event (iOS / Android): touches carry touch_coordinates, screens stand in for pages."""
+    event_id = payload.get("event_uuid") if isinstance(payload.get("event_uuid"), str) else None
+    name = payload.get("event_name")
+    if name not in MOBILE_SDK_EVENTS:
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION,
+                            f"event_name: mobile SDK event {str(name)[:40]!r} is not one of "
+                            f"{sorted(MOBILE_SDK_EVENTS)}", event_id)  # fmt: skip
+    occurred = parse_timestamp(payload.get("client_ts"), "client_ts")
+    received = parse_timestamp(payload["server_ts"], "server_ts") if payload.get("server_ts") is not None else occurred
+    properties = _text_map(payload.get("attributes"))
+    touch = payload.get("touch_coordinates")
+    if isinstance(touch, dict):
+        properties.update(x=_text(touch.get("x")), y=_text(touch.get("y")))
+    elif isinstance(touch, list) and len(touch) == 2:
+        properties.update(x=_text(touch[0]), y=_text(touch[1]))
+    if payload.get("target_id") is not None:
+        properties["button_id"] = _text(payload["target_id"])
+    known = {"platform", "sdk_version", "event_name", "event_uuid", "client_ts", "server_ts", "device_id",
+             "user_id", "session_uuid", "touch_coordinates", "target_id", "screen", "device_class", "locale",
+             "timezone", "location", "ip", "attributes", "consent"}  # fmt: skip
+    properties.update({k: _text(v) for k, v in payload.items() if k not in known})
+    platform = str(payload.get("platform") or "").lower()
+    os_name = {"ios": "iOS", "android": "Android", "ipados": "iPadOS"}.get(platform, payload.get("platform"))
+    location = payload.get("location") if isinstance(payload.get("location"), dict) else {}
+    screen = payload.get("screen")
+    consent = payload.get("consent")
+    return _canonical(
+        event_id, MOBILE_SDK_EVENTS[name], occurred, received,
+        user_id=payload.get("user_id"), anonymous_id=payload.get("device_id"), session_id=payload.get("session_uuid"),
+        device={"type": "tablet" if payload.get("device_class") == "tablet" else "mobile", "os": os_name,
+                "user_agent": None},
+        context={"ip": payload.get("ip"), "locale": payload.get("locale"), "timezone": payload.get("timezone"),
+                 "geo": {"lat": location.get("lat"), "lon": location.get("lon"), "country": location.get("country"),
+                         "city": location.get("city")}},
+        page={"url": None, "path": f"app://{screen}" if screen else None, "referrer": None},
+        properties=properties,
+        consent=[c for c in consent if c in CONSENT_SCOPES] if isinstance(consent, list) else [],
+        source={"kind": "mobile_sdk", "sdk": f"{platform}-sdk" if platform else None,
+                "version": payload.get("sdk_version")},
+    )  # fmt: skip
+
+
+def from_server_log(entry: dict) -> dict:
+    """A web server access-log entry (JSON): a page or product view seen from the server side."""
+    event_id = entry.get("request_id") if isinstance(entry.get("request_id"), str) else None
+    method, status = entry.get("method"), entry.get("status")
+    if method != "GET" or not isinstance(status, int) or not 200 <= status < 400:
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION,
+                            f"method/status: only successful GET page requests are behaviour events, got {method} "
+                            f"{status}", event_id)  # fmt: skip
+    path = entry.get("path")
+    occurred = parse_timestamp(entry.get("time"), "time")
+    user_agent = entry.get("user_agent")
+    known = {"log_type", "time", "request_id", "client_ip", "method", "path", "status", "user_agent", "referrer",
+             "anonymous_id", "user_id", "host", "bytes_sent", "duration_ms"}  # fmt: skip
+    properties = {k: _text(entry[k]) for k in ("status", "bytes_sent", "duration_ms") if k in entry}
+    properties.update({k: _text(v) for k, v in entry.items() if k not in known})
+    event_type = "page_view"
+    if isinstance(path, str) and path.startswith("/product/"):
+        event_type = "product_view"
+        properties["product_id"] = path.split("/")[2].split("?")[0]
+    host = entry.get("host")
+    return _canonical(
+        event_id, event_type, occurred, occurred,
+        user_id=entry.get("user_id"), anonymous_id=entry.get("anonymous_id"),
+        device={"type": device_type_from_user_agent(user_agent), "os": os_from_user_agent(user_agent),
+                "user_agent": user_agent},
+        context={"ip": entry.get("client_ip"), "locale": None, "timezone": None, "geo": None},
+        page={"url": f"https://{host}{path}" if host and isinstance(path, str) else None,
+              "path": urlparse(path).path if isinstance(path, str) else None,
+              "referrer": entry.get("referrer") or None},
+        properties=properties,
+        source={"kind": "server_log", "sdk": None, "version": None},
+    )  # fmt: skip
+
+
+def from_snowplow(event: dict) -> dict:
+    """A Snowplow enriched event in its JSON form (as the Snowplow Analytics SDKs emit it)."""
+    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+    kind = event.get("event")
+    properties: dict[str, str | None] = {}
+    path = event.get("page_urlpath")
+    if kind == "page_view":
+        event_type = "product_view" if isinstance(path, str) and path.startswith("/product/") else "page_view"
+    elif kind == "page_ping":
+        event_type = "scroll"
+        y_max, height = event.get("pp_yoffset_max"), event.get("doc_height")
+        if isinstance(y_max, int | float) and isinstance(height, int | float) and height > 0:
+            properties["scroll_depth"] = _text(round(min(100.0, 100.0 * y_max / height)))
+    elif kind == "struct" and event.get("se_action") in SNOWPLOW_ACTIONS:
+        event_type = SNOWPLOW_ACTIONS[event["se_action"]]
+        for key in ("se_category", "se_label", "se_property", "se_value"):
+            if event.get(key) is not None:
+                properties[key] = _text(event[key])
+    elif kind == "transaction":
+        event_type = "purchase"
+        properties.update(order_id=_text(event.get("tr_orderid")), revenue=_text(event.get("tr_total")))
+    else:
+        detail = f"se_action {event.get('se_action')!r}" if kind == "struct" else f"event {str(kind)[:40]!r}"
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"event: Snowplow {detail} has no canonical type", event_id)
+    occurred = parse_timestamp(_first(event.get("derived_tstamp"), event.get("dvce_created_tstamp"),
+                                      event.get("collector_tstamp")), "derived_tstamp")  # fmt: skip
+    received = parse_timestamp(event.get("collector_tstamp"), "collector_tstamp")
+    user_agent = event.get("useragent")
+    is_mobile = event.get("dvce_ismobile")
+    session_index = event.get("domain_sessionidx")
+    if session_index is not None:
+        properties["session_index"] = _text(session_index)
+    if event.get("app_id") is not None:
+        properties["app_id"] = _text(event["app_id"])
+    return _canonical(
+        event_id, event_type, occurred, received,
+        user_id=event.get("user_id"), anonymous_id=_first(event.get("domain_userid"), event.get("network_userid")),
+        session_id=event.get("domain_sessionid"),
+        device={"type": "mobile" if is_mobile is True else device_type_from_user_agent(user_agent),
+                "os": os_from_user_agent(user_agent), "user_agent": user_agent},
+        context={"ip": event.get("user_ipaddress"), "locale": event.get("br_lang"),
+                 "timezone": _first(event.get("os_timezone"), event.get("geo_timezone")),
+                 "geo": {"lat": event.get("geo_latitude"), "lon": event.get("geo_longitude"),
+                         "country": event.get("geo_country"), "city": event.get("geo_city")}},
+        page={"url": event.get("page_url"), "path": path, "referrer": event.get("page_referrer") or None},
+        properties=properties,
+        source={"kind": "snowplow", "sdk": event.get("name_tracker"), "version": event.get("v_tracker")},
+    )  # fmt: skip
+
+
+ADAPTERS = {
+    "segment": from_segment,
+    "web_sdk": from_web_sdk,
+    "mobile_sdk": from_mobile_sdk,
+    "server_log": from_server_log,
+    "snowplow": from_snowplow,
+}
 
 
 def detect_source(obj: dict) -> str:
@@ -354,6 +514,12 @@ def detect_source(obj: dict) -> str:
         return "segment"
     if "eid" in obj or ("sdk" in obj and "kind" in obj):
         return "web_sdk"
+    if "touch_coordinates" in obj or ("event_uuid" in obj and "device_id" in obj):
+        return "mobile_sdk"
+    if obj.get("log_type") == "access" or ("request_id" in obj and "method" in obj):
+        return "server_log"
+    if "collector_tstamp" in obj and "event" in obj:
+        return "snowplow"
     keys = ", ".join(sorted(str(k) for k in obj)[:8])
     raise RejectedEvent(Reason.UNKNOWN_SOURCE, f"no adapter recognises an object with fields [{keys}]")
 
@@ -411,15 +577,8 @@ def decode_record(raw: bytes | str | None) -> str:
         ) from None
 
 
-def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS) -> dict:
-    """One NDJSON line -> a validated canonical event, or RejectedEvent with the quarantine reason."""
-    size = len(line.encode("utf-8", "surrogatepass"))
-    if size > limits.max_record_bytes:
-        raise RejectedEvent(Reason.OVERSIZE, f"record is {size:,} bytes; the limit is {limits.max_record_bytes:,}")
-    try:
-        obj = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise RejectedEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"[:200]) from None
+def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """One parsed JSON value -> a validated canonical event, or RejectedEvent with the reason."""
     if not isinstance(obj, dict):
         raise RejectedEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {type(obj).__name__}")
     if _depth_exceeds(obj, limits.max_depth):
@@ -428,3 +587,55 @@ def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS) -> dict:
     validate(event)
     _check_times(event, limits)
     return event
+
+
+def _parse(line: str, limits: Limits) -> Any:
+    size = len(line.encode("utf-8", "surrogatepass"))
+    if size > limits.max_record_bytes:
+        raise RejectedEvent(Reason.OVERSIZE, f"record is {size:,} bytes; the limit is {limits.max_record_bytes:,}")
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RejectedEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"[:200]) from None
+
+
+def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """One NDJSON line holding one event -> a validated canonical event, or RejectedEvent with the reason."""
+    return normalize_object(_parse(line, limits), limits)
+
+
+def is_segment_batch(obj: Any) -> bool:
+    return isinstance(obj, dict) and "batch" in obj and "type" not in obj
+
+
+def normalize_records(line: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[str, dict | RejectedEvent]]:
+    """One input line -> its records as (raw text, canonical event or rejection).
+
+    A line is one record, except a Segment batch envelope ({"batch": [...], "context": ..., "sentAt": ...}),
+    which holds one record per message; the envelope's context and times apply to each message, and each
+    message keeps its own raw JSON so a rejected one can be fixed and replayed alone.
+    """
+    try:
+        obj = _parse(line, limits)
+    except RejectedEvent as rejected:
+        return [(line, rejected)]
+    if not is_segment_batch(obj):
+        try:
+            return [(line, normalize_object(obj, limits))]
+        except RejectedEvent as rejected:
+            return [(line, rejected)]
+    messages = obj["batch"]
+    if not isinstance(messages, list) or not messages:
+        return [(line, RejectedEvent(Reason.SCHEMA_VIOLATION, "batch: a Segment batch needs a non-empty list"))]
+    shared = {k: obj[k] for k in ("context", "sentAt", "receivedAt") if k in obj}
+    records: list[tuple[str, dict | RejectedEvent]] = []
+    for message in messages:
+        if isinstance(message, dict):
+            context = {**(shared.get("context") or {}), **(message.get("context") or {})}
+            message = {**shared, **message, **({"context": context} if context else {})}
+        raw = json.dumps(message, separators=(",", ":"))
+        try:
+            records.append((raw, normalize_object(message, limits)))
+        except RejectedEvent as rejected:
+            records.append((raw, rejected))
+    return records

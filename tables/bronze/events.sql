@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS bronze.events (
   page            STRUCT<url: STRING, path: STRING, referrer: STRING> COMMENT 'Page or screen the event happened on',
   properties      MAP<STRING, STRING> COMMENT 'Event-specific properties (product_id, query, scroll_depth, x, y, button_id ...), values as text',
   consent         ARRAY<STRING>      COMMENT 'Consent scopes granted with this event (analytics, marketing, personalization)',
-  source          STRUCT<kind: STRING, sdk: STRING, version: STRING> COMMENT 'Input format (segment, web_sdk), SDK name and version',
+  source          STRUCT<kind: STRING, sdk: STRING, version: STRING> COMMENT 'Input format (segment, web_sdk, mobile_sdk, server_log, snowplow), SDK name and version',
   schema_version  INT       NOT NULL COMMENT 'Canonical event schema version the row conforms to',
   event_date      DATE      NOT NULL COMMENT 'Partition: UTC date of occurred_at',
   ingested_at     TIMESTAMP NOT NULL COMMENT 'When the bronze batch that wrote this row started',

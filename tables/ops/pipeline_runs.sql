@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS ops.pipeline_runs (
   batch_id         BIGINT    NOT NULL COMMENT 'Micro-batch id within the query',
   started_at       TIMESTAMP NOT NULL COMMENT 'When the batch started (UTC)',
   duration_ms      BIGINT    NOT NULL COMMENT 'Wall time of the batch',
-  input_rows       BIGINT    NOT NULL COMMENT 'Rows read by the batch',
+  input_rows       BIGINT    NOT NULL COMMENT 'Records read by the batch (a Segment batch envelope counts once per message)',
   accepted_rows    BIGINT    NOT NULL COMMENT 'Rows written to the job''s main table',
   quarantined_rows BIGINT    NOT NULL COMMENT 'Rows sent to bronze.quarantine',
   duplicate_rows   BIGINT    NOT NULL COMMENT 'Rows dropped as duplicates of an accepted event',

@@ -31,6 +31,8 @@ SEGMENT_TRACK = {
         "consent": {"categoryPreferences": {"analytics": True, "marketing": False, "personalization": True}},
     },
     "campaign_code": "BF26",
+    "channel": "client",
+    "writeKey": "wk-secret",
 }
 
 WEB_SDK_CLICK = {
@@ -84,6 +86,7 @@ def test_segment_track_becomes_the_canonical_event():
             "tags": '["a","b"]',
             "event_name": "Product Added",
             "campaign_code": "BF26",  # an unknown top-level field is kept, not dropped
+            "channel": "client",  # writeKey is not: it is a source credential
         },
         "consent": ["analytics", "personalization"],
         "source": {"kind": "segment", "sdk": "analytics.js", "version": "5.2.0"},
