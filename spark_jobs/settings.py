@@ -7,7 +7,7 @@ the environment itself. `.env.example` documents each variable with its default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +20,10 @@ TABLES = (
     "gold.user_segments",
     "ops.pipeline_runs",
 )
+
+
+# Settings holding a duration such as "5 minutes"; checked when Settings is built.
+INTERVAL_SETTINGS = ("dedup_window", "max_clock_skew", "max_event_age", "session_timeout", "allowed_lateness")
 
 
 class SettingsError(ValueError):
@@ -36,6 +40,15 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"INTENTLAKE_{name}={raw!r} is not a whole number") from None
+
+
+def interval_seconds(text: str, name: str = "interval") -> int:
+    """'5 minutes' -> 300. Accepts seconds, minutes, hours and days, singular or plural."""
+    units = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+    parts = str(text).split()
+    if len(parts) != 2 or not parts[0].isdigit() or parts[1].rstrip("s") not in units:
+        raise SettingsError(f"{name}={text!r}: expected '<whole number> <seconds|minutes|hours|days>'")
+    return int(parts[0]) * units[parts[1].rstrip("s")]
 
 
 def _parse_confs(raw: str) -> dict[str, str]:
@@ -78,9 +91,25 @@ class Settings:
     session_timeout: str = "5 minutes"
     allowed_lateness: str = "30 minutes"  # event time behind the newest event before sessions close
 
+    def __post_init__(self) -> None:
+        for name in INTERVAL_SETTINGS:  # a bad interval is named at start-up, not mid-stream
+            interval_seconds(getattr(self, name), f"INTENTLAKE_{name.upper()}")
+
     @classmethod
     def from_env(cls) -> Settings:
+        """Every field from INTENTLAKE_<FIELD NAME>, falling back to the field's default above."""
         lakehouse = Path(_env("LAKEHOUSE", str(REPO_ROOT / "lakehouse"))).resolve()
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.default is MISSING:  # paths and spark_conf: derived below
+                continue
+            name = f.name.upper()
+            if isinstance(f.default, bool):
+                values[f.name] = _env(name, str(f.default).lower()).lower() in ("1", "true", "yes")
+            elif isinstance(f.default, int):
+                values[f.name] = _env_int(name, f.default)
+            else:
+                values[f.name] = _env(name, str(f.default))
         return cls(
             lakehouse=lakehouse,
             landing=Path(_env("LANDING", str(lakehouse / "landing"))).resolve(),
@@ -88,21 +117,8 @@ class Settings:
             truth=Path(_env("TRUTH", str(lakehouse / "_truth"))).resolve(),
             jars_dir=Path(_env("JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))).resolve(),
             config_dir=Path(_env("CONFIG_DIR", str(REPO_ROOT / "config"))).resolve(),
-            spark_master=_env("SPARK_MASTER", "local[*]"),
             spark_conf=_parse_confs(_env("SPARK_CONF", "")),
-            shuffle_partitions=_env_int("SHUFFLE_PARTITIONS", 4),
-            spark_ui=_env("SPARK_UI", "false").lower() in ("1", "true", "yes"),
-            trigger=_env("TRIGGER", "availableNow"),
-            max_files_per_trigger=_env_int("MAX_FILES_PER_TRIGGER", 64),
-            dedup_window=_env("DEDUP_WINDOW", "24 hours"),
-            max_record_bytes=_env_int("MAX_RECORD_BYTES", 1_048_576),
-            max_clock_skew=_env("MAX_CLOCK_SKEW", "1 hour"),
-            max_event_age=_env("MAX_EVENT_AGE", "30 days"),
-            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-            kafka_topic=_env("KAFKA_TOPIC", "intentlake.events"),
-            max_offsets_per_trigger=_env_int("MAX_OFFSETS_PER_TRIGGER", 200_000),
-            session_timeout=_env("SESSION_TIMEOUT", "5 minutes"),
-            allowed_lateness=_env("ALLOWED_LATENESS", "30 minutes"),
+            **values,
         )
 
     def with_root(self, lakehouse: Path) -> Settings:
@@ -133,3 +149,11 @@ class Settings:
     @property
     def segments_file(self) -> Path:
         return self.config_dir / "segments.yaml"
+
+
+def setting_default(name: str) -> object:
+    """The default of one Settings field (for pure code that must not read the environment)."""
+    default = Settings.__dataclass_fields__[name].default
+    if default is MISSING:
+        raise KeyError(f"setting {name!r} has no plain default")
+    return default

@@ -29,15 +29,6 @@ def apply_trigger(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
     raise SettingsError(f"trigger {trigger!r}: use 'availableNow' or an interval such as '30 seconds'")
 
 
-def interval_seconds(text: str) -> int:
-    """'5 minutes' -> 300. Accepts seconds, minutes, hours and days, singular or plural."""
-    units = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-    parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or parts[1].rstrip("s") not in units:
-        raise SettingsError(f"interval {text!r}: expected '<whole number> <seconds|minutes|hours|days>'")
-    return int(parts[0]) * units[parts[1].rstrip("s")]
-
-
 def checkpoint_query_id(checkpoint: Path) -> str:
     """The streaming query id stored in a checkpoint: stable across restarts, new for a new checkpoint."""
     metadata = checkpoint / "metadata"

@@ -20,8 +20,8 @@ from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from spark_jobs.bronze.normalize import DEFAULT_LIMITS, Limits, RejectedEvent, decode_record, normalize_records
 from spark_jobs.contracts import ensure_tables, table_contract
-from spark_jobs.settings import Settings
-from spark_jobs.streaming import BatchRecord, idempotent_append, interval_seconds, run_stream
+from spark_jobs.settings import Settings, interval_seconds
+from spark_jobs.streaming import BatchRecord, idempotent_append, run_stream
 
 JOB = "bronze"
 LINEAGE_COLUMNS = ("event_date", "ingested_at", "source_file", "ingest_batch")
@@ -82,14 +82,6 @@ def _parse_batches(schema: StructType, limits: Limits):
     return parse
 
 
-def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        max_record_bytes=settings.max_record_bytes,
-        max_clock_skew_s=interval_seconds(settings.max_clock_skew),
-        max_event_age_s=interval_seconds(settings.max_event_age),
-    )
-
-
 def parse_lines(lines: DataFrame, limits: Limits = DEFAULT_LIMITS) -> DataFrame:
     """Raw records (value as bytes or text, source_file) -> one row each: canonical columns, or a reason."""
     schema = parsed_schema()
@@ -140,7 +132,7 @@ def process_bronze_batch(
     """Parse, validate, deduplicate and write one micro-batch of raw lines; return its counts."""
     record = BatchRecord(JOB, query_id, batch_id)
     ingest_batch = f"{query_id}/{batch_id}"
-    parsed = parse_lines(lines, limits_from(settings)).persist()
+    parsed = parse_lines(lines, Limits.from_settings(settings)).persist()
     try:
         with record.phase("parse"):
             summary = (

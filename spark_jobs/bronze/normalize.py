@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import jsonschema_rs
 
 from spark_jobs.contracts import canonical_event_schema
+from spark_jobs.settings import Settings, interval_seconds, setting_default
 
 SCHEMA_VERSION = 1
 
@@ -106,12 +107,25 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """What bronze refuses on sight (INTENTLAKE_MAX_RECORD_BYTES, _MAX_CLOCK_SKEW, _MAX_EVENT_AGE)."""
+    """What bronze refuses on sight; the values come from Settings (INTENTLAKE_MAX_RECORD_BYTES, ...)."""
 
-    max_record_bytes: int = 1_048_576
-    max_clock_skew_s: int = 3_600  # occurred_at may be this far after received_at (client clocks drift)
-    max_event_age_s: int = 30 * 86_400  # ... and this far before it (offline SDK queues)
+    max_record_bytes: int
+    max_clock_skew_s: int  # occurred_at may be this far after received_at (client clocks drift)
+    max_event_age_s: int  # ... and this far before it (offline SDK queues)
     max_depth: int = 32  # nesting of objects and arrays in one record
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Limits:
+        """The limits of these settings, or of the Settings defaults when none are given."""
+
+        def value(name: str) -> Any:
+            return getattr(settings, name) if settings is not None else setting_default(name)
+
+        return cls(
+            max_record_bytes=value("max_record_bytes"),
+            max_clock_skew_s=interval_seconds(value("max_clock_skew")),
+            max_event_age_s=interval_seconds(value("max_event_age")),
+        )
 
 
 class RejectedEvent(Exception):
@@ -534,7 +548,7 @@ def validate(event: dict) -> None:
     raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"{where}: {message}", event.get("event_id"))
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = Limits.from_settings()
 
 
 def _check_times(event: dict, limits: Limits) -> None:

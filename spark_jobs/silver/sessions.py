@@ -15,8 +15,8 @@ from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.merge import replace_scopes
-from spark_jobs.settings import Settings
-from spark_jobs.streaming import BatchRecord, interval_seconds, run_stream
+from spark_jobs.settings import Settings, interval_seconds
+from spark_jobs.streaming import BatchRecord, run_stream
 
 JOB = "silver"
 VIEW_TYPES = ("page_view", "product_view")

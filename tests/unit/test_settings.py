@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.settings import Settings, SettingsError
-from spark_jobs.streaming import interval_seconds
+from spark_jobs.settings import Settings, SettingsError, interval_seconds
 
 pytestmark = pytest.mark.unit
 
@@ -52,3 +51,25 @@ def test_with_root_moves_every_data_path(tmp_path):
     assert moved.checkpoint("bronze") == tmp_path / "_checkpoints" / "bronze"
     assert moved.truth == tmp_path / "_truth"
     assert isinstance(moved.config_dir, Path)
+
+
+def test_every_plain_setting_is_read_from_its_variable(monkeypatch):
+    monkeypatch.setenv("INTENTLAKE_ALLOWED_LATENESS", "2 hours")
+    monkeypatch.setenv("INTENTLAKE_MAX_OFFSETS_PER_TRIGGER", "1000")
+    monkeypatch.setenv("INTENTLAKE_SPARK_UI", "true")
+    settings = Settings.from_env()
+    assert (settings.allowed_lateness, settings.max_offsets_per_trigger, settings.spark_ui) == ("2 hours", 1000, True)
+
+
+def test_a_bad_interval_is_named_when_settings_load(monkeypatch):
+    monkeypatch.setenv("INTENTLAKE_SESSION_TIMEOUT", "five minutes")
+    with pytest.raises(SettingsError, match="INTENTLAKE_SESSION_TIMEOUT='five minutes'"):
+        Settings.from_env()
+
+
+def test_bronze_default_limits_are_the_settings_defaults(monkeypatch):
+    from spark_jobs.bronze.normalize import DEFAULT_LIMITS, Limits
+
+    assert DEFAULT_LIMITS == Limits(max_record_bytes=1_048_576, max_clock_skew_s=3_600, max_event_age_s=30 * 86_400)
+    monkeypatch.setenv("INTENTLAKE_MAX_CLOCK_SKEW", "10 minutes")
+    assert Limits.from_settings(Settings.from_env()).max_clock_skew_s == 600
