@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import shutil
 import sys
 import time
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.settings import TABLES, Settings
 
@@ -37,24 +38,22 @@ def _run_layer(spark: SparkSession, settings: Settings, layer: str, trigger: str
         {"silver": silver.run, "gold": gold.run}[layer](spark, settings, trigger)
 
 
-def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+def simulator_defaults() -> dict[str, Any]:
+    """simulate()'s keyword defaults: the one place the simulator's knobs are set."""
+    from spark_jobs.simulate import simulate
+
+    return {n: p.default for n, p in inspect.signature(simulate).parameters.items() if p.default is not p.empty}
+
+
+def _simulate(settings: Settings, sink: str = "files", **knobs: Any) -> None:
+    """Simulate into the landing zone, or into an outbox that is then published to Kafka."""
     from spark_jobs.simulate import simulate
 
     t0 = time.monotonic()
-    to_kafka = getattr(args, "sink", "files") == "kafka"
+    to_kafka = sink == "kafka"
     # For Kafka the files are an outbox: written, published line by line, then removed.
     target = settings.lakehouse / "_outbox" if to_kafka else settings.landing
-    summary = simulate(
-        target,
-        settings.truth,
-        events=args.events,
-        seed=args.seed,
-        day=args.day,
-        duplicate_rate=args.duplicate_rate,
-        late_rate=args.late_rate,
-        malformed_rate=args.malformed_rate,
-        lines_per_file=args.lines_per_file,
-    )
+    summary = simulate(target, settings.truth, **knobs)
     print(
         f"simulated {summary.events:,} events from {summary.users:,} users in {summary.sessions:,} sessions "
         f"({summary.lines:,} lines: +{summary.duplicates:,} duplicates, {summary.malformed:,} malformed; "
@@ -71,6 +70,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"  landing: {summary.landing}")
     print(f"  truth:   {summary.truth}")
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    _simulate(settings, args.sink, **{name: getattr(args, name) for name in simulator_defaults()})
     return 0
 
 
@@ -152,9 +155,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"resetting the demo lakehouse at {settings.lakehouse} (use --keep to add to it)")
         shutil.rmtree(settings.lakehouse)
     started = time.monotonic()
-    args.day, args.duplicate_rate, args.late_rate, args.malformed_rate = date(2026, 11, 2), 0.01, 0.02, 0.002
-    args.lines_per_file = 5_000
-    cmd_simulate(args, settings)
+    _simulate(settings, events=args.events, seed=args.seed)  # every other knob at simulate()'s default
     print("starting Spark ...")
     spark = _spark(settings)
     timings: dict[str, float] = {}
@@ -214,23 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    knobs = simulator_defaults()
     demo = add("demo", "simulate ~200k events and run bronze -> silver -> gold, then print a report", cmd_demo)
-    demo.add_argument("--events", type=int, default=200_000, help="events to simulate (default 200000)")
-    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    demo.add_argument("--events", type=int, default=knobs["events"], help="events to simulate (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=knobs["seed"], help="simulator seed (default %(default)s)")
     demo.add_argument("--keep", action="store_true", help="keep the existing lakehouse instead of resetting it")
 
     sim = add(
-        "simulate",
-        "write realistic, seeded NDJSON events to the landing zone (and the ground truth)",
-        cmd_simulate,
+        "simulate", "write realistic, seeded NDJSON events to the landing zone (and the ground truth)", cmd_simulate
     )
-    sim.add_argument("--events", type=int, default=200_000, help="about how many events (default 200000)")
-    sim.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes the same files")
-    sim.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 2), help="local day to simulate")
-    sim.add_argument("--duplicate-rate", type=float, default=0.01, help="share of events sent twice")
-    sim.add_argument("--late-rate", type=float, default=0.02, help="share of events arriving 2-30 min late")
-    sim.add_argument("--malformed-rate", type=float, default=0.002, help="malformed lines per event")
-    sim.add_argument("--lines-per-file", type=int, default=5_000, help="lines per landing file")
+    sim.add_argument("--events", type=int, default=knobs["events"], help="about how many events (default %(default)s)")
+    sim.add_argument("--seed", type=int, default=knobs["seed"], help="random seed; the same seed writes the same files")
+    sim.add_argument("--day", type=date.fromisoformat, default=knobs["day"], help="local day to simulate (%(default)s)")
+    sim.add_argument("--duplicate-rate", type=float, default=knobs["duplicate_rate"], help="share of events sent twice")
+    sim.add_argument(
+        "--late-rate", type=float, default=knobs["late_rate"], help="share of events arriving 2-30 min late"
+    )
+    sim.add_argument("--malformed-rate", type=float, default=knobs["malformed_rate"], help="malformed lines per event")
+    sim.add_argument("--lines-per-file", type=int, default=knobs["lines_per_file"], help="lines per landing file")
     sim.add_argument(
         "--sink", choices=("files", "kafka"), default="files", help="landing-zone files (default) or the Kafka topic"
     )

@@ -1,0 +1,38 @@
+"""The command line without Spark: --help everywhere, and simulate writing what simulate() writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spark_jobs.cli import build_parser, main, simulator_defaults
+from spark_jobs.simulate import simulate
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("command", ["demo", "simulate", "run", "sql", "status", "validate-config"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--help"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("usage: intentlake")
+
+
+def test_simulate_command_defaults_are_the_simulators_own():
+    args = build_parser().parse_args(["simulate"])
+    assert {name: getattr(args, name) for name in simulator_defaults()} == simulator_defaults()
+
+
+def test_simulate_command_writes_the_same_day_as_the_library(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("INTENTLAKE_LAKEHOUSE", str(tmp_path / "cli"))
+    assert main(["simulate", "--events", "300", "--seed", "4", "--malformed-rate", "0.05"]) == 0
+    assert "simulated" in capsys.readouterr().out
+    expected = simulate(tmp_path / "lib" / "landing", tmp_path / "lib" / "truth", events=300, seed=4,
+                        malformed_rate=0.05)  # fmt: skip
+    written = json.loads((tmp_path / "cli" / "_truth" / "summary.json").read_text())
+    assert {k: v for k, v in written.items() if k not in ("landing", "truth")} == {
+        k: v for k, v in json.loads((tmp_path / "lib" / "truth" / "summary.json").read_text()).items()
+        if k not in ("landing", "truth")
+    }  # fmt: skip
+    assert written["malformed"] == expected.malformed > 0
