@@ -138,6 +138,16 @@ class RejectedEvent(Exception):
         self.event_id = event_id
 
 
+def canonical_type(vocabulary: dict[str, str], value: Any, field: str, what: str, event_id: str | None) -> str:
+    """A source's event name -> canonical event_type; anything else is a schema violation naming the choices."""
+    if isinstance(value, str) and value in vocabulary:
+        return vocabulary[value]
+    shown = repr(value)[:60]
+    raise RejectedEvent(
+        Reason.SCHEMA_VIOLATION, f"{field}: {what} {shown} is not one of {sorted(vocabulary)}", event_id
+    )
+
+
 # A compiled (Rust) validator: Python's jsonschema cost ~1 ms per event, 90% of bronze's CPU time.
 _VALIDATOR = jsonschema_rs.validator_for(canonical_event_schema(SCHEMA_VERSION))
 
@@ -223,14 +233,7 @@ def from_segment(msg: dict) -> dict:
     kind = msg.get("type")
     event_id = msg.get("messageId") if isinstance(msg.get("messageId"), str) else None
     if kind == "track":
-        name = msg.get("event")
-        if name not in SEGMENT_TRACK_EVENTS:
-            raise RejectedEvent(
-                Reason.SCHEMA_VIOLATION,
-                f"event: Segment track event {str(name)[:60]!r} is not one of {sorted(SEGMENT_TRACK_EVENTS)}",
-                event_id,
-            )
-        event_type = SEGMENT_TRACK_EVENTS[name]
+        event_type = canonical_type(SEGMENT_TRACK_EVENTS, msg.get("event"), "event", "Segment track event", event_id)
     elif kind in ("page", "screen"):
         event_type = "page_view"
     elif kind in ("identify", "alias"):
@@ -301,13 +304,7 @@ def from_segment(msg: dict) -> dict:
 def from_web_sdk(payload: dict) -> dict:
     """A raw web SDK payload (epoch-ms times; clicks with x, y, button_id) -> canonical event."""
     event_id = payload.get("eid") if isinstance(payload.get("eid"), str) else None
-    kind = payload.get("kind")
-    if kind not in WEB_SDK_KINDS:
-        raise RejectedEvent(
-            Reason.SCHEMA_VIOLATION,
-            f"kind: web SDK event kind {str(kind)[:40]!r} is not one of {sorted(WEB_SDK_KINDS)}",
-            event_id,
-        )
+    event_type = canonical_type(WEB_SDK_KINDS, payload.get("kind"), "kind", "web SDK event kind", event_id)
     occurred = parse_timestamp(payload.get("ts"), "ts")
     received = parse_timestamp(payload["recv_ts"], "recv_ts") if payload.get("recv_ts") is not None else occurred
     url = payload.get("url")
@@ -321,7 +318,7 @@ def from_web_sdk(payload: dict) -> dict:
     consent = payload.get("consent")
     return {
         "event_id": event_id,
-        "event_type": WEB_SDK_KINDS[kind],
+        "event_type": event_type,
         "occurred_at": occurred,
         "received_at": received,
         "user_id": payload.get("uid"),
@@ -389,11 +386,9 @@ def _canonical(
 def from_mobile_sdk(payload: dict) -> dict:
     """A mobile SDK event (iOS / Android): touches carry touch_coordinates, screens stand in for pages."""
     event_id = payload.get("event_uuid") if isinstance(payload.get("event_uuid"), str) else None
-    name = payload.get("event_name")
-    if name not in MOBILE_SDK_EVENTS:
-        raise RejectedEvent(Reason.SCHEMA_VIOLATION,
-                            f"event_name: mobile SDK event {str(name)[:40]!r} is not one of "
-                            f"{sorted(MOBILE_SDK_EVENTS)}", event_id)  # fmt: skip
+    event_type = canonical_type(
+        MOBILE_SDK_EVENTS, payload.get("event_name"), "event_name", "mobile SDK event", event_id
+    )
     occurred = parse_timestamp(payload.get("client_ts"), "client_ts")
     received = parse_timestamp(payload["server_ts"], "server_ts") if payload.get("server_ts") is not None else occurred
     properties = _text_map(payload.get("attributes"))
@@ -414,7 +409,7 @@ def from_mobile_sdk(payload: dict) -> dict:
     screen = payload.get("screen")
     consent = payload.get("consent")
     return _canonical(
-        event_id, MOBILE_SDK_EVENTS[name], occurred, received,
+        event_id, event_type, occurred, received,
         user_id=payload.get("user_id"), anonymous_id=payload.get("device_id"), session_id=payload.get("session_uuid"),
         device={"type": "tablet" if payload.get("device_class") == "tablet" else "mobile", "os": os_name,
                 "user_agent": None},
@@ -476,8 +471,9 @@ def from_snowplow(event: dict) -> dict:
         y_max, height = event.get("pp_yoffset_max"), event.get("doc_height")
         if isinstance(y_max, int | float) and isinstance(height, int | float) and height > 0:
             properties["scroll_depth"] = _text(round(min(100.0, 100.0 * y_max / height)))
-    elif kind == "struct" and event.get("se_action") in SNOWPLOW_ACTIONS:
-        event_type = SNOWPLOW_ACTIONS[event["se_action"]]
+    elif kind == "struct":
+        event_type = canonical_type(SNOWPLOW_ACTIONS, event.get("se_action"), "se_action", "Snowplow struct action",
+                                    event_id)  # fmt: skip
         for key in ("se_category", "se_label", "se_property", "se_value"):
             if event.get(key) is not None:
                 properties[key] = _text(event[key])
@@ -485,8 +481,8 @@ def from_snowplow(event: dict) -> dict:
         event_type = "purchase"
         properties.update(order_id=_text(event.get("tr_orderid")), revenue=_text(event.get("tr_total")))
     else:
-        detail = f"se_action {event.get('se_action')!r}" if kind == "struct" else f"event {str(kind)[:40]!r}"
-        raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"event: Snowplow {detail} has no canonical type", event_id)
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"event: Snowplow event {str(kind)[:40]!r} has no canonical type",
+                            event_id)  # fmt: skip
     occurred = parse_timestamp(_first(event.get("derived_tstamp"), event.get("dvce_created_tstamp"),
                                       event.get("collector_tstamp")), "derived_tstamp")  # fmt: skip
     received = parse_timestamp(event.get("collector_tstamp"), "collector_tstamp")
@@ -597,7 +593,19 @@ def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS) -> dict:
         raise RejectedEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {type(obj).__name__}")
     if _depth_exceeds(obj, limits.max_depth):
         raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"(event): objects and arrays nest deeper than {limits.max_depth}")
-    event = ADAPTERS[detect_source(obj)](obj)
+    source = detect_source(obj)
+    try:
+        event = ADAPTERS[source](obj)
+    except RejectedEvent:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+        # A field of an unexpected type (a list where text belongs, text where an object belongs ...):
+        # quarantine the record rather than fail the whole micro-batch.
+        detail = f"{source} record has a field of an unexpected type ({type(exc).__name__}: {exc})"[:200]
+        ids = (obj.get(k) for k in ("messageId", "eid", "event_uuid", "event_id", "request_id"))
+        raise RejectedEvent(
+            Reason.SCHEMA_VIOLATION, detail, next((i for i in ids if isinstance(i, str)), None)
+        ) from None
     validate(event)
     _check_times(event, limits)
     return event

@@ -31,6 +31,7 @@ def test_poison_input_lands_in_quarantine_with_the_right_reason_and_counts_conse
         "wrong-types.ndjson": (json.dumps(_event("wt-1", anonymousId=12345)) + "\n").encode(),
         "deep.ndjson": (json.dumps(_event("deep-1", properties={"p": json.loads("[" * 200 + "]" * 200)})) + "\n")
         .encode(),
+        "wrong-kind.ndjson": b'{"eid": "wk-1", "kind": ["click"], "ts": 1793620017046, "anon": "a-3"}\n',
         "empty.ndjson": b"",
         "good.ndjson": "".join(json.dumps(_event(f"ok-{i}")) + "\n" for i in range(3)).encode(),
     }  # fmt: skip
@@ -48,6 +49,7 @@ def test_poison_input_lands_in_quarantine_with_the_right_reason_and_counts_conse
         "null-ids.ndjson": "schema_violation",
         "wrong-types.ndjson": "schema_violation",
         "deep.ndjson": "schema_violation",
+        "wrong-kind.ndjson": "schema_violation",
     }
     assert "anonymous_id" in by_file["wrong-types.ndjson"][1]
     assert quarantine.filter("source_file LIKE '%huge.ndjson'").first().raw.endswith('"}}')  # kept whole for replay
@@ -59,4 +61,4 @@ def test_poison_input_lands_in_quarantine_with_the_right_reason_and_counts_conse
         .selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q", "sum(duplicate_rows) d")
         .first()
     )
-    assert runs.i == 9 == runs.a + runs.q + runs.d
+    assert runs.i == 10 == runs.a + runs.q + runs.d

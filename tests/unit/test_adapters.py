@@ -106,7 +106,7 @@ def test_snowplow_structured_add_to_cart_and_unknown_actions():
             "se_label": "p-3", "se_value": 19.9}  # fmt: skip
     event = normalize_line(json.dumps(cart))
     assert event["event_type"] == "cart_add" and event["properties"]["se_label"] == "p-3"
-    with pytest.raises(RejectedEvent, match="se_action 'share'"):
+    with pytest.raises(RejectedEvent, match="se_action: Snowplow struct action 'share' is not one of"):
         normalize_line(json.dumps({**cart, "se_action": "share"}))
 
 

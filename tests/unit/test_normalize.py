@@ -167,6 +167,18 @@ def test_naive_timestamps_are_read_as_utc():
         (json.dumps({**WEB_SDK_CLICK, "kind": "hover"}), Reason.SCHEMA_VIOLATION, "hover"),
         (json.dumps({**WEB_SDK_CLICK, "geo": {"lat": 123.0}}), Reason.SCHEMA_VIOLATION, "context.geo.lat"),
         (json.dumps({**WEB_SDK_CLICK, "anon": 42}), Reason.SCHEMA_VIOLATION, "anonymous_id"),
+        # wrong types where an adapter looks things up: quarantined, never an exception that stops the stream
+        (
+            json.dumps({**WEB_SDK_CLICK, "kind": ["click"]}),
+            Reason.SCHEMA_VIOLATION,
+            "kind: web SDK event kind ['click']",
+        ),
+        (json.dumps({**SEGMENT_TRACK, "event": {"n": 1}}), Reason.SCHEMA_VIOLATION, "event: Segment track event"),
+        (
+            json.dumps({**SEGMENT_TRACK, "context": {**SEGMENT_TRACK["context"], "device": "phone"}}),
+            Reason.SCHEMA_VIOLATION,
+            "segment record has a field of an unexpected type",
+        ),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason_that_names_the_problem(line, reason, detail_mentions):
@@ -179,6 +191,9 @@ def test_bad_input_is_rejected_with_a_reason_that_names_the_problem(line, reason
 def test_a_rejected_event_keeps_its_event_id_when_one_was_readable():
     with pytest.raises(RejectedEvent) as caught:
         normalize_line(json.dumps({**SEGMENT_TRACK, "event": "Coupon Applied"}))
+    assert caught.value.event_id == "msg-1"
+    with pytest.raises(RejectedEvent) as caught:  # also when an adapter trips over a field's type
+        normalize_line(json.dumps({**SEGMENT_TRACK, "context": {"device": "phone"}}))
     assert caught.value.event_id == "msg-1"
 
 
