@@ -16,6 +16,7 @@ from spark_jobs.gold import scoring as gold
 from spark_jobs.settings import TABLES
 from spark_jobs.silver import sessions as silver
 from spark_jobs.simulate import simulate
+from tests.helpers import bronze_totals, table
 
 pytestmark = pytest.mark.e2e
 
@@ -33,21 +34,15 @@ def day(spark, tmp_path_factory):
     return settings, summary
 
 
-def _table(spark, settings, name):
-    return spark.read.format("delta").load(str(settings.table_path(name)))
-
-
 def test_every_input_line_is_accepted_quarantined_or_counted_as_a_duplicate(spark, day):
     settings, summary = day
-    runs = _table(spark, settings, "ops.pipeline_runs").filter("job = 'bronze'")
-    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
-                             "sum(duplicate_rows) d").first()  # fmt: skip
-    bronze_rows = _table(spark, settings, "bronze.events").count()
-    quarantined = _table(spark, settings, "bronze.quarantine").count()
+    totals = bronze_totals(spark, settings)
+    bronze_rows = table(spark, settings, "bronze.events").count()
+    quarantined = table(spark, settings, "bronze.quarantine").count()
     assert totals.i == summary.lines == bronze_rows + quarantined + totals.d
     assert (bronze_rows, totals.d) == (summary.events, summary.duplicates)
     by_reason = {
-        r.reason: r["count"] for r in _table(spark, settings, "bronze.quarantine").groupBy("reason").count().collect()
+        r.reason: r["count"] for r in table(spark, settings, "bronze.quarantine").groupBy("reason").count().collect()
     }
     assert by_reason == summary.malformed_by_reason
 
@@ -58,7 +53,7 @@ def test_sessions_equal_the_simulators_true_boundaries(spark, day):
         truth = {(r["anonymous_id"], r["start"], r["end"], int(r["event_count"])) for r in csv.DictReader(fh)}
     ours = {
         (r.anonymous_id, r.start, r.end, r.event_count)
-        for r in _table(spark, settings, "silver.sessions")
+        for r in table(spark, settings, "silver.sessions")
         .selectExpr("anonymous_id", "date_format(session_start, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\") start",
                     "date_format(session_end, \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\") end", "event_count")
         .collect()
@@ -71,12 +66,12 @@ def test_sessions_equal_the_simulators_true_boundaries(spark, day):
 
 def test_conversions_scores_and_segments(spark, day):
     settings, summary = day
-    sessions = _table(spark, settings, "silver.sessions")
+    sessions = table(spark, settings, "silver.sessions")
     assert sessions.filter("converted").count() == summary.conversions
-    scores = _table(spark, settings, "gold.session_scores")
+    scores = table(spark, settings, "gold.session_scores")
     assert scores.count() == sessions.count()
     assert scores.filter("intent_score < 0 OR intent_score > 100").count() == 0
-    segments = _table(spark, settings, "gold.user_segments")
+    segments = table(spark, settings, "gold.user_segments")
     assert segments.count() == sessions.select("person_id").distinct().count()
     rates = {
         r.segment: r.rate
@@ -86,7 +81,7 @@ def test_conversions_scores_and_segments(spark, day):
     assert rates["High Intent"] > 5 * rates["Standard"]  # the score separates buyers from browsers
 
 
-def test_a_second_run_with_no_new_input_changes_no_table(spark, day):
+def test_a_second_run_with_no_new_input_changes_notable(spark, day):
     settings, _ = day
     from delta.tables import DeltaTable
 
@@ -104,7 +99,7 @@ def test_the_tables_open_in_another_delta_reader(day):
     script = (
         "import json, os, sys\n"
         "from deltalake import DeltaTable\n"
-        "counts = {t: DeltaTable(p).to_pyarrow_table().num_rows for t, p in json.loads(sys.argv[1]).items()}\n"
+        "counts = {t: DeltaTable(p).to_pyarrowtable().num_rows for t, p in json.loads(sys.argv[1]).items()}\n"
         "print(json.dumps(counts), flush=True)\n"
         "os._exit(0)  # delta-rs may abort in its own teardown at interpreter exit\n"
     )

@@ -15,6 +15,7 @@ from spark_jobs.kafka import publish_files
 from spark_jobs.settings import REPO_ROOT
 from spark_jobs.simulate import simulate
 from tests.faults import kill_mid_batch, start_job
+from tests.helpers import assert_each_event_once, bronze_totals, table
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +58,6 @@ def broker(kafka):
     return kafka.bootstrap
 
 
-def _table(spark, settings, name):
-    return spark.read.format("delta").load(str(settings.table_path(name)))
-
-
 def test_events_published_to_kafka_land_in_bronze_exactly_once(spark, settings, broker, tmp_path):
     settings = replace(settings, kafka_bootstrap=broker, kafka_topic="events-once", max_offsets_per_trigger=500)
     summary = simulate(tmp_path / "outbox", settings.truth, events=1500, seed=9, duplicate_rate=0.05,
@@ -74,20 +71,15 @@ def test_events_published_to_kafka_land_in_bronze_exactly_once(spark, settings, 
         deadline_batches += 1
         assert deadline_batches < 240, "no batch from Kafka within 2 minutes"
     query.stop()
-    assert _table(spark, settings, "bronze.events").count() < summary.events
+    assert table(spark, settings, "bronze.events").count() < summary.events
 
     bronze.run(spark, settings, source="kafka")  # restart on the same checkpoint and catch up
-    events = _table(spark, settings, "bronze.events")
-    assert events.count() == events.select("event_id").distinct().count() == summary.events
-    assert _table(spark, settings, "bronze.quarantine").count() == summary.malformed
-    runs = _table(spark, settings, "ops.pipeline_runs")
-    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
-                             "sum(duplicate_rows) d").first()  # fmt: skip
-    assert totals.i == summary.lines == totals.a + totals.q + totals.d
+    assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)
+    events = table(spark, settings, "bronze.events")
     assert events.filter("source_file LIKE 'events-once/%/%'").count() == summary.events  # topic/partition/offset
 
     bronze.run(spark, settings, source="kafka")  # nothing new on the topic: nothing written
-    assert _table(spark, settings, "bronze.events").count() == summary.events
+    assert table(spark, settings, "bronze.events").count() == summary.events
 
 
 def _publish_day(spark, settings, tmp_path, seed, events=1500):
@@ -96,16 +88,6 @@ def _publish_day(spark, settings, tmp_path, seed, events=1500):
                        malformed_rate=0.02, lines_per_file=400)  # fmt: skip
     assert publish_files(spark, settings, sorted(outbox.glob("*.ndjson"))) == summary.lines
     return summary
-
-
-def _assert_exactly_once(spark, settings, events_total, malformed_total, lines_total):
-    events = _table(spark, settings, "bronze.events")
-    assert events.count() == events.select("event_id").distinct().count() == events_total
-    assert _table(spark, settings, "bronze.quarantine").count() == malformed_total
-    runs = _table(spark, settings, "ops.pipeline_runs")
-    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
-                             "sum(duplicate_rows) d").first()  # fmt: skip
-    assert totals.i == lines_total == totals.a + totals.q + totals.d
 
 
 def test_bronze_from_kafka_killed_mid_batch_and_restarted_holds_each_event_once(spark, settings, broker, tmp_path):
@@ -117,7 +99,7 @@ def test_bronze_from_kafka_killed_mid_batch_and_restarted_holds_each_event_once(
     })  # fmt: skip
     assert kill_mid_batch(job, settings.checkpoint("bronze-kafka")) >= 1
     bronze.run(spark, settings, source="kafka")
-    _assert_exactly_once(spark, settings, summary.events, summary.malformed, summary.lines)
+    assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)
 
 
 def test_broker_restarted_twice_while_events_flow_loses_and_duplicates_nothing(spark, settings, kafka, tmp_path):
@@ -135,10 +117,10 @@ def test_broker_restarted_twice_while_events_flow_loses_and_duplicates_nothing(s
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             assert query.exception() is None, query.exception()
-            runs = _table(spark, settings, "ops.pipeline_runs").selectExpr("coalesce(sum(input_rows), 0) i").first()
-            if runs.i >= lines:
+            if bronze_totals(spark, settings).i >= lines:
                 break
             time.sleep(1)
     finally:
         query.stop()
-    _assert_exactly_once(spark, settings, sum(d.events for d in days), sum(d.malformed for d in days), lines)
+    events, malformed = sum(d.events for d in days), sum(d.malformed for d in days)
+    assert_each_event_once(spark, settings, events=events, malformed=malformed, lines=lines)

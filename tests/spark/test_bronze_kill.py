@@ -9,6 +9,7 @@ import pytest
 from spark_jobs.bronze import job as bronze
 from spark_jobs.simulate import simulate
 from tests.faults import kill_mid_batch, start_job
+from tests.helpers import assert_each_event_once
 
 pytestmark = pytest.mark.spark
 
@@ -23,12 +24,4 @@ def test_bronze_killed_mid_batch_and_restarted_holds_each_event_once(spark, sett
 
     bronze.run(spark, replace(settings, max_files_per_trigger=4))  # restart on the same checkpoint
 
-    events = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
-    assert events.count() == events.select("event_id").distinct().count() == summary.events
-    quarantine = spark.read.format("delta").load(str(settings.table_path("bronze.quarantine")))
-    assert quarantine.count() == summary.malformed
-    runs = spark.read.format("delta").load(str(settings.table_path("ops.pipeline_runs")))
-    assert runs.count() == runs.select("batch_id").distinct().count()
-    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
-                             "sum(duplicate_rows) d").first()  # fmt: skip
-    assert totals.i == summary.lines == totals.a + totals.q + totals.d
+    assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)

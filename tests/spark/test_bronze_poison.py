@@ -7,6 +7,7 @@ import json
 import pytest
 
 from spark_jobs.bronze import job as bronze
+from tests.helpers import bronze_totals
 
 pytestmark = pytest.mark.spark
 
@@ -55,10 +56,5 @@ def test_poison_input_lands_in_quarantine_with_the_right_reason_and_counts_conse
     assert quarantine.filter("source_file LIKE '%huge.ndjson'").first().raw.endswith('"}}')  # kept whole for replay
     events = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
     assert sorted(r.event_id for r in events.collect()) == ["ok-0", "ok-1", "ok-2"]
-    runs = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("ops.pipeline_runs")))
-        .selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q", "sum(duplicate_rows) d")
-        .first()
-    )
+    runs = bronze_totals(spark, settings)
     assert runs.i == 10 == runs.a + runs.q + runs.d

@@ -9,12 +9,9 @@ import pytest
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.simulate import simulate
+from tests.helpers import assert_each_event_once, table
 
 pytestmark = pytest.mark.spark
-
-
-def _table(spark, settings, name):
-    return spark.read.format("delta").load(str(settings.table_path(name)))
 
 
 def _wait_for_batch(query, batch_id: int, timeout_s: float = 120) -> None:
@@ -37,37 +34,26 @@ def landing(settings):
     return settings, summary
 
 
-def _assert_each_event_once(spark, settings, summary):
-    events = _table(spark, settings, "bronze.events")
-    assert events.count() == events.select("event_id").distinct().count() == summary.events
-    assert _table(spark, settings, "bronze.quarantine").count() == summary.malformed
-    runs = _table(spark, settings, "ops.pipeline_runs")
-    assert runs.count() == runs.select("query_id", "batch_id").distinct().count()
-    totals = runs.selectExpr("sum(input_rows) i", "sum(accepted_rows) a", "sum(quarantined_rows) q",
-                             "sum(duplicate_rows) d").first()  # fmt: skip
-    assert totals.i == summary.lines == totals.a + totals.q + totals.d
-
-
 def test_stopped_after_the_first_batch_and_restarted_nothing_is_written_twice_or_missed(spark, landing):
     settings, summary = landing
     query = bronze.run(spark, settings, trigger="1 second", wait=False)
     _wait_for_batch(query, 0)
     query.stop()
-    assert 0 < _table(spark, settings, "bronze.events").count() < summary.events  # really stopped part-way
+    assert 0 < table(spark, settings, "bronze.events").count() < summary.events  # really stopped part-way
 
     bronze.run(spark, settings, trigger="availableNow")  # restart on the same checkpoint
-    _assert_each_event_once(spark, settings, summary)
+    assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)
 
 
 def test_a_batch_replayed_after_a_crash_before_its_checkpoint_commit_is_not_written_again(spark, landing):
     settings, summary = landing
     bronze.run(spark, settings, trigger="availableNow")
     commits = sorted((settings.checkpoint("bronze") / "commits").glob("[0-9]*"), key=lambda p: int(p.name))
-    rows_before = _table(spark, settings, "bronze.events").count()
+    rows_before = table(spark, settings, "bronze.events").count()
     # A crash after the Delta writes but before Spark recorded the batch as done: the batch runs again.
     commits[-1].unlink()
     (commits[-1].parent / f".{commits[-1].name}.crc").unlink(missing_ok=True)
     bronze.run(spark, settings, trigger="availableNow")
     assert commits[-1].exists()  # Spark really ran the batch again ...
-    assert _table(spark, settings, "bronze.events").count() == rows_before  # ... and it wrote nothing twice
-    _assert_each_event_once(spark, settings, summary)
+    assert table(spark, settings, "bronze.events").count() == rows_before  # ... and it wrote nothing twice
+    assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)
