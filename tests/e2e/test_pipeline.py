@@ -81,7 +81,7 @@ def test_conversions_scores_and_segments(spark, day):
     assert rates["High Intent"] > 5 * rates["Standard"]  # the score separates buyers from browsers
 
 
-def test_a_second_run_with_no_new_input_changes_notable(spark, day):
+def test_a_second_run_with_no_new_input_changes_no_table(spark, day):
     settings, _ = day
     from delta.tables import DeltaTable
 
@@ -99,7 +99,7 @@ def test_the_tables_open_in_another_delta_reader(day):
     script = (
         "import json, os, sys\n"
         "from deltalake import DeltaTable\n"
-        "counts = {t: DeltaTable(p).to_pyarrowtable().num_rows for t, p in json.loads(sys.argv[1]).items()}\n"
+        "counts = {t: DeltaTable(p).to_pyarrow_table().num_rows for t, p in json.loads(sys.argv[1]).items()}\n"
         "print(json.dumps(counts), flush=True)\n"
         "os._exit(0)  # delta-rs may abort in its own teardown at interpreter exit\n"
     )
