@@ -1,4 +1,5 @@
-"""`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, validate-config)."""
+"""`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, replay-quarantine,
+validate-config)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import inspect
 import shutil
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.settings import TABLES, Settings
@@ -115,12 +116,52 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print("tables:")
     for name in TABLES:
         print(f"  {name:<22} {spark.table(name).count():>10,} rows   {settings.table_path(name)}")
-    print("latest batch per job (ops.pipeline_runs):")
-    spark.sql(
-        "SELECT job, batch_id, started_at, duration_ms, input_rows, accepted_rows, quarantined_rows, duplicate_rows "
-        "FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS n FROM ops.pipeline_runs) "
-        "WHERE n = 1 ORDER BY job"
-    ).show(truncate=False)
+    latest = spark.sql(
+        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC, batch_id DESC) AS n "
+        "FROM ops.pipeline_runs) WHERE n = 1 ORDER BY job"
+    ).collect()
+    print("streams (latest batch of each job in ops.pipeline_runs):" if latest else "streams: no batch has run yet")
+    for r in latest:
+        print(
+            f"  {r.job:<18} batch {r.batch_id:<5} at {r.started_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"{r.duration_ms / 1000:6.1f}s  in {r.input_rows:,} = accepted {r.accepted_rows:,} + quarantined {r.quarantined_rows:,} "
+            f"+ duplicates {r.duplicate_rows:,}"
+        )
+        if r.quarantine_reasons:
+            print(
+                "      quarantined by reason: "
+                + ", ".join(f"{k} {v:,}" for k, v in sorted(r.quarantine_reasons.items()))
+            )
+        if r.watermark or r.max_event_time:
+            late = r.late_rows or 0
+            print(f"      watermark {r.watermark or '-'}   newest event {r.max_event_time or '-'}   late {late:,}")
+        if r.source_offsets:
+            shown = sorted(r.source_offsets.items())
+            more = f" (+{len(shown) - 4} more)" if len(shown) > 4 else ""
+            print("      read: " + ", ".join(f"{k} {v}" for k, v in shown[:4]) + more)
+        if r.quality_status:
+            failing = ", ".join(f"{k} ({len(v)})" for k, v in sorted((r.quality_failures or {}).items()))
+            print(f"      quality gate: {r.quality_status}" + (f"; failing: {failing}" if failing else ""))
+    return 0
+
+
+def _utc(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.bronze.replay import Selection, replay_quarantine
+
+    selection = Selection(
+        reasons=tuple(args.reason or ()),
+        since=_utc(args.since) if args.since else None,
+        until=_utc(args.until) if args.until else None,
+        ingest_batch=args.ingest_batch,
+        event_ids=tuple(args.event_id or ()),
+    )
+    result = replay_quarantine(_spark(settings), settings, selection, dry_run=args.dry_run)
+    print(("dry run, nothing written: " if args.dry_run else "") + result.summary())
     return 0
 
 
@@ -254,7 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
     sql.add_argument("--truncate", action="store_true", help="truncate long values in table output")
 
-    add("status", "row counts per table and the latest batch of every job", cmd_status)
+    add("status", "row counts per table and the latest batch of every stream (counts, watermark, offsets)", cmd_status)
+
+    replay = add(
+        "replay-quarantine",
+        "re-ingest selected bronze.quarantine rows after a fix; events bronze already holds are not stored again",
+        cmd_replay_quarantine,
+    )
+    replay.add_argument("--reason", action="append", help="only rows quarantined for this reason (repeatable)")
+    replay.add_argument("--since", help="only rows quarantined at or after this ISO time (UTC if no offset)")
+    replay.add_argument("--until", help="only rows quarantined before this ISO time")
+    replay.add_argument("--ingest-batch", help="only rows rejected by this <query id>/<batch id>")
+    replay.add_argument("--event-id", action="append", help="only rows with this event id (repeatable)")
+    replay.add_argument("--dry-run", action="store_true", help="report what a replay would do; write nothing")
 
     val = add(
         "validate-config",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 TABLES_DIR = REPO_ROOT / "tables"
-CANONICAL_SCHEMA_VERSIONS = (1,)
+CANONICAL_SCHEMA_VERSIONS = (1, 2)
 _CREATE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(?P<name>\w+\.\w+)\s*\(", re.IGNORECASE)
 
 
@@ -126,10 +126,34 @@ def canonical_event_schema(version: int = 1) -> dict[str, Any]:
 _registered: dict[tuple[int, str], Path] = {}
 
 
+def migrate_table(spark: SparkSession, name: str, location: Path) -> list[str]:
+    """Bring an existing table up to its contract: add the columns the contract gained; return their names.
+
+    Columns are only ever added (nullable), never dropped or retyped; a column whose type differs from the
+    contract is an error naming both types, since rewriting data is an operator's decision.
+    """
+    contract = table_contract(name)
+    existing = {f.name: f.dataType for f in spark.read.format("delta").load(str(location)).schema.fields}
+    wanted = {f.name: f.dataType for f in contract.schema().fields}
+    for column, data_type in wanted.items():
+        if column in existing and existing[column] != data_type:
+            raise SchemaContractError(
+                f"{name} at {location}: column {column} is {existing[column].simpleString()} but "
+                f"{contract.path.name} says {data_type.simpleString()}; migrate the data before running"
+            )
+    added = [item for item in _split_top_level(contract.columns_ddl) if item.split()[0] not in existing]
+    not_null = [item.split()[0] for item in added if re.search(r"\bNOT\s+NULL\b", item, re.IGNORECASE)]
+    if not_null:
+        raise SchemaContractError(f"{name}: cannot add NOT NULL columns {not_null} to an existing table")
+    if added:
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(added)})")
+    return [item.split()[0] for item in added]
+
+
 def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ...] = TABLES) -> None:
     """Create each table from its contract at its lakehouse location and register its name in the catalog.
 
-    On an existing table Delta checks the contract's schema, partitioning and properties against it.
+    An existing table is registered as it is and migrated forward (columns the contract added since).
     A name registered for another lakehouse root in this session is re-pointed (the data stays put).
     """
     for name in tables:
@@ -140,5 +164,9 @@ def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ..
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.split('.')[0]}")
         if spark.catalog.tableExists(name):
             spark.sql(f"DROP TABLE {name}")  # an external (LOCATION) table: only the catalog entry goes
-        spark.sql(table_contract(name).create_statement(location))
+        if (location / "_delta_log").is_dir():
+            spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION '{location}'")
+            migrate_table(spark, name, location)
+        else:
+            spark.sql(table_contract(name).create_statement(location))
         _registered[key] = location

@@ -26,6 +26,12 @@ TABLES = (
 INTERVAL_SETTINGS = ("dedup_window", "max_clock_skew", "max_event_age", "session_timeout", "allowed_lateness")
 
 
+# Bronze dedup keys: (session_id, event_id) as the seeds ask (event_id alone when a source sends no session
+# id), or event_id alone for sources whose ids are globally unique.
+DEDUP_KEY_CHOICES = ("session_id,event_id", "event_id")
+QUALITY_POLICIES = ("quarantine", "halt")
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value intentlake cannot use."""
 
@@ -83,6 +89,9 @@ class Settings:
     max_record_bytes: int = 1_048_576  # larger input records are quarantined as oversize_record
     max_clock_skew: str = "1 hour"  # occurred_at later than received_at by more: future_timestamp
     max_event_age: str = "30 days"  # occurred_at earlier than received_at by more: stale_timestamp
+    dedup_keys: str = "session_id,event_id"  # one of DEDUP_KEY_CHOICES; fixed for the life of a checkpoint
+    quality_policy: str = "quarantine"  # rows failing expectations/bronze_events.json: quarantine them, or halt
+    schema_dir: Path = REPO_ROOT / "tables" / "events"  # canonical event schemas, re-read every bronze batch
     # Kafka (production event stream; the landing zone is the embedded default)
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_topic: str = "intentlake.events"
@@ -94,6 +103,9 @@ class Settings:
     def __post_init__(self) -> None:
         for name in INTERVAL_SETTINGS:  # a bad interval is named at start-up, not mid-stream
             interval_seconds(getattr(self, name), f"INTENTLAKE_{name.upper()}")
+        for name, choices in (("dedup_keys", DEDUP_KEY_CHOICES), ("quality_policy", QUALITY_POLICIES)):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"INTENTLAKE_{name.upper()}={getattr(self, name)!r}: use one of {choices}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -104,7 +116,9 @@ class Settings:
             if f.default is MISSING:  # paths and spark_conf: derived below
                 continue
             name = f.name.upper()
-            if isinstance(f.default, bool):
+            if isinstance(f.default, Path):
+                values[f.name] = Path(_env(name, str(f.default))).resolve()
+            elif isinstance(f.default, bool):
                 values[f.name] = _env(name, str(f.default).lower()).lower() in ("1", "true", "yes")
             elif isinstance(f.default, int):
                 values[f.name] = _env_int(name, f.default)
@@ -141,6 +155,10 @@ class Settings:
 
     def checkpoint(self, job: str) -> Path:
         return self.checkpoints / job
+
+    @property
+    def dedup_key_columns(self) -> tuple[str, ...]:
+        return tuple(self.dedup_keys.split(","))
 
     @property
     def scoring_file(self) -> Path:

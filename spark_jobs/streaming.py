@@ -60,6 +60,12 @@ class BatchRecord:
     duplicate_rows: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
+    late_rows: int | None = None
+    watermark: datetime | None = None
+    max_event_time: datetime | None = None
+    source_offsets: dict[str, str] | None = None
+    quality_status: str | None = None
+    quality_failures: dict[str, list[str]] | None = None
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     @contextmanager
@@ -71,8 +77,12 @@ class BatchRecord:
         finally:
             self.details[f"{name}_ms"] = str(int((time.monotonic() - t0) * 1000))
 
-    def write(self, spark: SparkSession, settings: Settings) -> None:
-        """Append this record once (replays of the same batch are skipped by Delta)."""
+    def write(self, spark: SparkSession, settings: Settings, app_suffix: str = "") -> None:
+        """Append this record once (replays of the same batch are skipped by Delta).
+
+        A batch that stops the stream (a halting quality gate) writes under its own suffix, so the record
+        of its later successful replay is not mistaken for a replay of the failure.
+        """
         row = {
             "job": self.job,
             "query_id": self.query_id,
@@ -86,9 +96,16 @@ class BatchRecord:
             "quarantine_reasons": self.quarantine_reasons,
             "details": {k: str(v) for k, v in self.details.items()},
             "run_date": self.started_at.date(),
+            "late_rows": self.late_rows,
+            "watermark": self.watermark,
+            "max_event_time": self.max_event_time,
+            "source_offsets": self.source_offsets,
+            "quality_status": self.quality_status,
+            "quality_failures": self.quality_failures,
         }
         df = spark.createDataFrame([row], table_contract("ops.pipeline_runs").schema())
-        idempotent_append(df, settings.table_path("ops.pipeline_runs"), f"{self.job}-{self.query_id}", self.batch_id)
+        app_id = f"{self.job}-{self.query_id}" + (f"-{app_suffix}" if app_suffix else "")
+        idempotent_append(df, settings.table_path("ops.pipeline_runs"), app_id, self.batch_id)
 
 
 def run_stream(

@@ -16,7 +16,7 @@ def bronze_totals(spark: SparkSession, settings: Settings) -> Row:
     """Sums of bronze's ops.pipeline_runs counts: i(nput), a(ccepted), q(uarantined), d(uplicates)."""
     return (
         table(spark, settings, "ops.pipeline_runs")
-        .filter("job = 'bronze'")
+        .filter("job IN ('bronze', 'bronze-kafka')")
         .selectExpr(
             "coalesce(sum(input_rows), 0) i",
             "coalesce(sum(accepted_rows), 0) a",

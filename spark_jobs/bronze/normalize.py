@@ -1,26 +1,34 @@
-"""Source adapters: one raw input line in, one canonical event (v1) out, or a reason it was rejected.
+"""Source adapters: one raw input line in, one canonical event out, or a reason it was rejected.
 
 Pure Python and independent of Spark, so each adapter is unit-tested on realistic payloads; the bronze
-job applies `normalize_line` to every line through Arrow. Unknown source fields are kept in
-`properties`, never dropped. Validation uses the contract's JSON Schema
-(tables/events/canonical_event.v1.schema.json).
+job applies `normalize_records` to every line through Arrow. Unknown source fields are kept in
+`properties`, never dropped.
+
+Adapters emit the current canonical version (SCHEMA_VERSION) and are checked against its JSON Schema in
+tables/events/. Events that arrive already canonical (they carry `schema_version`) are checked against
+the schema of the version they declare, looked up in a `SchemaRegistry` that bronze re-reads every
+micro-batch: dropping canonical_event.v<N>.schema.json into the schema folder makes version N acceptable
+without restarting the stream.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import jsonschema_rs
 
-from spark_jobs.contracts import canonical_event_schema
+from spark_jobs.contracts import TABLES_DIR
 from spark_jobs.settings import Settings, interval_seconds, setting_default
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what the adapters emit
 
 # The raw web SDK's own vocabulary -> canonical event_type.
 WEB_SDK_KINDS = {
@@ -55,7 +63,14 @@ SNOWPLOW_ACTIONS = {
     "click": "click", "search": "search", "add-to-cart": "cart_add", "add-to-wishlist": "wishlist_add",
     "product-view": "product_view",
 }  # fmt: skip
+# IoT / store-beacon proximity classes -> a rough distance in metres (kept beside the raw class).
+BEACON_PROXIMITY_M = {"immediate": "0.5", "near": "3", "far": "10"}
 CONSENT_SCOPES = ("analytics", "marketing", "personalization")
+CAMPAIGN_FIELDS = ("source", "medium", "name", "term", "content")
+# Segment context fields mapped onto canonical columns; the rest (app, network, screen ...) go to
+# properties as context.<name>.
+_SEGMENT_CONTEXT = {"ip", "locale", "timezone", "userAgent", "page", "location", "device", "os", "library", "consent",
+                    "campaign"}  # fmt: skip
 # Fields the Segment adapter maps onto canonical columns; every other field goes to properties,
 # except writeKey, a source credential that is never stored.
 _SEGMENT_TOP_LEVEL = {
@@ -103,6 +118,8 @@ class Reason(StrEnum):
     STALE_TIMESTAMP = "stale_timestamp"
     OVERSIZE = "oversize_record"
     INVALID_ENCODING = "invalid_encoding"
+    TOO_LATE = "too_late_for_watermark"
+    QUALITY = "quality_check_failed"  # set by bronze's data quality gate, not by the parser
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,9 @@ class Limits:
     max_clock_skew_s: int  # occurred_at may be this far after received_at (client clocks drift)
     max_event_age_s: int  # ... and this far before it (offline SDK queues)
     max_depth: int = 32  # nesting of objects and arrays in one record
+    # Event time before which bronze no longer accepts events (newest event time seen minus the dedup
+    # window); set per micro-batch by the bronze job, None when replaying quarantine on purpose.
+    watermark_us: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Limits:
@@ -148,8 +168,66 @@ def canonical_type(vocabulary: dict[str, str], value: Any, field: str, what: str
     )
 
 
-# A compiled (Rust) validator: Python's jsonschema cost ~1 ms per event, 90% of bronze's CPU time.
-_VALIDATOR = jsonschema_rs.validator_for(canonical_event_schema(SCHEMA_VERSION))
+_SCHEMA_FILE = re.compile(r"canonical_event\.v(\d+)\.schema\.json")
+
+
+class SchemaRegistryError(ValueError):
+    """A canonical schema file cannot be used; names the file."""
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(schema_text: str) -> Any:
+    # A compiled (Rust) validator: Python's jsonschema cost ~1 ms per event, 90% of bronze's CPU time.
+    return jsonschema_rs.validator_for(json.loads(schema_text))
+
+
+@dataclass(frozen=True)
+class SchemaRegistry:
+    """Canonical event JSON Schemas by version, as read from a folder (small and picklable for workers)."""
+
+    schemas: tuple[tuple[int, str], ...]  # (version, schema JSON text), ascending
+
+    @classmethod
+    def load(cls, folder: Path) -> SchemaRegistry:
+        """Every canonical_event.v<N>.schema.json in `folder`; a file that cannot be used is named."""
+        found = []
+        for path in sorted(folder.glob("canonical_event.v*.schema.json")):
+            match = _SCHEMA_FILE.fullmatch(path.name)
+            if not match:
+                continue
+            version, text = int(match.group(1)), path.read_text()
+            try:
+                declared = json.loads(text)["properties"]["schema_version"]["const"]
+            except (ValueError, KeyError, TypeError):
+                raise SchemaRegistryError(f"{path}: not JSON with properties.schema_version.const") from None
+            if declared != version:
+                raise SchemaRegistryError(f"{path}: schema_version const is {declared!r}, the file name says {version}")
+            try:
+                _compiled(text)
+            except ValueError as exc:
+                raise SchemaRegistryError(f"{path}: not a valid JSON Schema ({exc})") from None
+            found.append((version, text))
+        if not found:
+            raise SchemaRegistryError(f"{folder}: holds no canonical_event.v<N>.schema.json")
+        return cls(tuple(sorted(found)))
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(version for version, _ in self.schemas)
+
+    def validator(self, version: Any, event_id: str | None = None) -> Any:
+        for known, text in self.schemas:
+            if known == version and not isinstance(version, bool):
+                return _compiled(text)
+        raise RejectedEvent(
+            Reason.SCHEMA_VIOLATION,
+            f"schema_version: {str(version)[:20]!r} is not a registered canonical schema version "
+            f"(registered: {', '.join(map(str, self.versions))})",
+            event_id,
+        )
+
+
+BUNDLED_SCHEMAS = SchemaRegistry.load(TABLES_DIR / "events")
 
 
 def _iso(t: datetime) -> str:
@@ -180,6 +258,24 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def campaign_from(values: Any) -> dict | None:
+    """A campaign object ({source, medium, name, term, content}) from a dict holding any of them; None if empty."""
+    if not isinstance(values, dict):
+        return None
+    campaign = {f: _text(values.get(f)) for f in CAMPAIGN_FIELDS}
+    return campaign if any(campaign.values()) else None
+
+
+def campaign_from_url(url: Any) -> dict | None:
+    """utm_source, utm_medium, utm_campaign, utm_term, utm_content of a URL -> a campaign object."""
+    if not isinstance(url, str) or "utm_" not in url:
+        return None
+    query = parse_qs(urlparse(url).query)
+    names = {"source": "utm_source", "medium": "utm_medium", "name": "utm_campaign", "term": "utm_term",
+             "content": "utm_content"}  # fmt: skip
+    return campaign_from({f: query[q][0] for f, q in names.items() if q in query})
 
 
 def _text_map(values: Any) -> dict[str, str | None]:
@@ -263,6 +359,7 @@ def from_segment(msg: dict) -> dict:
     if kind == "alias":
         properties["previous_id"] = _text(msg.get("previousId"))
     properties.update({k: _text(v) for k, v in msg.items() if k not in _SEGMENT_TOP_LEVEL})
+    properties.update({f"context.{k}": _text(v) for k, v in context.items() if k not in _SEGMENT_CONTEXT})
     location = context.get("location") if isinstance(context.get("location"), dict) else {}
     user_id = msg.get("userId")
     anonymous_id = msg.get("anonymousId")
@@ -296,6 +393,7 @@ def from_segment(msg: dict) -> dict:
         "page": {"url": page.get("url"), "path": page.get("path"), "referrer": page.get("referrer") or None},
         "properties": properties,
         "consent": _consent_from_segment(context),
+        "campaign": campaign_from(context.get("campaign")) or campaign_from_url(page.get("url")),
         "source": {"kind": "segment", "sdk": library.get("name"), "version": library.get("version")},
         "schema_version": SCHEMA_VERSION,
     }
@@ -347,6 +445,7 @@ def from_web_sdk(payload: dict) -> dict:
         },
         "properties": properties,
         "consent": [s for s in consent if s in CONSENT_SCOPES] if isinstance(consent, list) else [],
+        "campaign": campaign_from_url(url),
         "source": {"kind": "web_sdk", "sdk": payload.get("sdk"), "version": payload.get("sdk_version")},
         "schema_version": SCHEMA_VERSION,
     }
@@ -370,6 +469,7 @@ def _canonical(
     page: dict | None = None,
     properties: dict | None = None,
     consent: list[str] | None = None,
+    campaign: dict | None = None,
     source: dict,
 ) -> dict:
     return {
@@ -378,7 +478,7 @@ def _canonical(
         "device": device or {"type": None, "os": None, "user_agent": None},
         "context": context or {"ip": None, "locale": None, "timezone": None, "geo": None},
         "page": page or {"url": None, "path": None, "referrer": None},
-        "properties": properties or {}, "consent": consent or [], "source": source,
+        "properties": properties or {}, "consent": consent or [], "campaign": campaign, "source": source,
         "schema_version": SCHEMA_VERSION,
     }  # fmt: skip
 
@@ -454,6 +554,7 @@ def from_server_log(entry: dict) -> dict:
               "path": urlparse(path).path if isinstance(path, str) else None,
               "referrer": entry.get("referrer") or None},
         properties=properties,
+        campaign=campaign_from_url(path),
         source={"kind": "server_log", "sdk": None, "version": None},
     )  # fmt: skip
 
@@ -505,8 +606,71 @@ def from_snowplow(event: dict) -> dict:
                          "country": event.get("geo_country"), "city": event.get("geo_city")}},
         page={"url": event.get("page_url"), "path": path, "referrer": event.get("page_referrer") or None},
         properties=properties,
+        campaign=campaign_from({"source": event.get("mkt_source"), "medium": event.get("mkt_medium"),
+                                "name": event.get("mkt_campaign"), "term": event.get("mkt_term"),
+                                "content": event.get("mkt_content")}),
         source={"kind": "snowplow", "sdk": event.get("name_tracker"), "version": event.get("v_tracker")},
     )  # fmt: skip
+
+
+def from_iot_beacon(reading: dict) -> dict:
+    """A store beacon gateway's sighting of a shopper's phone (BLE proximity) -> a location event.
+
+    The gateway reports which app install it saw (subject_id), near which beacon, how strongly (rssi,
+    proximity) and where the gateway stands; in-store position is a micro-moment signal for silver.
+    """
+    event_id = reading.get("reading_id") if isinstance(reading.get("reading_id"), str) else None
+    occurred = parse_timestamp(reading.get("seen_at"), "seen_at")
+    received = parse_timestamp(reading["uplink_at"], "uplink_at") if reading.get("uplink_at") is not None else occurred
+    beacon = reading.get("beacon") if isinstance(reading.get("beacon"), dict) else {}
+    position = reading.get("position") if isinstance(reading.get("position"), dict) else {}
+    properties = {"beacon_uuid": _text(beacon.get("uuid")), "beacon_major": _text(beacon.get("major")),
+                  "beacon_minor": _text(beacon.get("minor"))}  # fmt: skip
+    for key in ("gateway_id", "store_id", "zone", "rssi", "tx_power", "proximity"):
+        if reading.get(key) is not None:
+            properties[key] = _text(reading[key])
+    if reading.get("proximity") in BEACON_PROXIMITY_M:
+        properties["distance_m"] = BEACON_PROXIMITY_M[reading["proximity"]]
+    known = {"reading_id", "seen_at", "uplink_at", "beacon", "position", "subject_id", "user_id", "platform",
+             "firmware", "gateway_id", "store_id", "zone", "rssi", "tx_power", "proximity", "consent"}  # fmt: skip
+    properties.update({k: _text(v) for k, v in reading.items() if k not in known})
+    properties.update({f"beacon.{k}": _text(v) for k, v in beacon.items() if k not in ("uuid", "major", "minor")})
+    platform = str(reading.get("platform") or "").lower()
+    consent = reading.get("consent")
+    return _canonical(
+        event_id, "location", occurred, received,
+        user_id=reading.get("user_id"), anonymous_id=reading.get("subject_id"),
+        device={"type": "mobile", "os": {"ios": "iOS", "android": "Android"}.get(platform), "user_agent": None},
+        context={"ip": None, "locale": None, "timezone": position.get("timezone"),
+                 "geo": {"lat": position.get("lat"), "lon": position.get("lon"), "country": position.get("country"),
+                         "city": position.get("city")}},
+        properties=properties,
+        consent=[c for c in consent if c in CONSENT_SCOPES] if isinstance(consent, list) else [],
+        source={"kind": "iot_beacon", "sdk": "beacon-gateway", "version": _text(reading.get("firmware"))},
+    )  # fmt: skip
+
+
+_CANONICAL_OPTIONAL = {"user_id": None, "session_id": None, "device": None, "context": None, "page": None,
+                       "properties": {}, "consent": [], "campaign": None}  # fmt: skip
+
+
+def from_canonical(event: dict, registry: SchemaRegistry) -> dict:
+    """An event already in canonical form (our own services, partner feeds), checked against its declared version.
+
+    Fields its version does not define are moved to properties rather than dropped; times are normalised to UTC.
+    """
+    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+    validator = registry.validator(event.get("schema_version"), event_id)
+    defined = json.loads(dict(registry.schemas)[event["schema_version"]])["properties"]
+    extra = {k: _text(v) for k, v in event.items() if k not in defined}
+    out = {k: v for k, v in event.items() if k in defined}
+    if extra:
+        out["properties"] = {**(out.get("properties") or {}), **extra}
+    for name in ("occurred_at", "received_at"):
+        if name in out:
+            out[name] = parse_timestamp(out[name], name)
+    validate(out, validator)
+    return {**_CANONICAL_OPTIONAL, **out}
 
 
 ADAPTERS = {
@@ -515,11 +679,14 @@ ADAPTERS = {
     "mobile_sdk": from_mobile_sdk,
     "server_log": from_server_log,
     "snowplow": from_snowplow,
+    "iot_beacon": from_iot_beacon,
 }
 
 
 def detect_source(obj: dict) -> str:
     """Which adapter understands this object, judged by the fields each format always carries."""
+    if "schema_version" in obj and "event_type" in obj:
+        return "canonical"
     if "type" in obj and ("messageId" in obj or "anonymousId" in obj or "userId" in obj or "event" in obj):
         return "segment"
     if "eid" in obj or ("sdk" in obj and "kind" in obj):
@@ -530,15 +697,18 @@ def detect_source(obj: dict) -> str:
         return "server_log"
     if "collector_tstamp" in obj and "event" in obj:
         return "snowplow"
+    if "reading_id" in obj and ("beacon" in obj or "gateway_id" in obj):
+        return "iot_beacon"
     keys = ", ".join(sorted(str(k) for k in obj)[:8])
     raise RejectedEvent(Reason.UNKNOWN_SOURCE, f"no adapter recognises an object with fields [{keys}]")
 
 
-def validate(event: dict) -> None:
-    """Check a canonical event against the v1 JSON Schema; the error names the field and the problem."""
-    if _VALIDATOR.is_valid(event):
+def validate(event: dict, validator: Any = None) -> None:
+    """Check a canonical event against a JSON Schema (default: the adapters' version); errors name the field."""
+    validator = validator or BUNDLED_SCHEMAS.validator(SCHEMA_VERSION)
+    if validator.is_valid(event):
         return
-    error = next(iter(_VALIDATOR.iter_errors(event)))
+    error = next(iter(validator.iter_errors(event)))
     where = ".".join(str(p) for p in error.instance_path) or "(event)"
     message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
     raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"{where}: {message}", event.get("event_id"))
@@ -558,6 +728,10 @@ def _check_times(event: dict, limits: Limits) -> None:
     if -ahead > limits.max_event_age_s:
         detail = f"{when} {-ahead / 86400:.1f} days before received_at (limit {limits.max_event_age_s / 86400:g} days)"
         raise RejectedEvent(Reason.STALE_TIMESTAMP, detail, event["event_id"])
+    if limits.watermark_us is not None and occurred.timestamp() * 1_000_000 < limits.watermark_us:
+        watermark = _iso(datetime.fromtimestamp(limits.watermark_us / 1_000_000, UTC))
+        detail = f"{when} before the bronze watermark {watermark} (newest event time seen minus the dedup window)"
+        raise RejectedEvent(Reason.TOO_LATE, detail, event["event_id"])
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -587,7 +761,7 @@ def decode_record(raw: bytes | str | None) -> str:
         ) from None
 
 
-def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS) -> dict:
+def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> dict:
     """One parsed JSON value -> a validated canonical event, or RejectedEvent with the reason."""
     if not isinstance(obj, dict):
         raise RejectedEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {type(obj).__name__}")
@@ -595,18 +769,19 @@ def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS) -> dict:
         raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"(event): objects and arrays nest deeper than {limits.max_depth}")
     source = detect_source(obj)
     try:
-        event = ADAPTERS[source](obj)
+        event = from_canonical(obj, registry) if source == "canonical" else ADAPTERS[source](obj)
     except RejectedEvent:
         raise
     except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
         # A field of an unexpected type (a list where text belongs, text where an object belongs ...):
         # quarantine the record rather than fail the whole micro-batch.
         detail = f"{source} record has a field of an unexpected type ({type(exc).__name__}: {exc})"[:200]
-        ids = (obj.get(k) for k in ("messageId", "eid", "event_uuid", "event_id", "request_id"))
+        ids = (obj.get(k) for k in ("messageId", "eid", "event_uuid", "event_id", "request_id", "reading_id"))
         raise RejectedEvent(
             Reason.SCHEMA_VIOLATION, detail, next((i for i in ids if isinstance(i, str)), None)
         ) from None
-    validate(event)
+    if source != "canonical":  # canonical input was checked against its own version
+        validate(event)
     _check_times(event, limits)
     return event
 
@@ -621,16 +796,18 @@ def _parse(line: str, limits: Limits) -> Any:
         raise RejectedEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"[:200]) from None
 
 
-def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS) -> dict:
+def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> dict:
     """One NDJSON line holding one event -> a validated canonical event, or RejectedEvent with the reason."""
-    return normalize_object(_parse(line, limits), limits)
+    return normalize_object(_parse(line, limits), limits, registry)
 
 
 def is_segment_batch(obj: Any) -> bool:
     return isinstance(obj, dict) and "batch" in obj and "type" not in obj
 
 
-def normalize_records(line: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[str, dict | RejectedEvent]]:
+def normalize_records(
+    line: str, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS
+) -> list[tuple[str, dict | RejectedEvent]]:
     """One input line -> its records as (raw text, canonical event or rejection).
 
     A line is one record, except a Segment batch envelope ({"batch": [...], "context": ..., "sentAt": ...}),
@@ -643,7 +820,7 @@ def normalize_records(line: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[
         return [(line, rejected)]
     if not is_segment_batch(obj):
         try:
-            return [(line, normalize_object(obj, limits))]
+            return [(line, normalize_object(obj, limits, registry))]
         except RejectedEvent as rejected:
             return [(line, rejected)]
     messages = obj["batch"]
@@ -657,7 +834,7 @@ def normalize_records(line: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[
             message = {**shared, **message, **({"context": context} if context else {})}
         raw = json.dumps(message, separators=(",", ":"))
         try:
-            records.append((raw, normalize_object(message, limits)))
+            records.append((raw, normalize_object(message, limits, registry)))
         except RejectedEvent as rejected:
             records.append((raw, rejected))
     return records

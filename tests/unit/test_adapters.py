@@ -33,7 +33,8 @@ def test_mobile_sdk_touch_with_touch_coordinates():
         "properties": {"product_id": "p-7", "x": "187", "y": "402", "button_id": "buy_button", "app_version": "7.1.3",
                        "os_version": "18.2", "device_model": "iPhone16,2", "battery": "0.61"},
         "consent": ["analytics"],
-        "source": {"kind": "mobile_sdk", "sdk": "ios-sdk", "version": "4.2.0"}, "schema_version": 1,
+        "source": {"kind": "mobile_sdk", "sdk": "ios-sdk", "version": "4.2.0"}, "campaign": None,
+        "schema_version": 2,
     }  # fmt: skip
 
 
@@ -62,7 +63,8 @@ def test_server_access_log_product_page():
                  "referrer": "https://www.google.com/"},
         "properties": {"status": "200", "bytes_sent": "5120", "duration_ms": "38", "upstream": "app-3",
                        "product_id": "p-9"},
-        "consent": [], "source": {"kind": "server_log", "sdk": None, "version": None}, "schema_version": 1,
+        "consent": [], "source": {"kind": "server_log", "sdk": None, "version": None}, "campaign": None,
+        "schema_version": 2,
     }  # fmt: skip
 
 
@@ -97,7 +99,8 @@ def test_snowplow_page_ping_becomes_a_scroll_with_its_depth():
                     "geo": {"lat": 48.86, "lon": 2.35, "country": "FR", "city": "Paris"}},
         "page": {"url": "https://shop.example.com/category/shoes", "path": "/category/shoes", "referrer": None},
         "properties": {"scroll_depth": "75", "session_index": "3", "app_id": "shop"},
-        "consent": [], "source": {"kind": "snowplow", "sdk": "sp", "version": "js-3.24.0"}, "schema_version": 1,
+        "consent": [], "source": {"kind": "snowplow", "sdk": "sp", "version": "js-3.24.0"}, "campaign": None,
+        "schema_version": 2,
     }  # fmt: skip
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from spark_jobs.bronze.job import LINEAGE_COLUMNS
-from spark_jobs.contracts import SchemaContractError, canonical_event_schema, table_contract
+from spark_jobs.contracts import (
+    CANONICAL_SCHEMA_VERSIONS,
+    SchemaContractError,
+    canonical_event_schema,
+    table_contract,
+)
 from spark_jobs.settings import TABLES
 
 pytestmark = pytest.mark.unit
@@ -22,14 +27,17 @@ def test_every_table_has_a_contract_with_commented_columns(name):
 
 
 def test_canonical_event_schema_and_bronze_events_name_the_same_fields():
-    schema = canonical_event_schema(1)
+    newest = canonical_event_schema(max(CANONICAL_SCHEMA_VERSIONS))
     bronze = table_contract("bronze.events")
     canonical_columns = [c for c in bronze.column_names if c not in LINEAGE_COLUMNS]
-    assert sorted(canonical_columns) == sorted(schema["properties"])
+    assert sorted(canonical_columns) == sorted(newest["properties"])
+    for version in CANONICAL_SCHEMA_VERSIONS:  # every older version's fields are still columns
+        assert set(canonical_event_schema(version)["properties"]) <= set(canonical_columns), version
 
 
-def test_canonical_event_field_types_match_the_bronze_column_types():
-    schema = canonical_event_schema(1)["properties"]
+@pytest.mark.parametrize("version", CANONICAL_SCHEMA_VERSIONS)
+def test_canonical_event_field_types_match_the_bronze_column_types(version):
+    schema = canonical_event_schema(version)["properties"]
     types = table_contract("bronze.events").column_types
     for name, spec in schema.items():
         declared = spec.get("type")

@@ -90,7 +90,8 @@ def test_segment_track_becomes_the_canonical_event():
         },
         "consent": ["analytics", "personalization"],
         "source": {"kind": "segment", "sdk": "analytics.js", "version": "5.2.0"},
-        "schema_version": 1,
+        "campaign": None,
+        "schema_version": 2,
     }
 
 
@@ -119,7 +120,8 @@ def test_web_sdk_click_keeps_coordinates_button_and_unknown_fields_in_properties
         "properties": {"x": "345", "y": "210", "button_id": "add_to_cart", "ab_bucket": "B"},
         "consent": ["analytics"],
         "source": {"kind": "web_sdk", "sdk": "intentlake-web", "version": "2.3.1"},
-        "schema_version": 1,
+        "campaign": None,
+        "schema_version": 2,
     }
 
 
