@@ -37,8 +37,8 @@ test-fast: setup ## the inner loop: pure unit tests only (seconds)
 	$(VENV)/bin/pytest -m unit -q
 
 lint: setup ## ruff check and format check
-	$(VENV)/bin/ruff check spark_jobs tests scripts dags
-	$(VENV)/bin/ruff format --check spark_jobs tests scripts dags
+	$(VENV)/bin/ruff check spark_jobs tests scripts dags bench
+	$(VENV)/bin/ruff format --check spark_jobs tests scripts dags bench
 
 kafka-up: setup ## start a local Kafka broker (KRaft, loopback, port 19092) from Maven Central jars
 	scripts/kafka.sh up

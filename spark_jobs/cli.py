@@ -124,8 +124,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for r in latest:
         print(
             f"  {r.job:<18} batch {r.batch_id:<5} at {r.started_at:%Y-%m-%d %H:%M:%S} UTC "
-            f"{r.duration_ms / 1000:6.1f}s  in {r.input_rows:,} = accepted {r.accepted_rows:,} + quarantined {r.quarantined_rows:,} "
-            f"+ duplicates {r.duplicate_rows:,}"
+            f"{r.duration_ms / 1000:6.1f}s  in {r.input_rows:,} = accepted {r.accepted_rows:,} "
+            f"+ quarantined {r.quarantined_rows:,} + duplicates {r.duplicate_rows:,}"
         )
         if r.quarantine_reasons:
             print(

@@ -30,13 +30,19 @@ def kafka_lines(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def publish_files(spark: SparkSession, settings: Settings, files: list[Path]) -> int:
-    """Publish every line of the given NDJSON files to the topic, one record per line; return the count."""
-    lines = spark.read.text([str(f) for f in files]).select("value")
-    count = lines.count()
-    (
-        lines.write.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-        .option("topic", settings.kafka_topic)
-        .save()
-    )
+    """Publish every line of the given NDJSON files to the topic in file and line order; return the count.
+
+    One file at a time, each in a single task, so records reach the topic in the order they arrived, as
+    from a collector (Spark would otherwise write files in parallel, in no particular order).
+    """
+    count = 0
+    for path in files:
+        lines = spark.read.text(str(path)).select("value").coalesce(1)
+        count += lines.count()
+        (
+            lines.write.format("kafka")
+            .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+            .option("topic", settings.kafka_topic)
+            .save()
+        )
     return count

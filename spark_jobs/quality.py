@@ -94,7 +94,6 @@ class QualityGate:
             os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
             import great_expectations as gx
             from great_expectations.core.expectation_suite import ExpectationSuite
-
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
             logging.getLogger("great_expectations").setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -582,11 +583,17 @@ def simulate(
     summary.malformed = sum(malformed_counts.values())
     summary.malformed_by_reason = dict(sorted(malformed_counts.items()))
     existing = len(list(landing.glob("events-*.ndjson")))
+    # Spark's file source takes files in modification-time order. Written within the same millisecond,
+    # a later file could be taken first and move bronze's watermark past an earlier one, so each file is
+    # stamped 1 ms after the previous: files land in arrival order, as they would from a collector.
+    landed_ns = time.time_ns()
     for n, offset in enumerate(range(0, len(deliveries), lines_per_file)):
         chunk = deliveries[offset : offset + lines_per_file]
         name = f"events-{seed}-{existing + n:05d}.ndjson"
         tmp = landing / f".{name}.tmp"  # dot-files are invisible to Spark's file source until renamed
         tmp.write_text("".join(line + "\n" for _, _, line in chunk))
+        stamp = landed_ns + n * 1_000_000
+        os.utime(tmp, ns=(stamp, stamp))
         os.replace(tmp, landing / name)
         summary.files += 1
 

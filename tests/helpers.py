@@ -31,8 +31,11 @@ def assert_each_event_once(spark: SparkSession, settings: Settings, *, events: i
     """Bronze holds every event exactly once, every malformed line in quarantine, one run row per batch,
     and the run counts conserve the input: lines = accepted + quarantined + duplicates."""
     stored = table(spark, settings, "bronze.events")
-    assert stored.count() == stored.select("event_id").distinct().count() == events
-    assert table(spark, settings, "bronze.quarantine").count() == malformed
+    quarantine = table(spark, settings, "bronze.quarantine")
+    reasons = {r.reason: r["count"] for r in quarantine.groupBy("reason").count().collect()}
+    counts = (stored.count(), stored.select("event_id").distinct().count())
+    assert counts == (events, events), f"bronze rows, distinct ids {counts}; expected {events}; quarantine {reasons}"
+    assert quarantine.count() == malformed, f"quarantine {reasons}; expected {malformed} rows"
     runs = table(spark, settings, "ops.pipeline_runs")
     assert runs.count() == runs.select("query_id", "batch_id").distinct().count()
     totals = bronze_totals(spark, settings)

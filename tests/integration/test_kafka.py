@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 from dataclasses import replace
+from datetime import date
+from itertools import pairwise
 
 import pytest
 
@@ -77,15 +79,27 @@ def test_events_published_to_kafka_land_in_bronze_exactly_once(spark, settings, 
     assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)
     events = table(spark, settings, "bronze.events")
     assert events.filter("source_file LIKE 'events-once/%/%'").count() == summary.events  # topic/partition/offset
+    # each batch records the offsets it read; together they cover the topic without gaps or overlaps
+    runs = table(spark, settings, "ops.pipeline_runs").filter("job = 'bronze-kafka'").orderBy("batch_id").collect()
+    by_partition: dict[str, list[tuple[int, int]]] = {}
+    for run in runs:
+        for part, span in (run.source_offsets or {}).items():
+            by_partition.setdefault(part, []).append(tuple(map(int, span.split(".."))))
+    assert set(by_partition) <= {"events-once/0", "events-once/1"}
+    for spans in by_partition.values():
+        spans.sort()
+        assert spans[0][0] == 0 and all(later[0] == earlier[1] + 1 for earlier, later in pairwise(spans))
+    assert sum(spans[-1][1] + 1 for spans in by_partition.values()) == summary.lines
+    assert runs[-1].max_event_time is not None and runs[-1].watermark is not None
 
     bronze.run(spark, settings, source="kafka")  # nothing new on the topic: nothing written
     assert table(spark, settings, "bronze.events").count() == summary.events
 
 
-def _publish_day(spark, settings, tmp_path, seed, events=1500):
+def _publish_day(spark, settings, tmp_path, seed, events=1500, day=date(2026, 11, 2)):
     outbox = tmp_path / f"outbox-{seed}"
     summary = simulate(outbox, tmp_path / f"truth-{seed}", events=events, seed=seed, duplicate_rate=0.05,
-                       malformed_rate=0.02, lines_per_file=400)  # fmt: skip
+                       malformed_rate=0.02, lines_per_file=400, day=day)  # fmt: skip
     assert publish_files(spark, settings, sorted(outbox.glob("*.ndjson"))) == summary.lines
     return summary
 
@@ -108,11 +122,11 @@ def test_broker_restarted_twice_while_events_flow_loses_and_duplicates_nothing(s
     days = [_publish_day(spark, settings, tmp_path, seed=31)]
     query = bronze.run(spark, settings, trigger="1 second", wait=False, source="kafka")
     try:
-        for seed in (32, 33):
+        for seed, day in ((32, date(2026, 11, 3)), (33, date(2026, 11, 4))):  # the next days, as in production
             kafka.down()
             time.sleep(2)  # the stream sees the broker gone
             kafka.up()
-            days.append(_publish_day(spark, settings, tmp_path, seed=seed))
+            days.append(_publish_day(spark, settings, tmp_path, seed=seed, day=day))
         lines = sum(d.lines for d in days)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

@@ -26,8 +26,8 @@ def _web(event_id: str, ts: str = "2026-11-02T10:00:00Z", sid: str | None = "s-1
 
 def _canonical(event_id: str, version: int, **extra) -> dict:
     return {"event_id": event_id, "event_type": "page_view", "occurred_at": "2026-11-02T10:00:00Z",
-            "received_at": "2026-11-02T10:00:01Z", "anonymous_id": "a-9",
-            "source": {"kind": "web_sdk", "sdk": "edge", "version": "1"}, "schema_version": version, **extra}  # fmt: skip
+            "received_at": "2026-11-02T10:00:01Z", "anonymous_id": "a-9", "schema_version": version,
+            "source": {"kind": "web_sdk", "sdk": "edge", "version": "1"}, **extra}  # fmt: skip
 
 
 def _land(settings, name: str, records: list[dict]) -> None:
