@@ -15,6 +15,7 @@ grow: the checkpoint, Spark state, the rows dedup looks back over, and batch tim
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -164,7 +165,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="intentlake-bench-") as tmp:
         base = Settings.from_env().with_root(Path(tmp))
         spark = build_spark(base, app_name="intentlake-bench")
-        print(f"bronze throughput on {spark.sparkContext.defaultParallelism} cores (local[*])")
+        print(f"bronze throughput on {os.cpu_count()} cores ({base.spark_master})")
+        warm = base.with_root(base.lakehouse / "warm-up")  # JIT, Python workers, the GX import: not measured
+        simulate(warm.landing, warm.truth, events=3_000, seed=1)
+        bronze.run(spark, warm)
+        _baseline(spark, spark.read.text(str(warm.landing)), warm.lakehouse / "baseline")
         landing = bench_files(spark, base, args.events)
         if args.kafka:
             bench_kafka(spark, base, landing)

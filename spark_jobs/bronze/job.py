@@ -297,7 +297,7 @@ def process_bronze_batch(
         limits = replace(limits, watermark_us=int(record.watermark.timestamp() * 1_000_000))
     registry = SchemaRegistry.load(settings.schema_dir)  # every batch: new versions need no restart
     parsed = parse_lines(lines, limits, registry).persist()
-    rows = failed_quality = None
+    fresh_rows = failed_quality = None
     try:
         with record.phase("parse"):
             summary = (
@@ -322,7 +322,7 @@ def process_bronze_batch(
             bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
             fresh = not_yet_in_bronze(first_of_each_event(parsed.filter("is_accepted"), keys), bronze, since,
                                       ingest_batch, keys)  # fmt: skip
-            rows = to_bronze_rows(fresh, record.started_at, ingest_batch).persist()
+            fresh_rows = rows = to_bronze_rows(fresh, record.started_at, ingest_batch).persist()
             with record.phase("dedup"):
                 fresh_count = rows.count()
             record.duplicate_rows = accepted_in - fresh_count
@@ -357,7 +357,7 @@ def process_bronze_batch(
         watermark.advance(batch_id, record.max_event_time)
         return record
     finally:
-        for cached in (rows, failed_quality, parsed):
+        for cached in (fresh_rows, failed_quality, parsed):
             if cached is not None:
                 cached.unpersist()
 
