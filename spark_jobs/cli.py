@@ -167,10 +167,12 @@ def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.config import InvalidConfigError, check_rules_compile, load_scoring, load_segments
+    from spark_jobs.silver.moments import load_thresholds
 
     try:
         model = load_scoring(settings.scoring_file)
         rules = load_segments(settings.segments_file)
+        load_thresholds(settings.micro_moments_file)
         if not args.no_spark:
             from spark_jobs.spark import build_spark
 
@@ -180,6 +182,7 @@ def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(f"ok: {settings.scoring_file} ({model.model_version}, {len(model.signals)} signals)")
     print(f"ok: {settings.segments_file} ({', '.join(r.name for r in rules)})")
+    print(f"ok: {settings.micro_moments_file}")
     return 0
 
 
@@ -218,7 +221,7 @@ def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[st
         print(f"  {name:<22} {counts[name]:>9,}   {settings.table_path(name)}")
     runs = spark.sql(
         "SELECT sum(input_rows) i, sum(accepted_rows) a, sum(quarantined_rows) q, sum(duplicate_rows) d "
-        "FROM ops.pipeline_runs WHERE job = 'bronze'"
+        "FROM ops.pipeline_runs WHERE job IN ('bronze', 'bronze-kafka')"
     ).collect()[0]
     print(
         f"bronze accounting: {runs.i:,} input lines = {runs.a:,} accepted + {runs.q:,} quarantined "
@@ -229,6 +232,12 @@ def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[st
         "SELECT reason, count(*) n, min(detail) example FROM bronze.quarantine GROUP BY reason ORDER BY n DESC"
     ).collect():
         print(f"  {row.reason:<18} {row.n:>6,}   e.g. {row.example[:70]}")
+    print("micro-moments (silver.micro_moments):")
+    for row in spark.sql(
+        "SELECT moment_type, count(*) n, count(DISTINCT session_id) s FROM silver.micro_moments "
+        "GROUP BY moment_type ORDER BY n DESC"
+    ).collect():
+        print(f"  {row.moment_type:<22} {row.n:>7,} in {row.s:,} sessions")
     print("segments (people, by current segment):")
     for row in spark.sql(
         "SELECT segment, count(*) n, round(avg(intent_score), 1) score FROM gold.user_segments "

@@ -16,6 +16,7 @@ TABLES = (
     "bronze.events",
     "bronze.quarantine",
     "silver.sessions",
+    "silver.micro_moments",
     "gold.session_scores",
     "gold.user_segments",
     "ops.pipeline_runs",
@@ -167,6 +168,10 @@ class Settings:
     @property
     def segments_file(self) -> Path:
         return self.config_dir / "segments.yaml"
+
+    @property
+    def micro_moments_file(self) -> Path:
+        return self.config_dir / "micro_moments.yaml"
 
 
 def setting_default(name: str) -> object:

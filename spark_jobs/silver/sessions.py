@@ -1,4 +1,5 @@
-"""Silver: bronze.events -> silver.sessions (event-time sessions with per-session features).
+"""Silver: bronze.events -> silver.sessions (event-time sessions with per-session features) and
+silver.micro_moments (in-session triggers with evidence).
 
 Each micro-batch of new bronze events names the devices (anonymous ids) it touches; their sessions are
 recomputed from all of their bronze events and merged into silver.sessions. Recomputing whole devices
@@ -9,13 +10,20 @@ their end plus the idle timeout.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings, interval_seconds
+from spark_jobs.silver.moments import Thresholds, detect, load_thresholds
 from spark_jobs.streaming import BatchRecord, run_stream
 
 JOB = "silver"
@@ -66,6 +74,21 @@ def assign_sessions(events: DataFrame, timeout_seconds: int) -> DataFrame:
     return idle.unionByName(client)
 
 
+def session_id_column() -> Column:
+    """The session id: the client's when sent, else a stable hash of the device and the session start."""
+    return F.coalesce(
+        F.col("client_session_id"),
+        F.concat(
+            F.lit("s-"),
+            F.substring(
+                F.sha2(F.concat_ws("|", "anonymous_id", F.unix_micros("session_start").cast("string")), 256),
+                1,
+                32,
+            ),
+        ),
+    )
+
+
 def _count_of(event_type: str) -> Column:
     return F.count_if(F.col("event_type") == event_type).cast("int")
 
@@ -105,17 +128,6 @@ def build_sessions(events: DataFrame, timeout_seconds: int, watermark_us: int | 
         F.min_by("context.timezone", F.struct("occurred_at", "event_id")).alias("timezone"),
         F.max(F.col("event_type") == "purchase").alias("converted"),
     )
-    session_id = F.coalesce(
-        F.col("client_session_id"),
-        F.concat(
-            F.lit("s-"),
-            F.substring(
-                F.sha2(F.concat_ws("|", "anonymous_id", F.unix_micros("session_start").cast("string")), 256),
-                1,
-                32,
-            ),
-        ),
-    )
     closed = (
         F.lit(False)
         if watermark_us is None
@@ -123,12 +135,65 @@ def build_sessions(events: DataFrame, timeout_seconds: int, watermark_us: int | 
     )
     result = (
         agg.join(person_ids(events), "anonymous_id")
-        .withColumn("session_id", session_id)
+        .withColumn("session_id", session_id_column())
         .withColumn("duration_seconds", F.col("session_end").cast("double") - F.col("session_start").cast("double"))
         .withColumn("is_closed", closed)
         .withColumn("session_date", F.to_date("session_start"))
     )
     return result.select(*table_contract("silver.sessions").column_names)
+
+
+_MOMENT_INPUT = ("session_key", "anonymous_id", "session_id", "event_id", "event_type", "occurred_at", "properties")
+_MOMENT_OUTPUT = (
+    "session_key STRING, anonymous_id STRING, client_session_id STRING, session_start TIMESTAMP, "
+    "moment_type STRING, detected_at TIMESTAMP, event_ids ARRAY<STRING>, evidence_json STRING"
+)
+
+
+def _moments_of_session(thresholds: Thresholds, watermark_us: int | None):
+    watermark = None if watermark_us is None else datetime.fromtimestamp(watermark_us / 1_000_000, UTC)
+    output = to_arrow_schema(StructType.fromDDL(_MOMENT_OUTPUT))
+
+    def per_session(events: pa.Table) -> pa.Table:
+        rows = events.to_pylist()
+        for row in rows:  # Arrow maps arrive as (key, value) pairs; times as UTC-aware datetimes
+            row["properties"] = dict(row["properties"] or [])
+            if row["occurred_at"].tzinfo is None:
+                row["occurred_at"] = row["occurred_at"].replace(tzinfo=UTC)
+        moments = detect(rows, thresholds, watermark)
+        first = rows[0]
+        client = next((r["session_id"] for r in rows if r["session_id"] is not None), None)
+        start = min(r["occurred_at"] for r in rows)
+        found = [
+            {"session_key": first["session_key"], "anonymous_id": first["anonymous_id"], "client_session_id": client,
+             "session_start": start, "moment_type": m.moment_type, "detected_at": m.detected_at,
+             "event_ids": list(m.event_ids), "evidence_json": json.dumps(m.evidence, sort_keys=True)}
+            for m in moments
+        ]  # fmt: skip
+        return pa.Table.from_pylist(found, schema=output)
+
+    return per_session
+
+
+def build_moments(
+    events: DataFrame, timeout_seconds: int, thresholds: Thresholds, watermark_us: int | None = None
+) -> DataFrame:
+    """Canonical events -> silver.micro_moments rows: every micro-moment of every session, with evidence."""
+    keyed = assign_sessions(events, timeout_seconds).select(
+        *_MOMENT_INPUT, F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon")
+    )
+    found = keyed.groupBy("session_key").applyInArrow(_moments_of_session(thresholds, watermark_us), _MOMENT_OUTPUT)
+    return (
+        found.join(person_ids(events), "anonymous_id")
+        .withColumn("session_id", session_id_column())
+        .withColumn(
+            "moment_id",
+            F.substring(F.sha2(F.concat_ws("|", "session_id", "moment_type", F.col("event_ids")[0]), 256), 1, 32),
+        )
+        .withColumn("evidence", F.from_json("evidence_json", "MAP<STRING, STRING>"))
+        .withColumn("moment_date", F.to_date("detected_at"))
+        .select(*table_contract("silver.micro_moments").column_names)
+    )
 
 
 def event_time_watermark(bronze: DataFrame, allowed_lateness_seconds: int) -> int | None:
@@ -138,10 +203,16 @@ def event_time_watermark(bronze: DataFrame, allowed_lateness_seconds: int) -> in
 
 
 def process_silver_batch(
-    spark: SparkSession, settings: Settings, new_events: DataFrame, batch_id: int, query_id: str
+    spark: SparkSession,
+    settings: Settings,
+    new_events: DataFrame,
+    batch_id: int,
+    query_id: str,
+    thresholds: Thresholds | None = None,
 ) -> BatchRecord:
-    """Recompute the sessions of every device in this batch of bronze events and merge them into silver."""
+    """Recompute the sessions and micro-moments of every device in this batch of bronze events; merge them."""
     record = BatchRecord(JOB, query_id, batch_id)
+    thresholds = thresholds or load_thresholds(settings.micro_moments_file)
     timeout = interval_seconds(settings.session_timeout)
     devices = new_events.select("anonymous_id").distinct().persist()
     try:
@@ -171,6 +242,14 @@ def process_silver_batch(
             )
         record.accepted_rows = counts.inserted + counts.updated
         record.details.update(inserted=counts.inserted, updated=counts.updated, deleted=counts.deleted)
+        with record.phase("moments"):
+            moments = build_moments(history, timeout, thresholds, watermark_us)
+            found = replace_scopes(
+                spark, settings, "silver.micro_moments", moments, ("moment_id",), "anonymous_id", devices
+            )
+        record.details.update(
+            moments_inserted=found.inserted, moments_updated=found.updated, moments_deleted=found.deleted
+        )
         record.write(spark, settings)
         return record
     finally:
@@ -189,8 +268,9 @@ def bronze_stream(spark: SparkSession, settings: Settings) -> DataFrame:
 def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
     """Start the silver stream (availableNow by default: catch up, then stop)."""
     ensure_tables(spark, settings)
+    thresholds = load_thresholds(settings.micro_moments_file)  # a bad threshold stops the run before data moves
 
     def process(events: DataFrame, batch_id: int, query_id: str) -> None:
-        process_silver_batch(spark, settings, events, batch_id, query_id)
+        process_silver_batch(spark, settings, events, batch_id, query_id, thresholds)
 
     return run_stream(bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

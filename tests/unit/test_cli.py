@@ -12,7 +12,10 @@ from spark_jobs.simulate import simulate
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("command", ["demo", "simulate", "run", "sql", "status", "validate-config"])
+COMMANDS = ["demo", "simulate", "run", "sql", "status", "replay-quarantine", "validate-config"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([command, "--help"])
