@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 TABLES_DIR = REPO_ROOT / "tables"
-CANONICAL_SCHEMA_VERSIONS = (1, 2)
+# Every canonical_event.v<N>.schema.json in tables/events/ (the files are the one list of versions).
+CANONICAL_SCHEMA_VERSIONS = tuple(
+    sorted(int(p.name.split(".")[1][1:]) for p in (TABLES_DIR / "events").glob("canonical_event.v*.schema.json"))
+)
 _CREATE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(?P<name>\w+\.\w+)\s*\(", re.IGNORECASE)
 
 

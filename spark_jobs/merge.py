@@ -24,6 +24,11 @@ class MergeCounts:
     updated: int
     deleted: int
 
+    def as_details(self, prefix: str = "") -> dict[str, int]:
+        """{'<prefix>_inserted': n, ...} for a run record's details (no prefix: 'inserted', ...)."""
+        lead = f"{prefix}_" if prefix else ""
+        return {f"{lead}inserted": self.inserted, f"{lead}updated": self.updated, f"{lead}deleted": self.deleted}
+
 
 def _last_merge_counts(table: DeltaTable) -> MergeCounts:
     metrics = table.history(1).select("operation", "operationMetrics").collect()[0]

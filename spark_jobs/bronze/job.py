@@ -38,8 +38,8 @@ from spark_jobs.bronze.normalize import (
     normalize_records,
 )
 from spark_jobs.contracts import ensure_tables, table_contract
-from spark_jobs.quality import QualityGate, QualityGateHalted
-from spark_jobs.settings import Settings, interval_seconds
+from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
+from spark_jobs.settings import Settings, interval_seconds, setting_default
 from spark_jobs.streaming import BatchRecord, idempotent_append, run_stream
 
 JOB = "bronze"
@@ -108,7 +108,7 @@ def parse_lines(
     return lines.select("value", "source_file").mapInArrow(_parse_batches(schema, limits, registry), schema)
 
 
-DEFAULT_KEYS = ("session_id", "event_id")
+DEFAULT_KEYS = tuple(str(setting_default("dedup_keys")).split(","))
 
 
 def first_of_each_event(accepted: DataFrame, keys: tuple[str, ...] = DEFAULT_KEYS) -> DataFrame:
@@ -331,7 +331,7 @@ def process_bronze_batch(
                     failures = gate.failures(rows)
                 record.quality_status = "passed"
                 if failures:
-                    record.quality_failures = {name: sorted(ids)[:100] for name, ids in failures.items()}
+                    record.quality_failures = {name: sorted(ids)[:MAX_KEYS_REPORTED] for name, ids in failures.items()}
                     if settings.quality_policy == "halt":
                         record.quality_status = "halted"
                         record.write(spark, settings, app_suffix="halt")

@@ -181,6 +181,12 @@ def _compiled(schema_text: str) -> Any:
     return jsonschema_rs.validator_for(json.loads(schema_text))
 
 
+@functools.lru_cache(maxsize=32)
+def _defined_fields(schema_text: str) -> frozenset[str]:
+    """The top-level fields a schema defines (parsed once per schema, not once per event)."""
+    return frozenset(json.loads(schema_text)["properties"])
+
+
 @dataclass(frozen=True)
 class SchemaRegistry:
     """Canonical event JSON Schemas by version, as read from a folder (small and picklable for workers)."""
@@ -215,10 +221,11 @@ class SchemaRegistry:
     def versions(self) -> tuple[int, ...]:
         return tuple(version for version, _ in self.schemas)
 
-    def validator(self, version: Any, event_id: str | None = None) -> Any:
+    def text(self, version: Any, event_id: str | None = None) -> str:
+        """The schema of a registered version; an unregistered one is a schema violation naming the known ones."""
         for known, text in self.schemas:
             if known == version and not isinstance(version, bool):
-                return _compiled(text)
+                return text
         raise RejectedEvent(
             Reason.SCHEMA_VIOLATION,
             f"schema_version: {str(version)[:20]!r} is not a registered canonical schema version "
@@ -228,6 +235,7 @@ class SchemaRegistry:
 
 
 BUNDLED_SCHEMAS = SchemaRegistry.load(TABLES_DIR / "events")
+_ADAPTER_VALIDATOR = _compiled(BUNDLED_SCHEMAS.text(SCHEMA_VERSION))  # what every adapter's output must meet
 
 
 def _iso(t: datetime) -> str:
@@ -660,8 +668,8 @@ def from_canonical(event: dict, registry: SchemaRegistry) -> dict:
     Fields its version does not define are moved to properties rather than dropped; times are normalised to UTC.
     """
     event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-    validator = registry.validator(event.get("schema_version"), event_id)
-    defined = json.loads(dict(registry.schemas)[event["schema_version"]])["properties"]
+    schema = registry.text(event.get("schema_version"), event_id)
+    defined = _defined_fields(schema)
     extra = {k: _text(v) for k, v in event.items() if k not in defined}
     out = {k: v for k, v in event.items() if k in defined}
     if extra:
@@ -669,7 +677,7 @@ def from_canonical(event: dict, registry: SchemaRegistry) -> dict:
     for name in ("occurred_at", "received_at"):
         if name in out:
             out[name] = parse_timestamp(out[name], name)
-    validate(out, validator)
+    validate(out, _compiled(schema))
     return {**_CANONICAL_OPTIONAL, **out}
 
 
@@ -705,7 +713,7 @@ def detect_source(obj: dict) -> str:
 
 def validate(event: dict, validator: Any = None) -> None:
     """Check a canonical event against a JSON Schema (default: the adapters' version); errors name the field."""
-    validator = validator or BUNDLED_SCHEMAS.validator(SCHEMA_VERSION)
+    validator = validator or _ADAPTER_VALIDATOR
     if validator.is_valid(event):
         return
     error = next(iter(validator.iter_errors(event)))

@@ -115,12 +115,13 @@ def replay_quarantine(
         failed_ids = sorted({i for ids in failures.values() for i in ids})
         fresh = candidates.filter(~F.col("event_id").isin(*failed_ids)) if failed_ids else candidates
         fresh_keys = fresh.select("_key").distinct().withColumn("_fresh", F.lit(True))
+        failed_quality = F.col("event_id").isin(*failed_ids) if failed_ids else F.lit(False)
         outcome = (
             parsed.join(fresh_keys, "_key", "left")
             .withColumn(
                 "_outcome",
                 F.when(F.col("_fresh"), F.lit(3))  # any record of the row stored: accepted
-                .when(F.col("is_accepted") & F.col("event_id").isin(*failed_ids or [""]), F.lit(1))
+                .when(F.col("is_accepted") & failed_quality, F.lit(1))
                 .when(F.col("is_accepted"), F.lit(2))  # parsed, but bronze already holds it
                 .otherwise(F.lit(0)),
             )

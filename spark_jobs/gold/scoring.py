@@ -118,13 +118,7 @@ def process_gold_batch(
         scores.unpersist()
         record.accepted_rows = counts.inserted + counts.updated
         record.details.update(
-            scores_inserted=counts.inserted,
-            scores_updated=counts.updated,
-            scores_deleted=counts.deleted,
-            segments_inserted=segments.inserted,
-            segments_updated=segments.updated,
-            segments_deleted=segments.deleted,
-            model_version=model.model_version,
+            **counts.as_details("scores"), **segments.as_details("segments"), model_version=model.model_version
         )
         record.write(spark, settings)
         return record

@@ -215,12 +215,14 @@ def process_silver_batch(
     thresholds = thresholds or load_thresholds(settings.micro_moments_file)
     timeout = interval_seconds(settings.session_timeout)
     devices = new_events.select("anonymous_id").distinct().persist()
+    history = None
     try:
         with record.phase("read"):
             record.input_rows = new_events.count()
         bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
         watermark_us = event_time_watermark(bronze, interval_seconds(settings.allowed_lateness))
-        history = bronze.join(devices, "anonymous_id", "left_semi")
+        # read once: sessions (whose MERGE reads its source more than once) and moments both use it
+        history = bronze.join(devices, "anonymous_id", "left_semi").persist()
         sessions = build_sessions(history, timeout, watermark_us)
         close_passed = None
         if watermark_us is not None:
@@ -241,18 +243,18 @@ def process_silver_batch(
                 close_others=close_passed,
             )
         record.accepted_rows = counts.inserted + counts.updated
-        record.details.update(inserted=counts.inserted, updated=counts.updated, deleted=counts.deleted)
+        record.details.update(counts.as_details())
         with record.phase("moments"):
             moments = build_moments(history, timeout, thresholds, watermark_us)
             found = replace_scopes(
                 spark, settings, "silver.micro_moments", moments, ("moment_id",), "anonymous_id", devices
             )
-        record.details.update(
-            moments_inserted=found.inserted, moments_updated=found.updated, moments_deleted=found.deleted
-        )
+        record.details.update(found.as_details("moments"))
         record.write(spark, settings)
         return record
     finally:
+        if history is not None:
+            history.unpersist()
         devices.unpersist()
 
 

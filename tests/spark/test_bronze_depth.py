@@ -9,10 +9,11 @@ import time
 from dataclasses import replace
 
 import pytest
+from pyspark.sql.types import StructType
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.bronze.replay import Selection, replay_quarantine
-from spark_jobs.contracts import TABLES_DIR
+from spark_jobs.contracts import TABLES_DIR, SchemaContractError, ensure_tables, table_contract
 from spark_jobs.quality import QualityGateHalted
 from tests.helpers import bronze_totals, table
 
@@ -189,3 +190,18 @@ def test_quality_gate_halt_policy_stops_the_stream_before_writing(spark, setting
     run = table(spark, settings, "ops.pipeline_runs").first()
     assert (run.quality_status, run.quality_failures) == (
         "halted", {"expect_column_values_to_be_between(scroll_depth)": ["bad-1"]})  # fmt: skip
+
+
+def test_an_existing_table_gains_the_columns_its_contract_added_and_a_type_conflict_is_named(spark, settings):
+    # a bronze.events written before canonical v2: everything but campaign
+    old = table_contract("bronze.events").schema()
+    old_columns = [f for f in old.fields if f.name != "campaign"]
+    path = str(settings.table_path("bronze.events"))
+    spark.createDataFrame([], StructType(old_columns)).write.format("delta").save(path)
+    ensure_tables(spark, settings, ("bronze.events",))
+    assert table(spark, settings, "bronze.events").schema["campaign"].dataType == old["campaign"].dataType
+
+    clash = str(settings.table_path("bronze.quarantine"))
+    spark.createDataFrame([(1,)], "raw INT").write.format("delta").save(clash)
+    with pytest.raises(SchemaContractError, match=r"column raw is int but quarantine\.sql says string"):
+        ensure_tables(spark, settings, ("bronze.quarantine",))

@@ -45,3 +45,8 @@ def test_run_all_then_sql_and_status(spark, env, capsys):
     assert main(["status"]) == 0
     status = capsys.readouterr().out
     assert "gold.user_segments" in status and "bronze" in status
+    # the stream section: one line per job with its counts, then bronze's watermark, input and quality gate
+    streams = status.split("streams (latest batch of each job")[1]
+    for job in ("bronze", "silver", "gold"):
+        assert f"\n  {job} " in streams, job
+    assert "watermark" in streams and "read: events-" in streams and "quality gate: passed" in streams

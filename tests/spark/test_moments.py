@@ -55,5 +55,5 @@ def test_the_silver_stream_writes_moments_and_a_rerun_changes_nothing(spark, set
         "rapid_scroll_burst", "repeat_product_view", "search_refinement"]  # fmt: skip
     replay = silver.process_silver_batch(spark, settings, table(spark, settings, "bronze.events"), 99, "replay")
     changed = [replay.details[f"moments_{kind}"] for kind in ("inserted", "updated", "deleted")]
-    assert changed == ["0", "0", "0"] or changed == [0, 0, 0]
+    assert changed == [0, 0, 0]
     assert table(spark, settings, "silver.micro_moments").count() == 3
