@@ -1,5 +1,5 @@
 """`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, replay-quarantine,
-validate-config)."""
+features, undo-merge, validate-config)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _spark(settings: Settings) -> SparkSession:
 def _run_layer(spark: SparkSession, settings: Settings, layer: str, trigger: str | None, source: str = "files") -> None:
     from spark_jobs.bronze import job as bronze
     from spark_jobs.gold import scoring as gold
-    from spark_jobs.silver import sessions as silver
+    from spark_jobs.silver import job as silver
 
     if layer == "bronze":
         bronze.run(spark, settings, trigger, source=source)
@@ -167,12 +167,12 @@ def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.config import InvalidConfigError, check_rules_compile, load_scoring, load_segments
-    from spark_jobs.silver.moments import load_thresholds
+    from spark_jobs.silver.job import SilverConfig
 
     try:
         model = load_scoring(settings.scoring_file)
         rules = load_segments(settings.segments_file)
-        load_thresholds(settings.micro_moments_file)
+        SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
         if not args.no_spark:
             from spark_jobs.spark import build_spark
 
@@ -182,7 +182,46 @@ def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(f"ok: {settings.scoring_file} ({model.model_version}, {len(model.signals)} signals)")
     print(f"ok: {settings.segments_file} ({', '.join(r.name for r in rules)})")
-    print(f"ok: {settings.micro_moments_file}")
+    for path in (settings.micro_moments_file, settings.context_file, settings.ip_timezones_file):
+        print(f"ok: {path}")
+    return 0
+
+
+def _update_features(spark: SparkSession, settings: Settings, through: date | None, start: date | None = None) -> None:
+    from spark_jobs.silver.user_features import update_user_features
+
+    through = through or datetime.now(UTC).date()
+    result = update_user_features(spark, settings, through, start=start)
+    span = f"{result.dates[0]} .. {result.dates[-1]}" if result.dates else "no new dates"
+    counts = result.counts
+    print(
+        f"silver.user_features: {span} ({counts.inserted:,} rows inserted, {counts.updated:,} updated, "
+        f"{counts.deleted:,} deleted)" + (f"; held back: {result.held_back}" if result.held_back else "")
+    )
+
+
+def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    _update_features(_spark(settings), settings, args.through, args.start)
+    return 0
+
+
+def cmd_undo_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.silver.identity import UnknownMergeError, undo_merge
+    from spark_jobs.silver.job import reattribute
+
+    spark = _spark(settings)
+    try:
+        changes = undo_merge(spark, settings, args.merge_id, args.reason)
+    except UnknownMergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    identity_map = spark.read.format("delta").load(str(settings.table_path("silver.identity_map")))
+    nothing = spark.createDataFrame([], "session_id STRING, anonymous_id STRING")
+    moved = reattribute(spark, settings, changes, identity_map, nothing)
+    print(
+        f"merge {args.merge_id} undone: {len(changes.anonymous_ids):,} devices and {len(changes.user_ids):,} logins "
+        f"changed person; {moved:,} sessions re-attributed"
+    )
     return 0
 
 
@@ -207,6 +246,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         t0 = time.monotonic()
         _run_layer(spark, settings, layer, "availableNow")
         timings[layer] = time.monotonic() - t0
+        if layer == "silver":
+            t0 = time.monotonic()
+            _update_features(spark, settings, through=None)
+            timings["user features"] = time.monotonic() - t0
     total = time.monotonic() - started
     _print_demo_report(spark, settings, timings, total)
     return 0
@@ -238,6 +281,31 @@ def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[st
         "GROUP BY moment_type ORDER BY n DESC"
     ).collect():
         print(f"  {row.moment_type:<22} {row.n:>7,} in {row.s:,} sessions")
+    silver = spark.sql(
+        "SELECT count(*) n, count_if(is_closed) closed, count(DISTINCT person_id) people, "
+        "count_if(timezone_source = 'event') tz_event, count_if(timezone_source = 'geo') tz_geo, "
+        "count_if(timezone_source = 'ip') tz_ip, count_if(sessionized_by = 'max_length') split "
+        "FROM silver.sessions"
+    ).first()
+    late = spark.table("silver.late_events").count()
+    merged = spark.sql(
+        "SELECT count_if(status = 'active') a, count_if(status = 'undone') u FROM silver.identity_merges"
+    ).first()
+    print(
+        f"silver sessions: {silver.n:,} ({silver.closed:,} closed, {silver.n - silver.closed:,} still open), "
+        f"{silver.split:,} split at the maximum length, {late:,} late events kept aside"
+    )
+    print(
+        f"  time zone from the event {silver.tz_event:,}, from lat/lon {silver.tz_geo:,}, "
+        f"from the IP {silver.tz_ip:,}; {silver.people:,} people after identity resolution "
+        f"({merged.a:,} merges, {merged.u:,} undone)"
+    )
+    print("  sessions by phase and device:")
+    for row in spark.sql(
+        "SELECT session_phase, device_type, count(*) n, round(avg(engaged_seconds)) engaged FROM silver.sessions "
+        "GROUP BY 1, 2 ORDER BY n DESC LIMIT 8"
+    ).collect():
+        print(f"    {row.session_phase:<9} {row.device_type or '?':<8} {row.n:>6,}   mean engaged {row.engaged}s")
     print("segments (people, by current segment):")
     for row in spark.sql(
         "SELECT segment, count(*) n, round(avg(intent_score), 1) score FROM gold.user_segments "
@@ -246,8 +314,8 @@ def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[st
         print(f"  {row.segment:<14} {row.n:>7,} people   mean intent score {row.score}")
     print("time taken:")
     for layer, seconds in timings.items():
-        print(f"  {layer:<7} {seconds:6.1f}s   {events / seconds:>9,.0f} events/s")
-    print(f"  total   {total:6.1f}s (simulation, Spark start-up and all three layers)")
+        print(f"  {layer:<13} {seconds:6.1f}s   {events / seconds:>9,.0f} events/s")
+    print(f"  total   {total:6.1f}s (simulation, Spark start-up and all layers)")
     print(f"\nThe tables are Delta tables under {settings.lakehouse}; query them with, for example:")
     print('  .venv/bin/intentlake sql "SELECT segment, count(*) FROM gold.user_segments GROUP BY segment"')
 
@@ -317,6 +385,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--ingest-batch", help="only rows rejected by this <query id>/<batch id>")
     replay.add_argument("--event-id", action="append", help="only rows with this event id (repeatable)")
     replay.add_argument("--dry-run", action="store_true", help="report what a replay would do; write nothing")
+
+    feats = add(
+        "features",
+        "extend silver.user_features (point-in-time, one row per person and day) through a date",
+        cmd_features,
+    )
+    feats.add_argument("--through", type=date.fromisoformat, help="last as_of_date to compute (default: today, UTC)")
+    feats.add_argument("--start", type=date.fromisoformat, help="recompute from this as_of_date (after late data)")
+
+    undo = add(
+        "undo-merge",
+        "undo an identity merge by hand (silver.identity_merges.merge_id): its two sides are never linked again",
+        cmd_undo_merge,
+    )
+    undo.add_argument("merge_id", help="the merge to undo")
+    undo.add_argument("--reason", required=True, help="why, recorded in silver.identity_merges")
 
     val = add(
         "validate-config",

@@ -55,25 +55,33 @@ def replace_scopes(
     table: str,
     fresh: DataFrame,
     keys: tuple[str, ...],
-    scope: str,
+    scope: str | tuple[str, ...],
     scopes: DataFrame,
     close_others: tuple[str, dict[str, Column]] | None = None,
+    unchanged_unless: tuple[str, ...] = (),
 ) -> MergeCounts:
-    """Make `table`'s rows for every value of `scope` listed in `scopes` equal to `fresh`.
+    """Make `table`'s rows for every value of `scope` (one column or several) listed in `scopes` equal to
+    `fresh`.
 
     keys: the columns identifying a row. close_others: an optional (target condition SQL, {col: value})
     update for rows outside the scopes (silver uses it to close sessions the watermark has passed).
+    unchanged_unless: bookkeeping columns (e.g. updated_at) that do not by themselves make a row changed.
     """
     contract = table_contract(table)
     columns = contract.column_names
+    scope_columns = [scope] if isinstance(scope, str) else list(scope)
     target = DeltaTable.forPath(spark, str(settings.table_path(table)))
-    existing = target.toDF().join(scopes.select(scope).distinct(), scope, "left_semi")
+    existing = target.toDF().join(scopes.select(*scope_columns).distinct(), scope_columns, "left_semi")
     stale = existing.select(*keys).join(fresh.select(*keys), list(keys), "left_anti")
     source = fresh.select(*columns, F.lit(False).alias("_delete")).unionByName(
         existing.join(stale, list(keys), "left_semi").select(*columns, F.lit(True).alias("_delete"))
     )
+    # Computed once, here: MERGE reads its source several times, and a source with Python UDFs, broadcasts
+    # and windows in its lineage was re-planned each time (hundreds of Spark jobs for a handful of rows).
+    source = source.localCheckpoint(eager=True)
     on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    changed = " OR ".join(_differs(c, contract.column_types[c]) for c in columns if c not in keys)
+    compared = [c for c in columns if c not in keys and c not in unchanged_unless]
+    changed = " OR ".join(_differs(c, contract.column_types[c]) for c in compared)
     merge = (
         target.alias("t")
         .merge(source.alias("s"), on)

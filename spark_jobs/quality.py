@@ -33,12 +33,13 @@ class QualitySuiteError(ValueError):
 class QualityGateHalted(RuntimeError):
     """INTENTLAKE_QUALITY_POLICY=halt and a micro-batch failed an expectation: the stream stops unwritten."""
 
-    def __init__(self, job: str, batch_id: int, failures: dict[str, list[str]]) -> None:
-        shown = "; ".join(f"{name}: {len(keys)} rows, e.g. event_id {keys[:3]}" for name, keys in failures.items())
+    def __init__(self, job: str, batch_id: int, failures: dict[str, list[str]], key: str = "event_id") -> None:
+        shown = "; ".join(f"{name}: {len(keys)} rows, e.g. {key} {keys[:3]}" for name, keys in failures.items())
+        otherwise = "quarantine failing rows" if job.startswith("bronze") else "record failures and go on"
         super().__init__(
             f"{job} batch {batch_id} failed the data quality gate ({shown}). Nothing of the batch was written; "
             f"ops.pipeline_runs has a 'halted' row with the failing keys. Fix the data or the suite and restart "
-            f"(the batch is retried), or set INTENTLAKE_QUALITY_POLICY=quarantine to quarantine failing rows."
+            f"(the batch is retried), or set INTENTLAKE_QUALITY_POLICY=quarantine to {otherwise}."
         )
         self.failures = failures
 

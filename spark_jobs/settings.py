@@ -17,6 +17,11 @@ TABLES = (
     "bronze.quarantine",
     "silver.sessions",
     "silver.micro_moments",
+    "silver.late_events",
+    "silver.identity_edges",
+    "silver.identity_map",
+    "silver.identity_merges",
+    "silver.user_features",
     "gold.session_scores",
     "gold.user_segments",
     "ops.pipeline_runs",
@@ -24,7 +29,14 @@ TABLES = (
 
 
 # Settings holding a duration such as "5 minutes"; checked when Settings is built.
-INTERVAL_SETTINGS = ("dedup_window", "max_clock_skew", "max_event_age", "session_timeout", "allowed_lateness")
+INTERVAL_SETTINGS = (
+    "dedup_window",
+    "max_clock_skew",
+    "max_event_age",
+    "session_timeout",
+    "max_session_length",
+    "allowed_lateness",
+)
 
 
 # Bronze dedup keys: (session_id, event_id) as the seeds ask (event_id alone when a source sends no session
@@ -99,6 +111,8 @@ class Settings:
     max_offsets_per_trigger: int = 200_000
     # Silver
     session_timeout: str = "5 minutes"
+    max_session_length: str = "4 hours"  # a longer run of activity is split into sessions of at most this
+    silver_max_files_per_trigger: int = 1000  # bronze Delta files per silver micro-batch (Delta's default)
     allowed_lateness: str = "30 minutes"  # event time behind the newest event before sessions close
 
     def __post_init__(self) -> None:
@@ -172,6 +186,22 @@ class Settings:
     @property
     def micro_moments_file(self) -> Path:
         return self.config_dir / "micro_moments.yaml"
+
+    @property
+    def context_file(self) -> Path:
+        return self.config_dir / "context.yaml"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.config_dir / "identity.yaml"
+
+    @property
+    def user_features_file(self) -> Path:
+        return self.config_dir / "user_features.yaml"
+
+    @property
+    def ip_timezones_file(self) -> Path:
+        return self.config_dir / "ip_timezones.csv"
 
 
 def setting_default(name: str) -> object:

@@ -1,77 +1,116 @@
-"""Silver: bronze.events -> silver.sessions (event-time sessions with per-session features) and
-silver.micro_moments (in-session triggers with evidence).
+"""Silver builders: canonical events -> event-time sessions with their context and features, and the
+micro-moments found in them.
 
-Each micro-batch of new bronze events names the devices (anonymous ids) it touches; their sessions are
-recomputed from all of their bronze events and merged into silver.sessions. Recomputing whole devices
-makes late and out-of-order events land in the right session (or merge two sessions they bridge), and
-makes a replayed batch harmless. Sessions of other devices close once the event-time watermark passes
-their end plus the idle timeout.
+Pure DataFrame transformations (no I/O): the silver job (spark_jobs/silver/job.py) decides which events
+to recompute and merges what these return. Sessionization runs once per device in event-time order:
+
+- a client session id is honoured when present (its events form one session, whatever the gaps);
+- otherwise a gap of at least the idle timeout starts a new session, and so does reaching the maximum
+  session length (a marathon is split; the next piece says `sessionized_by = 'max_length'`).
+
+Both rules only look backwards from a session's first event, so recomputing a device from the start of
+any session gives the same sessions as recomputing its whole history (the job relies on this).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
-from spark_jobs.contracts import ensure_tables, table_contract
-from spark_jobs.merge import replace_scopes
-from spark_jobs.settings import Settings, interval_seconds
-from spark_jobs.silver.moments import Thresholds, detect, load_thresholds
-from spark_jobs.streaming import BatchRecord, run_stream
+from spark_jobs.contracts import table_contract
+from spark_jobs.silver.context import ContextConfig, IpTimezones, add_context
+from spark_jobs.silver.identity import person_id_column
+from spark_jobs.silver.moments import Thresholds, detect
 
-JOB = "silver"
 VIEW_TYPES = ("page_view", "product_view")
+_KEY_INPUT = ("anonymous_id", "event_id", "session_id", "occurred_at")
+_KEY_OUTPUT = "anonymous_id STRING, event_id STRING, session_id STRING, session_key STRING, sessionized_by STRING"
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """Everything a session's shape depends on (settings and config/), fixed for one run."""
+
+    timeout_seconds: int
+    max_length_seconds: int
+    engaged_gap_cap_seconds: float
+    refinement_gap_seconds: float
+    context: ContextConfig
+    ip_table: IpTimezones
+
+
+def _sessionizer(timeout_seconds: int, max_length_seconds: int):
+    timeout_us, max_us = timeout_seconds * 1_000_000, max_length_seconds * 1_000_000
+    output = to_arrow_schema(StructType.fromDDL(_KEY_OUTPUT))
+
+    def per_device(events: pa.Table) -> pa.Table:
+        anon = events.column("anonymous_id")[0].as_py()
+        ids = events.column("event_id").to_pylist()
+        client = events.column("session_id").to_pylist()
+        at = pc.cast(events.column("occurred_at"), pa.int64()).to_pylist()  # epoch microseconds
+        keys: list[str] = [""] * len(ids)
+        reasons: list[str] = [""] * len(ids)
+        start = last = -1
+        reason = "idle_timeout"
+        for i in sorted(range(len(ids)), key=lambda i: (at[i], ids[i])):
+            if client[i] is not None:
+                keys[i], reasons[i] = f"{anon}#c#{client[i]}", "client_session_id"
+                continue
+            if start < 0 or at[i] - last >= timeout_us:
+                start, reason = at[i], "idle_timeout"
+            elif at[i] - start >= max_us:
+                start, reason = at[i], "max_length"
+            last = at[i]
+            keys[i], reasons[i] = f"{anon}#{start}", reason
+        columns = [events.column("anonymous_id"), events.column("event_id"), events.column("session_id")]
+        return pa.Table.from_arrays([*columns, pa.array(keys), pa.array(reasons)], schema=output)
+
+    return per_device
+
+
+def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
+    """The events with session_key (one value per session) and sessionized_by, plus their context columns."""
+    keys = (
+        events.select(*_KEY_INPUT)
+        .groupBy("anonymous_id")
+        .applyInArrow(_sessionizer(rules.timeout_seconds, rules.max_length_seconds), _KEY_OUTPUT)
+        .withColumnRenamed("session_id", "_sid")
+    )
+    keyed = events.join(
+        keys,
+        (events.anonymous_id == keys.anonymous_id)
+        & (events.event_id == keys.event_id)
+        & events.session_id.eqNullSafe(keys._sid),
+    ).drop(keys.anonymous_id, keys.event_id, keys._sid)
+    return add_context(keyed, rules.context, rules.ip_table)
 
 
 def person_ids(events: DataFrame) -> DataFrame:
-    """anonymous_id -> person_id: user:<first login seen on the device>, else anon:<anonymous_id>.
+    """anonymous_id -> the person a device has on its own: its first login's, else the device's.
 
-    Deterministic in the input, so a re-run from scratch gives the same ids. (Cross-device identity
-    resolution replaces this in silver.identity_map.)
+    The same ids identity resolution gives a device with one login (`identity.person_id_column`), so a
+    frame built without silver.identity_map agrees with one built with it for simple cases. The silver job
+    replaces them with silver.identity_map's (cross-device links, shared devices, merges).
     """
-    first_login = F.min_by("user_id", F.when(F.col("user_id").isNotNull(), F.col("occurred_at")))
+    first_login = F.min_by("user_id", F.when(F.col("user_id").isNotNull(), F.struct("occurred_at", "event_id")))
     return (
         events.groupBy("anonymous_id")
         .agg(first_login.alias("_login"))
         .select(
             "anonymous_id",
-            F.when(F.col("_login").isNotNull(), F.concat(F.lit("user:"), "_login"))
-            .otherwise(F.concat(F.lit("anon:"), "anonymous_id"))
-            .alias("person_id"),
+            F.coalesce(
+                person_id_column("user_id", F.col("_login")), person_id_column("anonymous_id", "anonymous_id")
+            ).alias("person_id"),
         )
     )
-
-
-def assign_sessions(events: DataFrame, timeout_seconds: int) -> DataFrame:
-    """Add session_key and sessionized_by to each event.
-
-    A client session id is honoured when present. Otherwise a gap of at least the timeout between a
-    device's consecutive events (in event time) starts a new session.
-    """
-    by_device = Window.partitionBy("anonymous_id").orderBy("occurred_at", "event_id")
-    without_client = events.filter(F.col("session_id").isNull())
-    gap = F.col("occurred_at").cast("double") - F.lag("occurred_at").over(by_device).cast("double")
-    is_new = F.when(gap.isNull() | (gap >= timeout_seconds), 1).otherwise(0)
-    idle = (
-        without_client.withColumn("_new", is_new)
-        .withColumn("_seq", F.sum("_new").over(by_device.rowsBetween(Window.unboundedPreceding, 0)))
-        .withColumn("session_key", F.concat_ws("#", "anonymous_id", F.col("_seq").cast("string")))
-        .withColumn("sessionized_by", F.lit("idle_timeout"))
-        .drop("_new", "_seq")
-    )
-    client = (
-        events.filter(F.col("session_id").isNotNull())
-        .withColumn("session_key", F.concat_ws("#", "anonymous_id", F.lit("client"), "session_id"))
-        .withColumn("sessionized_by", F.lit("client_session_id"))
-    )
-    return idle.unionByName(client)
 
 
 def session_id_column() -> Column:
@@ -89,55 +128,143 @@ def session_id_column() -> Column:
     )
 
 
-def _count_of(event_type: str) -> Column:
-    return F.count_if(F.col("event_type") == event_type).cast("int")
+def _count_of(*event_types: str) -> Column:
+    return F.count_if(F.col("event_type").isin(*event_types)).cast("int")
 
 
-def build_sessions(events: DataFrame, timeout_seconds: int, watermark_us: int | None = None) -> DataFrame:
-    """Canonical events -> one row per session with its features, in the silver.sessions layout.
+def _first(column: str | Column) -> Column:
+    """The value at the session's first event that has one (ties broken by event id)."""
+    value = F.col(column) if isinstance(column, str) else column
+    return F.min_by(value, F.when(value.isNotNull(), F.struct("occurred_at", "event_id")))
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    return F.when(denominator > 0, numerator / denominator).otherwise(F.lit(0.0))
+
+
+def _session_phase(cfg: ContextConfig) -> Column:
+    """entry -> browsing -> deep -> checkout, from the session's features (thresholds in config/context.yaml)."""
+    return (
+        F.when((F.col("cart_adds") > 0) | F.col("checkout_started") | F.col("converted"), "checkout")
+        .when(
+            (F.col("page_depth") >= cfg.deep_min_page_depth) | (F.col("product_views") >= cfg.deep_min_product_views),
+            "deep",
+        )
+        .when(F.col("event_count") >= cfg.browsing_min_events, "browsing")
+        .otherwise("entry")
+    )
+
+
+def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | None = None) -> DataFrame:
+    """Sessionized events (`sessionize`) -> one row per session with its features, in the contract's layout.
 
     watermark_us: the event time (epoch microseconds) up to which the stream is complete; a session
-    whose end plus the timeout is at or before it is closed. Without one, no session is closed.
+    whose end plus the idle timeout is at or before it is closed. Without one, no session is closed.
+    person_id is the device's own (`person_ids`); the job swaps in identity resolution's.
     """
-    sessions = assign_sessions(events, timeout_seconds)
     in_session = Window.partitionBy("session_key").orderBy("occurred_at", "event_id")
-    sessions = sessions.withColumn(
-        "_dwell",
-        F.when(
-            F.col("event_type").isin(*VIEW_TYPES),
-            F.lead("occurred_at").over(in_session).cast("double") - F.col("occurred_at").cast("double"),
-        ),
+    scrolls = Window.partitionBy("session_key", F.col("event_type") == "scroll").orderBy("occurred_at", "event_id")
+    searches = Window.partitionBy("session_key", F.col("event_type") == "search").orderBy("occurred_at", "event_id")
+    seconds = F.col("occurred_at").cast("double")
+    depth = F.col("properties")["scroll_depth"].cast("double")
+    query = F.lower(F.trim(F.col("properties")["query"]))
+    product = F.col("properties")["product_id"]
+    events = (
+        keyed.withColumn("_gap", F.lead(seconds).over(in_session) - seconds)
+        .withColumn("_dwell", F.when(F.col("event_type").isin(*VIEW_TYPES), F.col("_gap")))
+        .withColumn(
+            "_scroll_speed",
+            F.when(
+                F.col("event_type") == "scroll",
+                (depth - F.lag(depth).over(scrolls)) / (seconds - F.lag(seconds).over(scrolls)),
+            ),
+        )
+        .withColumn(
+            "_refinement",
+            (F.col("event_type") == "search")
+            & (seconds - F.lag(seconds).over(searches) <= rules.refinement_gap_seconds)
+            & ~query.eqNullSafe(F.lag(query).over(searches)),
+        )
     )
-    start, end = F.min("occurred_at"), F.max("occurred_at")
-    agg = sessions.groupBy("session_key", "anonymous_id", "sessionized_by").agg(
+    agg = events.groupBy("session_key", "anonymous_id", "sessionized_by").agg(
         F.first("session_id", ignorenulls=True).alias("client_session_id"),
         F.max_by("user_id", F.when(F.col("user_id").isNotNull(), F.col("occurred_at"))).alias("user_id"),
-        start.alias("session_start"),
-        end.alias("session_end"),
+        F.min("occurred_at").alias("session_start"),
+        F.max("occurred_at").alias("session_end"),
         F.count(F.lit(1)).cast("int").alias("event_count"),
         F.count_distinct(F.when(F.col("event_type").isin(*VIEW_TYPES), F.col("page.path")))
         .cast("int")
         .alias("page_depth"),
+        _count_of(*VIEW_TYPES).alias("page_views"),
         F.coalesce(F.avg("_dwell"), F.lit(0.0)).alias("dwell_seconds"),
-        F.coalesce(F.max(F.col("properties")["scroll_depth"].cast("double")), F.lit(0.0)).alias("max_scroll_depth"),
+        F.coalesce(F.sum("_dwell"), F.lit(0.0)).alias("dwell_total_seconds"),
+        F.coalesce(
+            F.sum(F.when(F.col("_gap").isNotNull(), F.least("_gap", F.lit(rules.engaged_gap_cap_seconds)))),
+            F.lit(0.0),
+        ).alias("engaged_seconds"),  # least() skips nulls: the last event's missing gap must not count
+        F.coalesce(F.max(depth), F.lit(0.0)).alias("max_scroll_depth"),
+        F.coalesce(F.avg(F.when(F.col("_scroll_speed") > 0, F.col("_scroll_speed"))), F.lit(0.0)).alias(
+            "scroll_velocity"
+        ),
+        _count_of("scroll").alias("scrolls"),
+        _count_of("click").alias("clicks"),
         _count_of("product_view").alias("product_views"),
+        F.count_distinct(F.when(F.col("event_type") == "product_view", product)).cast("int").alias("distinct_products"),
         _count_of("cart_add").alias("cart_adds"),
         _count_of("wishlist_add").alias("wishlist_adds"),
         _count_of("search").alias("searches"),
-        F.min_by("device.type", F.struct("occurred_at", "event_id")).alias("device_type"),
-        F.min_by("context.timezone", F.struct("occurred_at", "event_id")).alias("timezone"),
+        F.count_if(F.col("_refinement")).cast("int").alias("search_refinements"),
+        F.max(F.col("page.path").startswith("/checkout")).alias("checkout_started"),
         F.max(F.col("event_type") == "purchase").alias("converted"),
+        F.max_by("page.path", F.struct("occurred_at", "event_id")).alias("drop_off_page"),
+        _first("campaign.source").alias("_campaign_source"),
+        _first("campaign.medium").alias("_campaign_medium"),
+        _first("campaign.name").alias("campaign"),
+        F.min_by(F.expr("nullif(parse_url(page.referrer, 'HOST'), '')"), F.struct("occurred_at", "event_id")).alias(
+            "_referrer_host"
+        ),
+        F.min_by("page.url", F.struct("occurred_at", "event_id")).alias("_entry_url"),
+        _first("source.kind").alias("source_kind"),
+        _first("tz").alias("timezone"),
+        _first("tz_source").alias("timezone_source"),
+        F.min_by("local_time", F.struct("occurred_at", "event_id")).alias("local_start"),
+        _first("device.type").alias("_sdk_device_type"),
+        _first("ua_device_type").alias("_ua_device_type"),
+        _first("ua_os").alias("_ua_os"),
+        _first("device.os").alias("_sdk_os"),
+        _first("ua_browser").alias("browser"),
     )
+    own_host = F.expr("parse_url(_entry_url, 'HOST')")
+    external_referrer = F.when(~F.col("_referrer_host").eqNullSafe(own_host), F.col("_referrer_host"))
     closed = (
         F.lit(False)
         if watermark_us is None
-        else F.unix_micros("session_end") + timeout_seconds * 1_000_000 <= F.lit(watermark_us)
+        else F.unix_micros("session_end") + rules.timeout_seconds * 1_000_000 <= F.lit(watermark_us)
     )
     result = (
-        agg.join(person_ids(events), "anonymous_id")
+        agg.join(person_ids(keyed), "anonymous_id")
         .withColumn("session_id", session_id_column())
         .withColumn("duration_seconds", F.col("session_end").cast("double") - F.col("session_start").cast("double"))
         .withColumn("is_closed", closed)
+        .withColumn("repeat_product_views", F.col("product_views") - F.col("distinct_products"))
+        .withColumn("click_density", _ratio(F.col("clicks"), F.col("page_views")))
+        .withColumn("traffic_source", F.coalesce("_campaign_source", external_referrer, F.lit("direct")))
+        .withColumn(
+            "traffic_medium",
+            F.coalesce(
+                "_campaign_medium",
+                F.when(F.col("_campaign_source").isNotNull(), F.lit("campaign")),
+                F.when(external_referrer.isNotNull(), F.lit("referral")),
+                F.lit("direct"),
+            ),
+        )
+        .withColumn("local_hour", F.hour("local_start"))
+        .withColumn("local_weekday", (F.dayofweek("local_start") + 5) % 7 + 1)  # ISO: 1 = Monday
+        .withColumn("daypart", rules.context.daypart_column(F.col("local_hour")))
+        .withColumn("device_type", F.coalesce("_sdk_device_type", "_ua_device_type"))
+        .withColumn("os", F.coalesce("_ua_os", "_sdk_os"))
+        .withColumn("session_phase", _session_phase(rules.context))
+        .withColumn("updated_at", F.current_timestamp())
         .withColumn("session_date", F.to_date("session_start"))
     )
     return result.select(*table_contract("silver.sessions").column_names)
@@ -175,16 +302,12 @@ def _moments_of_session(thresholds: Thresholds, watermark_us: int | None):
     return per_session
 
 
-def build_moments(
-    events: DataFrame, timeout_seconds: int, thresholds: Thresholds, watermark_us: int | None = None
-) -> DataFrame:
-    """Canonical events -> silver.micro_moments rows: every micro-moment of every session, with evidence."""
-    keyed = assign_sessions(events, timeout_seconds).select(
-        *_MOMENT_INPUT, F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon")
-    )
-    found = keyed.groupBy("session_key").applyInArrow(_moments_of_session(thresholds, watermark_us), _MOMENT_OUTPUT)
+def build_moments(keyed: DataFrame, thresholds: Thresholds, watermark_us: int | None = None) -> DataFrame:
+    """Sessionized events -> silver.micro_moments rows: every micro-moment of every session, with evidence."""
+    inputs = keyed.select(*_MOMENT_INPUT, F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon"))
+    found = inputs.groupBy("session_key").applyInArrow(_moments_of_session(thresholds, watermark_us), _MOMENT_OUTPUT)
     return (
-        found.join(person_ids(events), "anonymous_id")
+        found.join(person_ids(keyed), "anonymous_id")
         .withColumn("session_id", session_id_column())
         .withColumn(
             "moment_id",
@@ -194,85 +317,3 @@ def build_moments(
         .withColumn("moment_date", F.to_date("detected_at"))
         .select(*table_contract("silver.micro_moments").column_names)
     )
-
-
-def event_time_watermark(bronze: DataFrame, allowed_lateness_seconds: int) -> int | None:
-    """max(occurred_at) in bronze minus the allowed lateness, in epoch microseconds (None when empty)."""
-    latest = bronze.agg(F.max(F.unix_micros("occurred_at")).alias("m")).collect()[0].m
-    return None if latest is None else latest - allowed_lateness_seconds * 1_000_000
-
-
-def process_silver_batch(
-    spark: SparkSession,
-    settings: Settings,
-    new_events: DataFrame,
-    batch_id: int,
-    query_id: str,
-    thresholds: Thresholds | None = None,
-) -> BatchRecord:
-    """Recompute the sessions and micro-moments of every device in this batch of bronze events; merge them."""
-    record = BatchRecord(JOB, query_id, batch_id)
-    thresholds = thresholds or load_thresholds(settings.micro_moments_file)
-    timeout = interval_seconds(settings.session_timeout)
-    devices = new_events.select("anonymous_id").distinct().persist()
-    history = None
-    try:
-        with record.phase("read"):
-            record.input_rows = new_events.count()
-        bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
-        watermark_us = event_time_watermark(bronze, interval_seconds(settings.allowed_lateness))
-        # read once: sessions (whose MERGE reads its source more than once) and moments both use it
-        history = bronze.join(devices, "anonymous_id", "left_semi").persist()
-        sessions = build_sessions(history, timeout, watermark_us)
-        close_passed = None
-        if watermark_us is not None:
-            close_passed = (
-                f"NOT t.is_closed AND unix_micros(t.session_end) + {timeout * 1_000_000} <= {watermark_us}",
-                {"is_closed": F.lit(True)},
-            )
-        record.details["watermark_us"] = str(watermark_us)
-        with record.phase("merge"):
-            counts = replace_scopes(
-                spark,
-                settings,
-                "silver.sessions",
-                sessions,
-                ("session_id", "anonymous_id"),
-                "anonymous_id",
-                devices,
-                close_others=close_passed,
-            )
-        record.accepted_rows = counts.inserted + counts.updated
-        record.details.update(counts.as_details())
-        with record.phase("moments"):
-            moments = build_moments(history, timeout, thresholds, watermark_us)
-            found = replace_scopes(
-                spark, settings, "silver.micro_moments", moments, ("moment_id",), "anonymous_id", devices
-            )
-        record.details.update(found.as_details("moments"))
-        record.write(spark, settings)
-        return record
-    finally:
-        if history is not None:
-            history.unpersist()
-        devices.unpersist()
-
-
-def bronze_stream(spark: SparkSession, settings: Settings) -> DataFrame:
-    """New rows of bronze.events as a stream (bronze is append-only; erasures are skipped here)."""
-    return (
-        spark.readStream.format("delta")
-        .option("skipChangeCommits", "true")
-        .load(str(settings.table_path("bronze.events")))
-    )
-
-
-def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
-    """Start the silver stream (availableNow by default: catch up, then stop)."""
-    ensure_tables(spark, settings)
-    thresholds = load_thresholds(settings.micro_moments_file)  # a bad threshold stops the run before data moves
-
-    def process(events: DataFrame, batch_id: int, query_id: str) -> None:
-        process_silver_batch(spark, settings, events, batch_id, query_id, thresholds)
-
-    return run_stream(bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

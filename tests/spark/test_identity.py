@@ -1,0 +1,222 @@
+"""Identity resolution on real Delta tables: evidence from bronze, the map, merges and undos."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from chispa import assert_df_equality
+from delta.tables import DeltaTable
+
+from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.merge import MergeCounts
+from spark_jobs.silver.identity import (
+    IDENTITY_TABLES,
+    Ident,
+    UnknownMergeError,
+    merge_edges,
+    person_id_of,
+    resolve_identities,
+    undo_merge,
+    with_person_id,
+)
+from tests.helpers import table
+
+pytestmark = pytest.mark.spark
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+IP, UA = "203.0.113.7", "Mozilla/5.0 (iPhone)"
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pid(kind: str, value: str) -> str:
+    return person_id_of(Ident(kind, value))
+
+
+def ev(event_id: str, anon: str, minutes: float, user=None, props=None, ip=None, ua=None) -> dict:
+    when = at(minutes)
+    return {
+        "event_id": event_id, "event_type": "page_view", "occurred_at": when, "received_at": when,
+        "user_id": user, "anonymous_id": anon, "session_id": None,
+        "device": {"type": "mobile", "os": "iOS", "user_agent": ua},
+        "context": {"ip": ip, "locale": None, "timezone": "UTC", "geo": None},
+        "page": {"url": None, "path": "/", "referrer": None}, "properties": props or {}, "consent": [],
+        "source": {"kind": "web_sdk", "sdk": None, "version": None}, "schema_version": 1,
+        "event_date": when.date(), "ingested_at": when, "source_file": "f", "ingest_batch": "q/0",
+    }  # fmt: skip
+
+
+@pytest.fixture
+def lake(spark, settings):
+    """Empty bronze.events and identity tables; returns a function that lands a batch in bronze."""
+    ensure_tables(spark, settings, ("bronze.events", *IDENTITY_TABLES))
+
+    def land(*events: dict):
+        batch = spark.createDataFrame(list(events), table_contract("bronze.events").schema())
+        batch.write.format("delta").mode("append").save(str(settings.table_path("bronze.events")))
+        return batch
+
+    return land
+
+
+def version(spark, settings, name: str) -> int:
+    return DeltaTable.forPath(spark, str(settings.table_path(name))).history(1).first().version
+
+
+def test_edges_from_two_batches_count_each_event_once_even_when_a_batch_is_rerun(spark, settings, lake):
+    first = lake(
+        ev("e1", "a1", 0, user="u1", props={"email": " Ann@Example.COM "}, ip=IP, ua=UA),
+        ev("e2", "a1", 5, user="u1", ip=IP, ua=UA),
+        ev("e3", "a2", 7, props={"device_fingerprint": "fp-1", "email_hash": "ABC123"}, ip=IP),  # no user agent
+    )
+    merge_edges(spark, settings, first)
+    second = lake(
+        ev("e4", "a1", 30, user="u1"),
+        ev("e5", "a1", 31, user=" "),
+        ev("e6", "a3", 40, props={"device_fingerprint": "fp-1"}),
+    )
+    merge_edges(spark, settings, second)
+    assert merge_edges(spark, settings, first) == MergeCounts(0, 0, 0)  # a replayed batch changes nothing
+
+    expected = spark.createDataFrame(
+        [
+            ("a1", "email_hash", sha("ann@example.com"), at(0), at(0), 1),
+            ("a1", "ip_ua", sha(f"{IP}|{UA}"), at(0), at(5), 2),
+            ("a1", "user_id", "u1", at(0), at(30), 3),
+            ("a2", "email_hash", "abc123", at(7), at(7), 1),
+            ("a2", "fingerprint", "fp-1", at(7), at(7), 1),
+            ("a3", "fingerprint", "fp-1", at(40), at(40), 1),
+        ],
+        table_contract("silver.identity_edges").schema(),
+    )
+    edges = table(spark, settings, "silver.identity_edges")
+    assert_df_equality(edges, expected, ignore_row_order=True, ignore_nullable=True)
+    assert not any("example" in str(value).lower() for row in edges.collect() for value in row)  # no raw email
+
+
+def test_resolution_writes_the_map_and_a_second_run_without_new_evidence_commits_nothing(spark, settings, lake):
+    events = lake(
+        ev("e1", "a1", 0, user="u1", ip=IP, ua=UA),
+        ev("e2", "a2", 10, user="u1"),
+        ev("e3", "a3", 20, ip=IP, ua=UA),  # same IP + user agent 20 minutes later
+        ev("e4", "a4", 30, props={"device_fingerprint": "fp-9"}),
+    )
+    merge_edges(spark, settings, events)
+    changes = resolve_identities(spark, settings)
+
+    u1 = pid("user_id", "u1")
+    expected = spark.createDataFrame(
+        [
+            ("anonymous_id", "a1", u1, "login", 1.0, at(0), at(0)),
+            ("anonymous_id", "a2", u1, "login", 1.0, at(10), at(10)),
+            ("anonymous_id", "a3", u1, "ip_ua", 0.6, at(20), at(20)),
+            ("anonymous_id", "a4", pid("anonymous_id", "a4"), "self", 1.0, at(30), at(30)),
+            ("user_id", "u1", u1, "self", 1.0, at(0), at(10)),
+        ],
+        table_contract("silver.identity_map").schema(),
+    )
+    assert_df_equality(
+        table(spark, settings, "silver.identity_map"), expected, ignore_row_order=True, ignore_nullable=True
+    )
+    assert (changes.anonymous_ids, changes.user_ids) == ({"a1", "a2", "a3"}, set())  # a4 keeps its own id
+
+    before = {name: version(spark, settings, name) for name in IDENTITY_TABLES}
+    again = resolve_identities(spark, settings)
+    assert again.is_empty
+    assert {name: version(spark, settings, name) for name in IDENTITY_TABLES} == before
+
+
+def _merges(spark, settings) -> dict[str, dict]:
+    return {r.merge_id: r.asDict() for r in table(spark, settings, "silver.identity_merges").collect()}
+
+
+def _person(spark, settings, kind: str, value: str) -> str:
+    rows = table(spark, settings, "silver.identity_map").filter(
+        f"identifier_type = '{kind}' AND identifier = '{value}'"
+    )
+    return rows.first().person_id
+
+
+def _story_until_merge(spark, settings, lake) -> str:
+    """a2 browses alone, then shows up behind a1's IP + user agent: merged into u1's person. Its merge_id."""
+    merge_edges(
+        spark, settings, lake(ev("e1", "a1", 0, user="u1", ip=IP, ua=UA), ev("e2", "a2", 200, ip="198.51.100.1", ua=UA))
+    )
+    resolve_identities(spark, settings)
+    merge_edges(spark, settings, lake(ev("e3", "a2", 25, ip=IP, ua=UA)))
+    changes = resolve_identities(spark, settings)
+    (merge_id,) = changes.merged
+    assert changes.anonymous_ids == {"a2"}
+    return merge_id
+
+
+def test_a_merge_and_its_undo_by_later_evidence_are_recorded(spark, settings, lake):
+    merge_id = _story_until_merge(spark, settings, lake)
+    merge = _merges(spark, settings)[merge_id]
+    assert (merge["kept_person_id"], merge["retired_person_id"]) == (pid("user_id", "u1"), pid("anonymous_id", "a2"))
+    assert (merge["method"], merge["confidence"], merge["status"]) == ("ip_ua", 0.6, "active")
+    assert merge["evidence"]["path"] == "anonymous_id:a2 -[ip_ua 0.6]- anonymous_id:a1 -[login 1]- user_id:u1"
+
+    map_version = version(spark, settings, "silver.identity_map")
+    merge_edges(spark, settings, lake(ev("e4", "a2", 300, user="u2")))  # a2 logs in as someone else
+    changes = resolve_identities(spark, settings)
+
+    assert changes.undone == (merge_id,) and changes.anonymous_ids == {"a2"}
+    undone = _merges(spark, settings)[merge_id]
+    assert (undone["status"], undone["undone_by"]) == ("undone", "evidence")
+    assert "both sides have a different login" in undone["undone_reason"]
+    assert _person(spark, settings, "anonymous_id", "a2") == pid("user_id", "u2")
+    feed = (
+        spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", map_version + 1)
+        .load(str(settings.table_path("silver.identity_map"))).collect()
+    )  # fmt: skip
+    assert {(r.identifier, r._change_type) for r in feed} == {
+        ("a2", "update_preimage"),
+        ("a2", "update_postimage"),
+        ("u2", "insert"),
+    }  # a1 and u1 are untouched
+
+
+def test_a_manual_undo_separates_the_sides_and_keeps_them_apart(spark, settings, lake):
+    merge_id = _story_until_merge(spark, settings, lake)
+    with pytest.raises(UnknownMergeError, match="has no merge_id 'm-nope'"):
+        undo_merge(spark, settings, "m-nope", "typo")
+
+    changes = undo_merge(spark, settings, merge_id, "support ticket 42: a2 is the neighbour's phone")
+    undone = _merges(spark, settings)[merge_id]
+    assert (undone["status"], undone["undone_by"], undone["undone_reason"]) == (
+        "undone",
+        "manual",
+        "support ticket 42: a2 is the neighbour's phone",
+    )
+    assert changes.anonymous_ids == {"a2"}
+    assert _person(spark, settings, "anonymous_id", "a2") == pid("anonymous_id", "a2")  # its own person back
+
+    merge_edges(spark, settings, lake(ev("e5", "a2", 50, ip=IP, ua=UA, props={"device_fingerprint": "f"})))
+    assert resolve_identities(spark, settings).anonymous_ids == set()  # more evidence does not re-join them
+    assert _person(spark, settings, "anonymous_id", "a2") == pid("anonymous_id", "a2")
+
+
+def test_sessions_take_the_login_person_else_the_device_person_else_their_own_id(spark, settings, lake):
+    merge_edges(spark, settings, lake(ev("e1", "a1", 0, user="u1"), ev("e2", "a2", 1, user="u1")))
+    resolve_identities(spark, settings)
+    sessions = spark.createDataFrame(
+        [("s1", "a2", None, "old"), ("s2", "a9", "u1", "old"), ("s3", "a9", None, "old"), ("s4", "a1", "u7", "old")],
+        "session_id STRING, anonymous_id STRING, user_id STRING, person_id STRING",
+    )
+    attributed = with_person_id(sessions, table(spark, settings, "silver.identity_map"))
+    assert attributed.columns == sessions.columns
+    assert {r.session_id: r.person_id for r in attributed.collect()} == {
+        "s1": pid("user_id", "u1"),  # the device's person
+        "s2": pid("user_id", "u1"),  # the login's person, on a device resolution has not seen
+        "s3": pid("anonymous_id", "a9"),  # unknown device: the id it will have on its own (same hash in Spark)
+        "s4": pid("user_id", "u1"),  # a login resolution has not seen yet: the device's person
+    }

@@ -1,0 +1,174 @@
+"""The silver stream across micro-batches: open sessions visible and growing, out-of-order and late
+events, the watermark, late-events table, marathon splits, and a DST change in the user's zone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from spark_jobs.contracts import ensure_tables
+from spark_jobs.silver import job as silver
+from tests.helpers import table
+from tests.spark.test_sessions import T0, _events, _view, sessions_of
+
+pytestmark = pytest.mark.spark
+
+
+class Stream:
+    """Feeds batches of events through bronze.events into process_silver_batch, as the stream would."""
+
+    def __init__(self, spark, settings):
+        self.spark, self.settings, self.batch = spark, settings, 0
+        ensure_tables(spark, settings)
+
+    def feed(self, rows, t0=T0, timezone="Europe/Berlin"):
+        events = _events(self.spark, rows, prefix=f"b{self.batch}-", t0=t0, timezone=timezone)
+        events.write.format("delta").mode("append").save(str(self.settings.table_path("bronze.events")))
+        record = silver.process_silver_batch(self.spark, self.settings, events, self.batch, "q")
+        self.batch += 1
+        return record
+
+    def sessions(self):
+        return sorted(
+            (r.anonymous_id, r.session_start, r.event_count, r.is_closed)
+            for r in table(self.spark, self.settings, "silver.sessions").collect()
+        )
+
+
+def at(seconds: float) -> datetime:
+    return (T0 + timedelta(seconds=seconds)).replace(tzinfo=None)
+
+
+@pytest.fixture
+def stream(spark, settings):
+    return Stream(spark, replace(settings, allowed_lateness="10 minutes"))
+
+
+def test_an_open_session_is_visible_grows_every_batch_and_closes_with_the_watermark(stream):
+    stream.feed([_view("a1", 0)])
+    assert stream.sessions() == [("a1", at(0), 1, False)]
+    stream.feed([_view("a1", 120), _view("a1", 240)])
+    assert stream.sessions() == [("a1", at(0), 3, False)]
+    # another device's events move the watermark to 1500 - 600 = 900 >= 240 + 300: a1's session closes
+    stream.feed([_view("a2", 1500)])
+    assert stream.sessions() == [("a1", at(0), 3, True), ("a2", at(1500), 1, False)]
+
+
+def test_out_of_order_events_across_batches_land_in_the_right_sessions(stream):
+    stream.feed([_view("a1", 700), _view("a1", 600)])
+    stream.feed([_view("a1", 200), _view("a1", 150)])  # earlier, but within the lateness (watermark 100)
+    assert stream.sessions() == [("a1", at(150), 2, False), ("a1", at(600), 2, False)]
+
+
+def test_a_late_event_within_the_lateness_bridges_two_sessions(stream):
+    stream.feed([_view("a1", 0), _view("a1", 400)])
+    assert len(stream.sessions()) == 2
+    record = stream.feed([_view("a1", 200)])
+    assert stream.sessions() == [("a1", at(0), 3, False)]
+    assert record.details["deleted"] == 1 and record.late_rows == 0
+
+
+def test_an_event_behind_the_watermark_is_recorded_as_late_and_leaves_the_closed_session_alone(stream):
+    stream.feed([_view("a1", 0), _view("a1", 60)])
+    stream.feed([_view("a2", 3600)])  # watermark 3000: a1's session closed
+    record = stream.feed([_view("a1", 90), _view("a2", 3660)])
+    assert record.late_rows == 1
+    assert stream.sessions() == [("a1", at(0), 2, True), ("a2", at(3600), 2, False)]
+    late = table(stream.spark, stream.settings, "silver.late_events").collect()
+    assert [(r.anonymous_id, r.occurred_at, r.lateness_seconds) for r in late] == [("a1", at(90), 2910.0)]
+    # nothing lost: input = recomputed into sessions + late
+    runs = table(stream.spark, stream.settings, "ops.pipeline_runs").filter("job = 'silver'")
+    assert runs.selectExpr("sum(input_rows)").first()[0] == 5
+    assert runs.selectExpr("sum(late_rows)").first()[0] == 1
+
+
+def test_a_later_batch_recomputes_only_the_open_sessions(stream):
+    stream.feed([_view("a1", 0), _view("a1", 60)])
+    stream.feed([_view("a1", 2000)])  # watermark 1400: the first session is closed, a new one is open
+    record = stream.feed([_view("a1", 2100)])
+    assert record.details["recomputed_events"] == "2"  # the open session's events, not the device's history
+    assert stream.sessions() == [("a1", at(0), 2, True), ("a1", at(2000), 2, False)]
+
+
+def test_a_client_session_id_spans_an_idle_gap_across_batches(stream):
+    stream.feed([_view("a1", 0, sid="c-1")])
+    stream.feed([_view("a1", 3600, sid="c-1"), _view("a1", 3700)])
+    rows = {r.session_id: r for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
+    assert rows["c-1"].event_count == 2 and rows["c-1"].sessionized_by == "client_session_id"
+    assert len(rows) == 2
+
+
+def test_a_marathon_is_split_at_the_maximum_session_length(spark):
+    every_minute = [_view("a1", 60 * i) for i in range(150)]  # 149 minutes of steady activity
+    split = sorted(
+        (r.session_start, r.event_count, r.sessionized_by)
+        for r in sessions_of(_events(spark, every_minute), 300, max_length_seconds=3600).collect()
+    )
+    assert split == [(at(0), 60, "idle_timeout"), (at(3600), 60, "max_length"), (at(7200), 30, "max_length")]
+
+
+def test_a_marathon_fed_in_batches_splits_as_a_full_recompute_does(stream):
+    stream.settings = replace(stream.settings, max_session_length="1 hour")
+    for hour in range(3):
+        stream.feed([_view("a1", 3600 * hour + 60 * i) for i in range(0, 60, 2)])
+    assert [(s, n) for _, s, n, _ in stream.sessions()] == [(at(0), 30), (at(3600), 30), (at(7200), 30)]
+
+
+def test_sessions_across_a_dst_change_use_event_time_and_local_time_follows_the_zone(spark):
+    # Berlin springs forward on 2026-03-29: 01:59 CET is followed by 03:00 CEST.
+    spring = datetime(2026, 3, 29, 0, 50, tzinfo=UTC)  # 01:50 local
+    berlin = sessions_of(_events(spark, [_view("a1", 0), _view("a1", 240), _view("a1", 480)], t0=spring)).collect()
+    assert len(berlin) == 1 and berlin[0].duration_seconds == 480  # 01:50 -> 03:58 local is 8 minutes
+    assert (berlin[0].local_start, berlin[0].local_hour) == (datetime(2026, 3, 29, 1, 50), 1)
+    # New York falls back on 2026-11-01: 01:58 EDT, then 01:02 EST four minutes later (one session)
+    fall = datetime(2026, 11, 1, 5, 58, tzinfo=UTC)
+    york = _events(spark, [_view("a2", 0), _view("a2", 240)], t0=fall, timezone="America/New_York")
+    [session] = sessions_of(york).collect()
+    assert session.event_count == 2 and session.local_start == datetime(2026, 11, 1, 1, 58)
+    assert (session.local_weekday, session.daypart) == (7, "night")  # a Sunday night
+
+
+def test_a_login_on_a_second_device_gives_both_devices_sessions_one_person(stream):
+    stream.feed([_view("a1", 0), _view("a2", 30, uid="u-1")])
+    stream.feed([_view("a3", 3000)])  # watermark 2400: both sessions closed
+    people = {r.anonymous_id: r.person_id for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
+    assert people["a1"] != people["a2"]
+    record = stream.feed([_view("a1", 3100, uid="u-1")])  # the first device logs in too
+    rows = table(stream.spark, stream.settings, "silver.sessions").filter("anonymous_id IN ('a1', 'a2')").collect()
+    assert len(rows) == 3 and len({r.person_id for r in rows}) == 1
+    assert {r.person_id for r in rows} == {people["a2"]}  # the login's person is kept
+    assert record.details["reattributed_sessions"] == 1  # a1's closed anonymous session
+    merges = table(stream.spark, stream.settings, "silver.identity_merges").collect()
+    assert [(m.kept_person_id, m.retired_person_id, m.status) for m in merges] == [
+        (people["a2"], people["a1"], "active")
+    ]
+
+
+def test_every_silver_table_passes_its_quality_suite(stream):
+    from spark_jobs.quality import QualityGate
+    from spark_jobs.settings import TABLES
+    from spark_jobs.silver.user_features import update_user_features
+
+    stream.feed([_view("a1", 0), _view("a2", 30, uid="u-1"), ("a2", 40, "scroll", {"scroll_depth": "30"}, None,
+                 "u-1", "/")])  # fmt: skip
+    stream.feed([_view("a1", 90000, uid="u-1"), _view("a3", 90100)])
+    update_user_features(stream.spark, stream.settings, (T0 + timedelta(days=2)).date())
+    for name in (t for t in TABLES if t.startswith("silver.")):
+        rows = table(stream.spark, stream.settings, name)
+        assert rows.count() > 0 or name == "silver.late_events", name
+        assert QualityGate.for_table(name).failures(rows) == {}, name
+
+
+def test_a_failing_session_suite_halts_silver_before_anything_is_merged(stream):
+    from spark_jobs.quality import QualityGateHalted
+
+    stream.settings = replace(stream.settings, quality_policy="halt")
+    stream.feed([_view("a1", 0)])
+    impossible = ("a1", 60, "scroll", {"scroll_depth": "150"}, None, None, "/")  # bronze's gate would catch it
+    with pytest.raises(QualityGateHalted, match=r"expect_column_values_to_be_between\(max_scroll_depth\)"):
+        stream.feed([impossible])
+    assert stream.sessions() == [("a1", at(0), 1, False)]
+    halted = table(stream.spark, stream.settings, "ops.pipeline_runs").filter("quality_status = 'halted'").first()
+    assert list(halted.quality_failures) == ["expect_column_values_to_be_between(max_scroll_depth)"]
