@@ -43,6 +43,10 @@ def _sessions(spark, rows):
         "dwell_seconds": dwell, "max_scroll_depth": 0.0, "product_views": 0, "cart_adds": carts,
         "wishlist_adds": 0, "searches": 0, "duration_seconds": 180.0, "device_type": device,
         "timezone": "UTC", "converted": False, "session_date": date(2026, 11, 2),
+        "page_views": depth, "dwell_total_seconds": dwell * depth, "engaged_seconds": 60.0, "scroll_velocity": 0.0,
+        "scrolls": 0, "clicks": 0, "click_density": 0.0, "distinct_products": 0, "repeat_product_views": 0,
+        "search_refinements": 0, "checkout_started": False, "traffic_source": "direct", "traffic_medium": "direct",
+        "session_phase": "browsing", "updated_at": T0,
     } for sid, pid, m, dwell, carts, device, depth, n in rows]  # fmt: skip
     return spark.createDataFrame(data, table_contract("silver.sessions").schema())
 
