@@ -3,6 +3,7 @@
 Three steps, each with its table:
 
 1. Evidence (silver.identity_edges). `edges_of` turns bronze events into one row per (device, identifier):
+   the device itself (so every device that sent an event has a map row and its own person until linked),
    the login, an email hash (never the raw email), a device fingerprint and a hash of IP + user agent, each
    with first_seen, last_seen and an event count. `merge_edges` recomputes the edges of every device in a
    micro-batch from all of that device's bronze events and replaces its rows, so a replayed, re-run or
@@ -49,7 +50,7 @@ from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
 
 IDENTITY_TABLES = ("silver.identity_edges", "silver.identity_map", "silver.identity_merges")
-EVIDENCE_TYPES = ("user_id", "email_hash", "fingerprint", "ip_ua")  # identity_edges.identifier_type
+EVIDENCE_TYPES = ("anonymous_id", "user_id", "email_hash", "fingerprint", "ip_ua")  # identity_edges.identifier_type
 IDENTIFIER_TYPES = ("anonymous_id", "user_id", "email_hash")  # identity_map.identifier_type
 METHODS = ("login", "email_hash", "fingerprint", "ip_ua", "shared_device", "self")
 EDGE_KEYS = ("anonymous_id", "identifier_type", "identifier")
@@ -659,7 +660,9 @@ def _present(column: Column) -> Column:
 def edges_of(events: DataFrame) -> DataFrame:
     """Bronze events -> silver.identity_edges rows: one per (device, identifier) with first/last seen and events.
 
-    Identifiers: the login (user_id); the email hash (properties.email_hash, else sha256 of the lower-cased,
+    Identifiers: the device itself (anonymous_id: its whole activity, so every device reaches the map and
+    a device's own person id, once visible in silver, is retired by a recorded merge when it joins
+    another person); the login (user_id); the email hash (properties.email_hash, else sha256 of the lower-cased,
     trimmed properties.email - the raw email is never output); properties.device_fingerprint; and sha256 of
     context.ip|device.user_agent when both are sent. Blank values are no evidence.
     """
@@ -672,6 +675,7 @@ def edges_of(events: DataFrame) -> DataFrame:
         *(
             F.struct(F.lit(kind).alias("identifier_type"), value.alias("identifier"))
             for kind, value in (
+                ("anonymous_id", F.col("anonymous_id")),
                 ("user_id", _present(F.col("user_id"))),
                 ("email_hash", email_hash),
                 ("fingerprint", _present(props["device_fingerprint"])),

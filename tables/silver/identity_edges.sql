@@ -6,7 +6,7 @@
 -- events, so a replayed or re-run batch leaves the table as it was.
 CREATE TABLE IF NOT EXISTS silver.identity_edges (
   anonymous_id     STRING    NOT NULL COMMENT 'Browser / device id the identifier was seen on',
-  identifier_type  STRING    NOT NULL COMMENT 'user_id, email_hash, fingerprint or ip_ua',
+  identifier_type  STRING    NOT NULL COMMENT 'anonymous_id (the device itself), user_id, email_hash, fingerprint or ip_ua',
   identifier       STRING    NOT NULL COMMENT 'The login id, the sha256 email hash, the device fingerprint or the sha256 of ip|user agent',
   first_seen       TIMESTAMP NOT NULL COMMENT 'occurred_at of the first event of the device carrying it (UTC)',
   last_seen        TIMESTAMP NOT NULL COMMENT 'occurred_at of the last event of the device carrying it (UTC)',

@@ -88,11 +88,14 @@ def test_edges_from_two_batches_count_each_event_once_even_when_a_batch_is_rerun
 
     expected = spark.createDataFrame(
         [
+            ("a1", "anonymous_id", "a1", at(0), at(31), 4),  # the device itself: all of its events
             ("a1", "email_hash", sha("ann@example.com"), at(0), at(0), 1),
             ("a1", "ip_ua", sha(f"{IP}|{UA}"), at(0), at(5), 2),
             ("a1", "user_id", "u1", at(0), at(30), 3),
+            ("a2", "anonymous_id", "a2", at(7), at(7), 1),
             ("a2", "email_hash", "abc123", at(7), at(7), 1),
             ("a2", "fingerprint", "fp-1", at(7), at(7), 1),
+            ("a3", "anonymous_id", "a3", at(40), at(40), 1),
             ("a3", "fingerprint", "fp-1", at(40), at(40), 1),
         ],
         table_contract("silver.identity_edges").schema(),

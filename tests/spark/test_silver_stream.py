@@ -151,8 +151,9 @@ def test_every_silver_table_passes_its_quality_suite(stream):
     from spark_jobs.settings import TABLES
     from spark_jobs.silver.user_features import update_user_features
 
+    product = [("a2", 50 + 60 * i, "product_view", {"product_id": "p-9"}, None, "u-1", "/p/9") for i in range(3)]
     stream.feed([_view("a1", 0), _view("a2", 30, uid="u-1"), ("a2", 40, "scroll", {"scroll_depth": "30"}, None,
-                 "u-1", "/")])  # fmt: skip
+                 "u-1", "/"), *product])  # fmt: skip
     stream.feed([_view("a1", 90000, uid="u-1"), _view("a3", 90100)])
     update_user_features(stream.spark, stream.settings, (T0 + timedelta(days=2)).date())
     for name in (t for t in TABLES if t.startswith("silver.")):

@@ -270,6 +270,18 @@ def test_a_manual_undo_is_a_do_not_link_rule_for_later_evidence():
     assert plan.changed == {Ident("anonymous_id", "a2")}
 
 
+def test_a_device_seen_alone_has_its_own_person_and_logging_in_later_is_a_recorded_merge():
+    alone = resolve([edge("a1", "anonymous_id", "a1", 0, 5)], CFG)
+    assert how(alone) == {"anonymous_id:a1": ("self", 1.0)}
+    assert person(alone, "anonymous_id:a1") == person_id_of(Ident("anonymous_id", "a1"))
+    later = resolve([edge("a1", "anonymous_id", "a1", 0, 50), login("a1", "u1", 50)], CFG)
+    plan = plan_changes(alone.rows, later)
+    assert [(m.kept_person_id, m.retired_person_id, m.status) for m in plan.merges] == [
+        (person_id_of(Ident("user_id", "u1")), person_id_of(Ident("anonymous_id", "a1")), "active")
+    ]
+    assert plan.changed == {Ident("anonymous_id", "a1")}
+
+
 def test_a_resolution_that_changes_nothing_plans_nothing():
     res = resolve(LOGS_IN_AS_U2, CFG)
     assert plan_changes(res.rows, resolve(LOGS_IN_AS_U2[::-1], CFG)).is_empty
