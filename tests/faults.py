@@ -37,13 +37,28 @@ def _batch_in_flight(checkpoint: Path) -> int | None:
     return min(pending) if commits and pending else None
 
 
-def kill_mid_batch(process: subprocess.Popen, checkpoint: Path, timeout_s: float = 300) -> int:
-    """Wait until a micro-batch is in flight, then SIGKILL the whole process group; return the batch id."""
+def _delta_versions(table: Path) -> int:
+    return len(list((table / "_delta_log").glob("*.json")))
+
+
+def kill_mid_batch(
+    process: subprocess.Popen, checkpoint: Path, timeout_s: float = 300, after_write_to: Path | None = None
+) -> int:
+    """Wait until a micro-batch is in flight, then SIGKILL the whole process group; return the batch id.
+
+    after_write_to: a Delta table the batch writes; the kill then waits until the in-flight batch has
+    committed a write to it, so the batch dies half done (that table written, the stream's commit not).
+    """
     deadline = time.monotonic() + timeout_s
+    versions_at_start: dict[int, int] = {}
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the job exited (code {process.returncode}) before a batch was in flight")
         batch = _batch_in_flight(checkpoint)
+        if batch is not None and after_write_to is not None:
+            versions = _delta_versions(after_write_to)
+            if versions <= versions_at_start.setdefault(batch, versions):
+                batch = None  # in flight, but it has not written the table yet
         if batch is not None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)

@@ -812,25 +812,60 @@ def _as_row(record: MergeRecord) -> dict[str, Any]:
             "retired_identifiers": list(record.retired_identifiers)}  # fmt: skip
 
 
-def resolve_identities(spark: SparkSession, settings: Settings, cfg: IdentityConfig | None = None) -> IdentityChanges:
-    """Re-resolve every identity from silver.identity_edges; write the map's changes, merges and undos.
+@dataclass(frozen=True)
+class PendingIdentity:
+    """A resolution planned but not yet written: the silver job applies its person ids to sessions first and
+    writes the map last, so a batch killed in between finds the same changes again when it is replayed."""
+
+    plan: IdentityPlan
+
+    @property
+    def changes(self) -> IdentityChanges:
+        plan = self.plan
+        return IdentityChanges(
+            anonymous_ids=frozenset(i.value for i in plan.changed if i.kind == "anonymous_id"),
+            user_ids=frozenset(i.value for i in plan.changed if i.kind == "user_id"),
+            merged=tuple(m.merge_id for m in plan.merges if m.status == "active"),
+            undone=tuple(m.merge_id for m in plan.merges if m.status == "undone"),
+            map_inserted=plan.inserted,
+            map_updated=len(plan.upserts) - plan.inserted,
+            map_deleted=len(plan.deletes),
+        )
+
+    def identity_map(self, spark: SparkSession, settings: Settings) -> DataFrame:
+        """silver.identity_map as it will be once written: the table with this plan's rows swapped in."""
+        contract = table_contract("silver.identity_map")
+        touched = [asdict(r) for r in (*self.plan.upserts, *self.plan.deletes)]
+        current = _load(spark, settings, "silver.identity_map").select(*contract.column_names)
+        if not touched:
+            return current
+        keys = spark.createDataFrame(touched, contract.schema()).select(*MAP_KEYS)
+        upserts = spark.createDataFrame([asdict(r) for r in self.plan.upserts], contract.schema())
+        return current.join(keys, list(MAP_KEYS), "left_anti").unionByName(upserts)
+
+
+def plan_identities(spark: SparkSession, settings: Settings, cfg: IdentityConfig | None = None) -> PendingIdentity:
+    """Re-resolve every identity from silver.identity_edges; nothing is written (see `write_identities`).
 
     The edges are collected and resolved on the driver. They are per-(device, identifier) aggregates, far
     fewer than events, but the whole graph is held in Python: about 1 KB of driver memory per edge (measured:
     200k edges, 180 MB peak, under 20 s on a busy 2-core machine), so a few million edges is the limit.
     Beyond that, replace `resolve` with a distributed connected-components job (e.g. GraphFrames) and keep
     the rest: the tables, the anchor rule and `plan_changes` do not depend on where components are found.
-
-    Unchanged map rows are not written, and a resolution that changes nothing commits nothing. Merges are
-    written before the map, so a run killed in between is repaired by the next one (it finds the same
-    changes and writes the same merge ids). One writer at a time: run it from the silver job only.
     """
     cfg = cfg or load_identity_config(identity_config_file(settings))
     _ensure(spark, settings)
     merges = read_merges(spark, settings)
     rules = [m.cannot_link() for m in merges if m.status == "undone" and m.undone_by == "manual"]
     previous = read_identity_map(spark, settings)
-    plan = plan_changes(previous, resolve(read_edges(spark, settings), cfg, rules), merges)
+    return PendingIdentity(plan_changes(previous, resolve(read_edges(spark, settings), cfg, rules), merges))
+
+
+def write_identities(spark: SparkSession, settings: Settings, pending: PendingIdentity) -> IdentityChanges:
+    """Write a planned resolution: merges first, then the map (a run killed in between is repaired by the
+    next one: it finds the same changes and writes the same merge ids). Unchanged rows are not written, and
+    a resolution that changes nothing commits nothing. One writer at a time: the silver job only."""
+    plan = pending.plan
     _upsert(spark, settings, "silver.identity_merges", [_as_row(m) for m in plan.merges], ("merge_id",))
     _upsert(
         spark,
@@ -840,15 +875,13 @@ def resolve_identities(spark: SparkSession, settings: Settings, cfg: IdentityCon
         MAP_KEYS,
         deletes=[asdict(r) for r in plan.deletes],
     )
-    return IdentityChanges(
-        anonymous_ids=frozenset(i.value for i in plan.changed if i.kind == "anonymous_id"),
-        user_ids=frozenset(i.value for i in plan.changed if i.kind == "user_id"),
-        merged=tuple(m.merge_id for m in plan.merges if m.status == "active"),
-        undone=tuple(m.merge_id for m in plan.merges if m.status == "undone"),
-        map_inserted=plan.inserted,
-        map_updated=len(plan.upserts) - plan.inserted,
-        map_deleted=len(plan.deletes),
-    )
+    return pending.changes
+
+
+def resolve_identities(spark: SparkSession, settings: Settings, cfg: IdentityConfig | None = None) -> IdentityChanges:
+    """Re-resolve every identity from silver.identity_edges and write the map's changes, merges and undos
+    (`plan_identities` then `write_identities`)."""
+    return write_identities(spark, settings, plan_identities(spark, settings, cfg))
 
 
 def undo_merge(

@@ -34,8 +34,9 @@ from spark_jobs.silver.identity import (
     IdentityConfig,
     load_identity_config,
     merge_edges,
-    resolve_identities,
+    plan_identities,
     with_person_id,
+    write_identities,
 )
 from spark_jobs.silver.moments import Thresholds, load_thresholds
 from spark_jobs.silver.sessions import SessionRules, build_moments, build_sessions, sessionize
@@ -228,6 +229,27 @@ def reattribute(
         moved.unpersist()
 
 
+def _orphaned_moment_sessions(spark: SparkSession, settings: Settings, scope: DataFrame) -> DataFrame:
+    """(session_id, anonymous_id) of the scope devices' micro-moments whose session is no longer in
+    silver.sessions. A batch re-keys sessions (a late event bridges two) and replaces their moments in the
+    same run; if it was killed between the two MERGEs, its replay no longer sees the old session ids among
+    the sessions, and this is how their moments still go."""
+    devices = scope.select("anonymous_id")
+    moments = (
+        spark.read.format("delta")
+        .load(str(settings.table_path("silver.micro_moments")))
+        .join(devices, "anonymous_id", "left_semi")
+        .select("session_id", "anonymous_id")
+    )
+    sessions = (
+        spark.read.format("delta")
+        .load(str(settings.table_path("silver.sessions")))
+        .join(devices, "anonymous_id", "left_semi")
+        .select("session_id", "anonymous_id")
+    )
+    return moments.join(sessions, ["session_id", "anonymous_id"], "left_anti").distinct()
+
+
 # Intermediate frames are localCheckpoint()ed, not persist()ed: a Delta write to a table invalidates every
 # cached frame whose lineage reads it, so a frame cached before the sessions MERGE (its scope reads
 # silver.sessions) was silently recomputed afterwards, against the changed table, hundreds of Spark jobs
@@ -297,16 +319,19 @@ def process_silver_batch(
             "left_anti",
         )
         with record.phase("identity"):
+            # planned now, written last: a batch killed after its sessions MERGE but before the map is
+            # written finds the same person changes when replayed, and re-attributes them then
             merge_edges(spark, settings, accepted)
-            changes = resolve_identities(spark, settings, config.identity)
-            identity_map = spark.read.format("delta").load(str(settings.table_path("silver.identity_map")))
-            identity_map = identity_map.localCheckpoint(eager=True)
+            pending = plan_identities(spark, settings, config.identity)
+            changes = pending.changes
+            identity_map = pending.identity_map(spark, settings).localCheckpoint(eager=True)
         record.details.update(
             identity_changed_devices=len(changes.anonymous_ids),
             identity_merged=len(changes.merged),
             identity_undone=len(changes.undone),
         )
-        keyed = sessionize(history, rules).localCheckpoint(eager=True)  # sessions and moments both use it
+        with record.phase("sessionize"):  # the history read, the per-device sessionizer and context parsing
+            keyed = sessionize(history, rules).localCheckpoint(eager=True)  # sessions and moments both use it
         watermark_us = _micros(record.watermark)
         with record.phase("sessions"):
             sessions = build_sessions(keyed, rules, watermark_us)
@@ -371,11 +396,12 @@ def process_silver_batch(
                 moments,
                 ("moment_id",),
                 ("session_id", "anonymous_id"),
-                in_scope,
+                in_scope.unionByName(_orphaned_moment_sessions(spark, settings, scope)).distinct(),
             )
         record.details.update(found.as_details("moments"))
         with record.phase("reattribute"):
             record.details["reattributed_sessions"] = reattribute(spark, settings, changes, identity_map, in_scope)
+            write_identities(spark, settings, pending)
         record.write(spark, settings)
         return record
     finally:

@@ -23,18 +23,21 @@ def _rows(spark, settings, name, drop=()):
 
 def test_silver_killed_mid_batch_and_restarted_matches_an_uninterrupted_run(spark, settings, tmp_path):
     simulate(settings.landing, settings.truth, events=3000, seed=8, late_rate=0.05, lines_per_file=500)
-    bronze.run(spark, replace(settings, max_files_per_trigger=2))  # bronze in several commits
-    one_file = replace(settings, silver_max_files_per_trigger=1)  # one bronze file per silver batch
+    bronze.run(spark, replace(settings, max_files_per_trigger=2))  # bronze in several commits (12 files)
+    few_files = replace(settings, silver_max_files_per_trigger=3)  # 3 bronze files per silver batch: 4 batches
 
-    reference = replace(one_file.with_root(tmp_path / "reference"), shuffle_partitions=2)
+    reference = replace(few_files.with_root(tmp_path / "reference"), shuffle_partitions=2)
     shutil.copytree(settings.table_path("bronze.events"), reference.table_path("bronze.events"))
     silver.run(spark, reference)
 
     job = start_job(settings, "run", "silver", "--trigger", "1 second",
-                    extra_env={"INTENTLAKE_SILVER_MAX_FILES_PER_TRIGGER": "1"})  # fmt: skip
-    killed_in = kill_mid_batch(job, settings.checkpoint("silver"))
+                    extra_env={"INTENTLAKE_SILVER_MAX_FILES_PER_TRIGGER": "3"})  # fmt: skip
+    # killed after the batch merged silver.sessions, before its moments, re-attribution, run record and commit
+    sessions = settings.table_path("silver.sessions")
+    killed_in = kill_mid_batch(job, settings.checkpoint("silver"), after_write_to=sessions)
     assert killed_in >= 1 and job.returncode == -9
-    silver.run(spark, one_file)  # restart on the same checkpoint
+    assert not table(spark, settings, "ops.pipeline_runs").filter(f"job = 'silver' AND batch_id = {killed_in}").count()
+    silver.run(spark, few_files)  # restart on the same checkpoint
 
     batches = table(spark, settings, "ops.pipeline_runs").filter("job = 'silver'")
     assert batches.select("batch_id").distinct().count() > 2  # the comparison spans several batches
