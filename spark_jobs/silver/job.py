@@ -213,20 +213,21 @@ def reattribute(
         .join(done, ["session_id", "anonymous_id"], "left_anti")
         .select("session_id", "anonymous_id", "user_id", F.col("person_id").alias("_old"))
     )
-    moved = with_person_id(touched, identity_map).filter(F.col("person_id") != F.col("_old")).persist()
-    try:
-        count = moved.count()
-        if count:
-            on = "t.session_id = s.session_id AND t.anonymous_id = s.anonymous_id"
-            now = F.current_timestamp()
-            sessions.alias("t").merge(moved.alias("s"), on).whenMatchedUpdate(
-                set={"person_id": "s.person_id", "updated_at": now}
-            ).execute()
-            moments = DeltaTable.forPath(spark, str(settings.table_path("silver.micro_moments")))
-            moments.alias("t").merge(moved.alias("s"), on).whenMatchedUpdate(set={"person_id": "s.person_id"}).execute()
-        return count
-    finally:
-        moved.unpersist()
+    # checkpointed, not cached: the sessions MERGE below would invalidate a cache, and `moved` recomputed
+    # against the updated sessions is empty (person_id == _old), so the moments would keep the old person
+    moved = with_person_id(touched, identity_map).filter(F.col("person_id") != F.col("_old"))
+    # fresh column ids: the checkpoint would keep the target's own ids and the MERGE could not resolve them
+    moved = moved.select(*(F.col(c).alias(c) for c in moved.columns)).localCheckpoint(eager=True)
+    count = moved.count()
+    if count:
+        on = "t.session_id = s.session_id AND t.anonymous_id = s.anonymous_id"
+        now = F.current_timestamp()
+        sessions.alias("t").merge(moved.alias("s"), on).whenMatchedUpdate(
+            set={"person_id": "s.person_id", "updated_at": now}
+        ).execute()
+        moments = DeltaTable.forPath(spark, str(settings.table_path("silver.micro_moments")))
+        moments.alias("t").merge(moved.alias("s"), on).whenMatchedUpdate(set={"person_id": "s.person_id"}).execute()
+    return count
 
 
 def _orphaned_moment_sessions(spark: SparkSession, settings: Settings, scope: DataFrame) -> DataFrame:
