@@ -23,6 +23,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+from benchlib import dir_size, job_runs  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -36,21 +37,11 @@ from spark_jobs.spark import build_spark
 BASELINE_SCHEMA = "messageId STRING, eid STRING, type STRING, event STRING, kind STRING, timestamp STRING, ts LONG"
 
 
-def _dir_size(path: Path) -> tuple[int, int]:
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files), len(files)
-
-
 def _baseline(spark: SparkSession, lines: DataFrame, target: Path) -> int:
     parsed = lines.select(F.from_json(F.col("value").cast("string"), BASELINE_SCHEMA).alias("e")).select("e.*")
     events = parsed.withColumn("event_id", F.coalesce("messageId", "eid")).filter("event_id IS NOT NULL")
     events.dropDuplicates(["event_id"]).write.format("delta").mode("append").save(str(target))
     return spark.read.format("delta").load(str(target)).count()
-
-
-def _runs(spark: SparkSession, settings: Settings, job: str) -> list:
-    runs = spark.read.format("delta").load(str(settings.table_path("ops.pipeline_runs")))
-    return runs.filter(F.col("job") == job).orderBy("batch_id").collect()
 
 
 def _report(name: str, lines: int, seconds: float, base_seconds: float) -> None:
@@ -67,7 +58,7 @@ def bench_files(spark: SparkSession, base: Settings, events: int) -> Path:
     t0 = time.monotonic()
     bronze.run(spark, settings)
     seconds = time.monotonic() - t0
-    runs = _runs(spark, settings, "bronze")
+    runs = job_runs(spark, settings, "bronze")
     assert sum(r.input_rows for r in runs) == summary.lines, "bronze did not read every line"
     t0 = time.monotonic()
     _baseline(spark, spark.read.text(str(settings.landing)), base.lakehouse / "baseline-files")
@@ -92,7 +83,7 @@ def bench_kafka(spark: SparkSession, base: Settings, landing: Path) -> None:
     t0 = time.monotonic()
     bronze.run(spark, settings, source="kafka")
     seconds = time.monotonic() - t0
-    runs = _runs(spark, settings, "bronze-kafka")
+    runs = job_runs(spark, settings, "bronze-kafka")
     assert sum(r.input_rows for r in runs) == published, "bronze did not read every record"
     lines = (
         spark.read.format("kafka")
@@ -119,9 +110,9 @@ def bench_steady(spark: SparkSession, base: Settings, batches: int) -> None:
     sizes = {}
     try:
         while True:
-            done = len(_runs(spark, settings, "bronze")) if settings.table_path("ops.pipeline_runs").exists() else 0
+            done = len(job_runs(spark, settings, "bronze")) if settings.table_path("ops.pipeline_runs").exists() else 0
             if done >= 10 and 10 not in sizes:
-                sizes[10] = _dir_size(settings.checkpoint("bronze"))
+                sizes[10] = dir_size(settings.checkpoint("bronze"))
             if done >= summary.files:
                 break
             if query.exception():
@@ -131,8 +122,8 @@ def bench_steady(spark: SparkSession, base: Settings, batches: int) -> None:
     finally:
         query.stop()
     seconds = time.monotonic() - t0
-    runs = _runs(spark, settings, "bronze")
-    end_size = _dir_size(settings.checkpoint("bronze"))
+    runs = job_runs(spark, settings, "bronze")
+    end_size = dir_size(settings.checkpoint("bronze"))
     events = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
     newest = runs[-1].max_event_time
     horizon = events.filter(F.col("occurred_at") >= F.lit(runs[-1].watermark)).count()

@@ -31,6 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchlib import dir_size, job_runs  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -41,16 +42,6 @@ from spark_jobs.silver import job as silver
 from spark_jobs.silver.sessions import build_sessions, sessionize
 from spark_jobs.simulate import simulate
 from spark_jobs.spark import build_spark
-
-
-def _dir_size(path: Path) -> tuple[int, int]:
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files), len(files)
-
-
-def _runs(spark: SparkSession, settings: Settings, job: str) -> list:
-    runs = spark.read.format("delta").load(str(settings.table_path("ops.pipeline_runs")))
-    return runs.filter(F.col("job") == job).orderBy("batch_id").collect()
 
 
 def full_recompute(spark: SparkSession, settings: Settings, target: Path) -> tuple[float, int]:
@@ -76,7 +67,7 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int) -> None:
     t0 = time.monotonic()
     silver.run(spark, settings)
     seconds = time.monotonic() - t0
-    runs = _runs(spark, settings, "silver")
+    runs = job_runs(spark, settings, "silver")
     assert sum(r.input_rows for r in runs) == bronze_rows, "silver did not read every bronze row"
     durations = sorted(r.duration_ms / 1000 for r in runs)
     steady = [r.duration_ms / 1000 for r in runs[1:]] or durations
@@ -108,11 +99,11 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int) -> None:
     if recomputed:
         print(f"  events recomputed per batch after the first: median {statistics.median(recomputed):,.0f}, "
               f"max {max(recomputed):,} (bronze grows to {bronze_rows:,})")  # fmt: skip
-    checkpoint = _dir_size(settings.checkpoint("silver"))
+    checkpoint = dir_size(settings.checkpoint("silver"))
     print(f"  state between batches: no Spark state store; stream checkpoint {checkpoint[0] / 1024:,.0f} KiB "
           f"in {checkpoint[1]} files")  # fmt: skip
     for name in ("silver.sessions", "silver.micro_moments", "silver.identity_edges", "silver.identity_map"):
-        size, count = _dir_size(settings.table_path(name))
+        size, count = dir_size(settings.table_path(name))
         rows = spark.read.format("delta").load(str(settings.table_path(name))).count()
         print(f"  {name:<24} {rows:>8,} rows, {size / 1024:8,.0f} KiB in {count} files")
 

@@ -835,13 +835,15 @@ class PendingIdentity:
     def identity_map(self, spark: SparkSession, settings: Settings) -> DataFrame:
         """silver.identity_map as it will be once written: the table with this plan's rows swapped in."""
         contract = table_contract("silver.identity_map")
-        touched = [asdict(r) for r in (*self.plan.upserts, *self.plan.deletes)]
         current = _load(spark, settings, "silver.identity_map").select(*contract.column_names)
-        if not touched:
+        if not (self.plan.upserts or self.plan.deletes):
             return current
-        keys = spark.createDataFrame(touched, contract.schema()).select(*MAP_KEYS)
-        upserts = spark.createDataFrame([asdict(r) for r in self.plan.upserts], contract.schema())
-        return current.join(keys, list(MAP_KEYS), "left_anti").unionByName(upserts)
+        rows = [{**asdict(r), "_keep": True} for r in self.plan.upserts]
+        rows += [{**asdict(r), "_keep": False} for r in self.plan.deletes]
+        schema = StructType([*contract.schema().fields, StructField("_keep", BooleanType(), False)])
+        touched = spark.createDataFrame(rows, schema)
+        kept = touched.filter("_keep").select(*contract.column_names)
+        return current.join(touched.select(*MAP_KEYS), list(MAP_KEYS), "left_anti").unionByName(kept)
 
 
 def plan_identities(spark: SparkSession, settings: Settings, cfg: IdentityConfig | None = None) -> PendingIdentity:
