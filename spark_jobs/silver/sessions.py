@@ -47,29 +47,40 @@ class SessionRules:
     ip_table: IpTimezones
 
 
+def assign_sessions(
+    anonymous_id: str, ids: list[str], client: list[str | None], at_us: list[int], timeout_us: int, max_us: int
+) -> tuple[list[str], list[str]]:
+    """One device's events (parallel lists; event time in epoch microseconds, any order) -> the session key
+    and the rule that started the session (`sessionized_by`) of each event. The rules, in event-time order:
+    a client session id wins; else a gap of at least the idle timeout, or reaching the maximum length,
+    starts a new session whose key is the device and the session's first event time."""
+    keys: list[str] = [""] * len(ids)
+    reasons: list[str] = [""] * len(ids)
+    start = last = -1
+    reason = "idle_timeout"
+    for i in sorted(range(len(ids)), key=lambda i: (at_us[i], ids[i])):
+        if client[i] is not None:
+            keys[i], reasons[i] = f"{anonymous_id}#c#{client[i]}", "client_session_id"
+            continue
+        if start < 0 or at_us[i] - last >= timeout_us:
+            start, reason = at_us[i], "idle_timeout"
+        elif at_us[i] - start >= max_us:
+            start, reason = at_us[i], "max_length"
+        last = at_us[i]
+        keys[i], reasons[i] = f"{anonymous_id}#{start}", reason
+    return keys, reasons
+
+
 def _sessionizer(timeout_seconds: int, max_length_seconds: int):
     timeout_us, max_us = timeout_seconds * 1_000_000, max_length_seconds * 1_000_000
     output = to_arrow_schema(StructType.fromDDL(_KEY_OUTPUT))
 
     def per_device(events: pa.Table) -> pa.Table:
         anon = events.column("anonymous_id")[0].as_py()
-        ids = events.column("event_id").to_pylist()
-        client = events.column("session_id").to_pylist()
         at = pc.cast(events.column("occurred_at"), pa.int64()).to_pylist()  # epoch microseconds
-        keys: list[str] = [""] * len(ids)
-        reasons: list[str] = [""] * len(ids)
-        start = last = -1
-        reason = "idle_timeout"
-        for i in sorted(range(len(ids)), key=lambda i: (at[i], ids[i])):
-            if client[i] is not None:
-                keys[i], reasons[i] = f"{anon}#c#{client[i]}", "client_session_id"
-                continue
-            if start < 0 or at[i] - last >= timeout_us:
-                start, reason = at[i], "idle_timeout"
-            elif at[i] - start >= max_us:
-                start, reason = at[i], "max_length"
-            last = at[i]
-            keys[i], reasons[i] = f"{anon}#{start}", reason
+        keys, reasons = assign_sessions(
+            anon, events.column("event_id").to_pylist(), events.column("session_id").to_pylist(), at, timeout_us, max_us
+        )
         columns = [events.column("anonymous_id"), events.column("event_id"), events.column("session_id")]
         return pa.Table.from_arrays([*columns, pa.array(keys), pa.array(reasons)], schema=output)
 
