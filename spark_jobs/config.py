@@ -138,9 +138,28 @@ def referenced_names(expression: str) -> set[str]:
     return names
 
 
+# silver.user_features columns a rule cannot use (keys, bookkeeping, histograms)
+_NOT_RULE_INPUTS = {"person_id", "as_of_date", "feature_version", "first_seen", "engagement_by_hour",
+                    "engagement_by_weekday"}  # fmt: skip
+
+
+def rule_inputs() -> dict[str, str]:
+    """What a segment rule may refer to, with SQL types: every silver.sessions column, intent_score, the
+    count of each micro-moment type in the session (moments_<type>, e.g. moments_ad_fatigue), and the
+    person's silver.user_features as of the session's UTC day (null where none was computed)."""
+    from spark_jobs.silver.moments import MOMENT_TYPES  # silver.moments imports this module
+
+    inputs = dict(session_feature_types())
+    inputs["intent_score"] = "DOUBLE"
+    inputs.update({f"moments_{kind}": "INT" for kind in MOMENT_TYPES})
+    features = table_contract("silver.user_features").column_types
+    inputs.update({c: t for c, t in features.items() if c not in _NOT_RULE_INPUTS})
+    return inputs
+
+
 def rule_columns() -> set[str]:
-    """What a segment rule may refer to: silver.sessions columns and the intent score."""
-    return set(session_feature_types()) | {"intent_score"}
+    """The names a segment rule may refer to (`rule_inputs`)."""
+    return set(rule_inputs())
 
 
 def load_segments(path: Path) -> tuple[SegmentRule, ...]:
@@ -194,10 +213,11 @@ def rule_condition(rule: SegmentRule):
 def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRule, ...]) -> None:
     """Let Spark's analyzer check each rule on an empty frame: it must parse, resolve and be boolean."""
     from pyspark.errors import AnalysisException, ParseException
-    from pyspark.sql.types import BooleanType, DoubleType, StructField, StructType
+    from pyspark.sql.types import BooleanType, StructType
 
-    schema = StructType([*table_contract("silver.sessions").schema().fields, StructField("intent_score", DoubleType())])
-    empty = spark.createDataFrame([], schema)
+    sessions = table_contract("silver.sessions").schema()
+    extra = ", ".join(f"{name} {sql_type}" for name, sql_type in rule_inputs().items() if name not in sessions.names)
+    empty = spark.createDataFrame([], StructType([*sessions.fields, *StructType.fromDDL(extra).fields]))
     for rule in rules:
         try:
             data_type = empty.select(rule_condition(rule).alias("x")).schema["x"].dataType

@@ -24,6 +24,7 @@ TABLES = (
     "silver.user_features",
     "gold.session_scores",
     "gold.user_segments",
+    "gold.user_segments_history",
     "ops.pipeline_runs",
 )
 

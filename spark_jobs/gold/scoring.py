@@ -2,8 +2,9 @@
 
 Each micro-batch of silver changes (Change Data Feed) names the persons whose sessions changed; their
 sessions are rescored with the weighted model in config/scoring.yaml, put in the first matching
-segment of config/segments.yaml, and merged into gold. Both configs are checked before the stream
-starts, so an invalid config stops the run before any data moves.
+segment of config/segments.yaml, and merged into gold; gold.user_segments_history then takes the
+segment changes from gold.user_segments' Change Data Feed (spark_jobs/gold/history.py). Both configs
+are checked before the stream starts, so an invalid config stops the run before any data moves.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from spark_jobs.config import (
     load_scoring,
     load_segments,
     rule_condition,
+    rule_inputs,
 )
 from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.gold.history import update_segment_history
 from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, run_stream
@@ -49,6 +52,35 @@ def score_sessions(sessions: DataFrame, model: ScoringModel) -> DataFrame:
         .withColumn("intent_score", F.round(total, 4))
         .withColumn("model_version", F.lit(model.model_version))
     )
+
+
+def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -> DataFrame:
+    """Scored sessions plus what else a segment rule may use (`config.rule_inputs`): moments_<type>, the
+    session's micro-moments of each type, and the person's silver.user_features as of the session's UTC
+    day (point in time: sessions ended before that day; null where `intentlake features` has not run)."""
+    from spark_jobs.silver.moments import MOMENT_TYPES
+
+    keys = ["session_id", "anonymous_id"]
+    counts = (
+        spark.read.format("delta")
+        .load(str(settings.table_path("silver.micro_moments")))
+        .join(scored.select(*keys), keys, "left_semi")
+        .groupBy(*keys)
+        .pivot("moment_type", list(MOMENT_TYPES))
+        .agg(F.count(F.lit(1)).cast("int"))
+    )
+    moment_columns = [F.coalesce(F.col(t), F.lit(0)).alias(f"moments_{t}") for t in MOMENT_TYPES]
+    features = spark.read.format("delta").load(str(settings.table_path("silver.user_features")))
+    feature_columns = [c for c in rule_inputs() if c in features.columns and c != "person_id"]
+    features = features.select(
+        F.col("person_id").alias("_person"), F.col("as_of_date").alias("_as_of"), *feature_columns
+    )
+    with_moments = scored.join(counts, keys, "left").select(*scored.columns, *moment_columns)
+    return with_moments.join(
+        features,
+        (F.col("person_id") == F.col("_person")) & (F.to_date("session_start") == F.col("_as_of")),
+        "left",
+    ).drop("_person", "_as_of")
 
 
 def assign_segments(scored: DataFrame, rules: tuple[SegmentRule, ...]) -> DataFrame:
@@ -93,7 +125,7 @@ def process_gold_batch(
             .load(str(settings.table_path("silver.sessions")))
             .join(persons, "person_id", "left_semi")
         )
-        scores = assign_segments(score_sessions(sessions, model), rules)
+        scores = assign_segments(segment_inputs(spark, settings, score_sessions(sessions, model)), rules)
         scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
         with record.phase("merge_scores"):
             counts = replace_scopes(
@@ -116,9 +148,14 @@ def process_gold_batch(
                 persons,
             )
         scores.unpersist()
+        with record.phase("segment_history"):
+            history = update_segment_history(spark, settings)
         record.accepted_rows = counts.inserted + counts.updated
         record.details.update(
-            **counts.as_details("scores"), **segments.as_details("segments"), model_version=model.model_version
+            **counts.as_details("scores"),
+            **segments.as_details("segments"),
+            **history.as_details("history"),
+            model_version=model.model_version,
         )
         record.write(spark, settings)
         return record

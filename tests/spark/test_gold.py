@@ -108,3 +108,42 @@ def test_spark_rejects_rules_that_do_not_compile_to_a_boolean(spark, when, probl
 def test_shipped_rules_compile(spark):
     path = REPO_ROOT / "config" / "segments.yaml"
     check_rules_compile(spark, path, load_segments(path))
+
+
+def test_rules_see_the_sessions_moments_and_the_persons_features_as_of_that_day(spark, settings):
+    from spark_jobs.contracts import ensure_tables
+    from spark_jobs.gold.scoring import segment_inputs
+
+    ensure_tables(spark, settings, ("silver.micro_moments", "silver.user_features"))
+    moment = {"moment_id": "m1", "moment_type": "ad_fatigue", "session_id": "tired", "person_id": "p1",
+              "anonymous_id": "a", "detected_at": T0, "event_ids": ["e1"], "evidence": {"ad_taps": "5"},
+              "moment_date": T0.date()}  # fmt: skip
+    spark.createDataFrame([moment], table_contract("silver.micro_moments").schema()).write.format("delta").mode(
+        "append"
+    ).save(str(settings.table_path("silver.micro_moments")))
+
+    def features(person, as_of):  # a regular visitor who never buys
+        return {"person_id": person, "sessions_7d": 3, "sessions_28d": 6, "product_views_28d": 9, "cart_adds_28d": 0,
+                "purchases_28d": 0, "cart_add_rate_28d": 0.0, "conversion_rate_28d": 0.0,
+                "avg_dwell_seconds_28d": 4.0, "days_since_last_session": 1.0, "engagement_by_hour": [0] * 24,
+                "engagement_by_weekday": [0] * 7, "first_seen": T0 - timedelta(days=20), "feature_version": "v1",
+                "as_of_date": as_of}  # fmt: skip
+
+    rows = [features("p2", T0.date()), features("p3", T0.date() + timedelta(days=1))]  # p3's is from the future
+    spark.createDataFrame(rows, table_contract("silver.user_features").schema()).write.format("delta").mode(
+        "append"
+    ).save(str(settings.table_path("silver.user_features")))
+    sessions = _sessions(spark, [
+        ("tired", "p1", 0, 30.0, 0, "desktop", 2, 6),
+        ("regular", "p2", 0, 0.0, 0, "desktop", 2, 6),
+        ("future", "p3", 0, 0.0, 0, "desktop", 2, 6),
+    ])  # fmt: skip
+    rules = load_segments(REPO_ROOT / "config" / "segments.yaml")
+    inputs = segment_inputs(spark, settings, score_sessions(sessions, MODEL))
+    rows = {r.session_id: r for r in assign_segments(inputs, rules).collect()}
+    assert (rows["tired"].moments_ad_fatigue, rows["regular"].moments_ad_fatigue) == (1, 0)
+    assert {k: r.segment for k, r in rows.items()} == {
+        "tired": "Disinterested",  # its ad-fatigue moment
+        "regular": "Disinterested",  # its user features as of that day
+        "future": "Standard",  # features computed after the session never reach it
+    }

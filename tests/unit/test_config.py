@@ -37,7 +37,14 @@ def test_shipped_configs_load():
     rules = load_segments(SEGMENTS)
     assert abs(sum(s.weight for s in model.signals) - 1) < 1e-9
     assert [r.name for r in rules][:1] == ["High Intent"] and rules[-1].when == "true"
-    assert {"High Intent", "Bounce Risk", "Standard"} <= {r.name for r in rules}
+    assert [r.name for r in rules] == [
+        "High Intent",
+        "High Consideration",
+        "Disinterested",
+        "Price Sensitive",
+        "Bounce Risk",
+        "Standard",
+    ]
 
 
 @pytest.mark.parametrize(
