@@ -200,6 +200,23 @@ def _update_features(spark: SparkSession, settings: Settings, through: date | No
     )
 
 
+def cmd_send_times(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError
+    from spark_jobs.gold.rhythm import update_send_times
+
+    try:
+        result = update_send_times(_spark(settings), settings)
+    except InvalidConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    start, end = result.window
+    sources = ", ".join(f"{n:,} from their {source}" for source, n in sorted(result.send_times.items()))
+    span = f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
+    print(f"gold.engagement_rhythm: {result.rhythm_rows:,} rows (sessions that ended {span})")
+    print(f"gold.send_times: {sum(result.send_times.values()):,} persons ({sources or 'none'})")
+    return 0
+
+
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     _update_features(_spark(settings), settings, args.through, args.start)
     return 0
@@ -393,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feats.add_argument("--through", type=date.fromisoformat, help="last as_of_date to compute (default: today, UTC)")
     feats.add_argument("--start", type=date.fromisoformat, help="recompute from this as_of_date (after late data)")
+
+    add(
+        "send-times",
+        "rewrite gold.engagement_rhythm and gold.send_times (best local hour per person) from recent sessions",
+        cmd_send_times,
+    )
 
     undo = add(
         "undo-merge",

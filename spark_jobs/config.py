@@ -76,6 +76,17 @@ def _read_yaml(path: Path) -> Any:
         raise InvalidConfigError(path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
+def read_mapping(path: Path, allowed: set[str], expected: str) -> dict:
+    """A config file that must be a mapping with only `allowed` keys (`expected` says what it should hold)."""
+    doc = _read_yaml(path)
+    if not isinstance(doc, dict):
+        raise InvalidConfigError(path, "file", f"expected a mapping with {expected}")
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise InvalidConfigError(path, ", ".join(map(str, unknown)), f"unknown key; allowed: {sorted(allowed)}")
+    return doc
+
+
 def load_scoring(path: Path) -> ScoringModel:
     """Read and check config/scoring.yaml."""
     doc = _read_yaml(path)

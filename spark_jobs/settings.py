@@ -25,6 +25,8 @@ TABLES = (
     "gold.session_scores",
     "gold.user_segments",
     "gold.user_segments_history",
+    "gold.engagement_rhythm",
+    "gold.send_times",
     "ops.pipeline_runs",
 )
 
@@ -199,6 +201,10 @@ class Settings:
     @property
     def user_features_file(self) -> Path:
         return self.config_dir / "user_features.yaml"
+
+    @property
+    def send_times_file(self) -> Path:
+        return self.config_dir / "send_times.yaml"
 
     @property
     def ip_timezones_file(self) -> Path:

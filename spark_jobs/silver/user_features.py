@@ -20,7 +20,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.config import InvalidConfigError, _read_yaml
+from spark_jobs.config import InvalidConfigError, read_mapping
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
@@ -61,12 +61,7 @@ def _whole_days(path: Path, key: str, value: object) -> int:
 
 def load_feature_config(path: Path) -> FeatureConfig:
     """Read and check config/user_features.yaml; every problem names the file and the key."""
-    doc = _read_yaml(path)
-    if not isinstance(doc, dict):
-        raise InvalidConfigError(path, "file", "expected a mapping with feature_version and windows")
-    unknown = sorted(set(doc) - _CONFIG_KEYS)
-    if unknown:
-        raise InvalidConfigError(path, ", ".join(map(str, unknown)), f"unknown key; allowed: {sorted(_CONFIG_KEYS)}")
+    doc = read_mapping(path, _CONFIG_KEYS, "feature_version and windows")
     version = doc.get("feature_version")
     if not isinstance(version, str) or not version.strip():
         raise InvalidConfigError(path, "feature_version", f"must be a non-empty text such as 'user-features-v1', "

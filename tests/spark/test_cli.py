@@ -50,3 +50,5 @@ def test_run_all_then_sql_and_status(spark, env, capsys):
     for job in ("bronze", "silver", "gold"):
         assert f"\n  {job} " in streams, job
     assert "watermark" in streams and "read: events-" in streams and "quality gate: passed" in streams
+    assert main(["send-times"]) == 0
+    assert "gold.send_times: " in capsys.readouterr().out

@@ -12,7 +12,7 @@ from spark_jobs.simulate import simulate
 pytestmark = pytest.mark.unit
 
 
-COMMANDS = ["demo", "simulate", "run", "sql", "status", "replay-quarantine", "validate-config"]
+COMMANDS = ["demo", "simulate", "run", "sql", "status", "replay-quarantine", "validate-config", "send-times"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

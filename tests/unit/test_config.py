@@ -121,3 +121,29 @@ def test_missing_config_file_is_named(tmp_path):
 def test_referenced_names_skip_literals_functions_and_sql_words():
     expr = "intent_score >= 60 AND lower(device_type) = 'mobile phone' OR page_depth IS NOT NULL"
     assert referenced_names(expr) == {"intent_score", "device_type", "page_depth"}
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("window_days: 0\nmin_person_sessions: 3\n", "window_days"),
+        ("window_days: 28\nmin_person_sessions: two\n", "min_person_sessions"),
+        ("window_days: 28\nmin_person_sessions: 3\nwindow: 5\n", "window"),
+        ("- 28\n", "file"),
+    ],
+)
+def test_a_bad_send_times_config_names_the_key(tmp_path, text, where):
+    from spark_jobs.gold.rhythm import load_rhythm_config
+
+    path = tmp_path / "send_times.yaml"
+    path.write_text(text)
+    with pytest.raises(InvalidConfigError) as caught:
+        load_rhythm_config(path)
+    assert caught.value.where == where
+
+
+def test_shipped_send_times_config_loads():
+    from spark_jobs.gold.rhythm import load_rhythm_config
+
+    cfg = load_rhythm_config(REPO_ROOT / "config" / "send_times.yaml")
+    assert (cfg.window_days, cfg.min_person_sessions) == (28, 3)
