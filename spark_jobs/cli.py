@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import shutil
 import sys
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.settings import TABLES, Settings
@@ -198,6 +200,35 @@ def _update_features(spark: SparkSession, settings: Settings, through: date | No
         f"silver.user_features: {span} ({counts.inserted:,} rows inserted, {counts.updated:,} updated, "
         f"{counts.deleted:,} deleted)" + (f"; held back: {result.held_back}" if result.held_back else "")
     )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.gold.evaluate import MissingTruthError, evaluate
+
+    try:
+        result = evaluate(_spark(settings), settings, args.truth)
+    except MissingTruthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"sessions: {result.scored_sessions:,} scored, {result.matched_sessions:,} matched to the truth "
+          f"(models: {', '.join(result.model_versions) or 'none'})")  # fmt: skip
+    print(f"AUC of intent_score for a purchase: {_fmt(result.auc_converted)}")
+    print(f"High Intent vs high_intent_buyer sessions: precision {_fmt(result.high_intent_precision)}, "
+          f"recall {_fmt(result.high_intent_recall)}")  # fmt: skip
+    segments = sorted({s for row in result.confusion.values() for s in row})
+    width = max((len(p) for p in result.confusion), default=7) + 2
+    print("personas (rows) x segments (columns), sessions:")
+    print(" " * width + "".join(f"{s[:18]:>20}" for s in segments))
+    for persona, row in sorted(result.confusion.items()):
+        print(f"{persona:<{width}}" + "".join(f"{row.get(s, 0):>20,}" for s in segments))
+    if args.json:
+        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        print(f"written: {args.json}")
+    return 0
 
 
 def cmd_send_times(args: argparse.Namespace, settings: Settings) -> int:
@@ -410,6 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feats.add_argument("--through", type=date.fromisoformat, help="last as_of_date to compute (default: today, UTC)")
     feats.add_argument("--start", type=date.fromisoformat, help="recompute from this as_of_date (after late data)")
+
+    ev = add(
+        "evaluate",
+        "compare gold's scores and segments with the simulator's ground truth (AUC, High Intent precision/recall, "
+        "personas x segments)",
+        cmd_evaluate,
+    )
+    ev.add_argument("--truth", type=Path, help="ground-truth folder (default: INTENTLAKE_TRUTH)")
+    ev.add_argument("--json", type=Path, help="also write the figures to this JSON file (aggregates only)")
 
     add(
         "send-times",

@@ -84,6 +84,22 @@ def test_conversions_scores_and_segments(spark, day):
     assert rates["High Intent"] > 5 * rates["Standard"]  # the score separates buyers from browsers
 
 
+def test_evaluate_matches_every_session_to_the_truth_and_the_score_ranks_buyers_first(spark, day):
+    settings, summary = day
+    from spark_jobs.gold.evaluate import evaluate
+
+    result = evaluate(spark, settings)
+    print(f"evaluate: AUC {result.auc_converted:.4f}, High Intent precision {result.high_intent_precision:.4f} "
+          f"recall {result.high_intent_recall:.4f}, confusion {result.confusion}")  # fmt: skip
+    assert result.matched_sessions == result.scored_sessions == summary.sessions
+    assert sum(n for row in result.confusion.values() for n in row.values()) == summary.sessions
+    assert result.model_versions == ["weighted-v1"]
+    assert result.auc_converted > 0.9  # a purchase needs a cart add, which the weighted model rewards
+    buyers = sum(result.confusion.get("high_intent_buyer", {}).values()) / result.matched_sessions
+    assert result.high_intent_precision > 2 * buyers  # the segment concentrates buyers well above their base rate
+    assert result.high_intent_recall > 0.6
+
+
 def test_a_second_run_with_no_new_input_changes_no_table(spark, day):
     settings, _ = day
     from delta.tables import DeltaTable

@@ -12,7 +12,17 @@ from spark_jobs.simulate import simulate
 pytestmark = pytest.mark.unit
 
 
-COMMANDS = ["demo", "simulate", "run", "sql", "status", "replay-quarantine", "validate-config", "send-times"]
+COMMANDS = [
+    "demo",
+    "simulate",
+    "run",
+    "sql",
+    "status",
+    "replay-quarantine",
+    "validate-config",
+    "send-times",
+    "evaluate",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
