@@ -15,8 +15,8 @@ silver.sessions.
 - state store (the alternative): the same session rules (`assign_sessions`) and the same session
   features (`build_sessions`) and MERGE, but each device's open-session events are kept in Spark's RocksDB
   state store (Arrow bytes per device, dropped by an event-time timeout once the watermark passes the
-  sessions), so a batch reads nothing back from Delta. Events behind the watermark are dropped (the
-  shipped job records them in silver.late_events); no identity, no micro-moments.
+  sessions), so a batch reads nothing back from Delta. Events behind the watermark are dropped by Spark
+  (the shipped job records them in silver.late_events); no identity, no micro-moments.
 
 Python's state APIs here (pyspark 4.1.3 with pandas 3.1): applyInPandasWithState fails inside PySpark's
 own serializer ("'float' object cannot be interpreted as an integer"), so the state store runs on
@@ -129,9 +129,6 @@ class OpenSessions(StatefulProcessor):
         old = self.kept.get()[0] if self.kept.exists() else None
         new = pd.concat(list(rows), ignore_index=True)
         watermark_us = max(timerValues.getCurrentWatermarkInMs(), 0) * 1000
-        new = new[new["at_us"] >= watermark_us]  # late: behind the watermark, never changes a session
-        if new.empty:
-            return
         out, kept, timer = _advance(key[0], old, new, watermark_us, self.timeout_us, self.max_us)
         for registered in list(self.handle.listTimers()):
             self.handle.deleteTimer(registered)
