@@ -236,7 +236,7 @@ def cmd_send_times(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.gold.rhythm import update_send_times
 
     try:
-        result = update_send_times(_spark(settings), settings)
+        result = update_send_times(_spark(settings), settings, args.now)
     except InvalidConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
@@ -451,10 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth", type=Path, help="ground-truth folder (default: INTENTLAKE_TRUTH)")
     ev.add_argument("--json", type=Path, help="also write the figures to this JSON file (aggregates only)")
 
-    add(
+    send = add(
         "send-times",
         "rewrite gold.engagement_rhythm and gold.send_times (best local hour per person) from recent sessions",
         cmd_send_times,
+    )
+    send.add_argument(
+        "--now",
+        type=lambda text: datetime.fromisoformat(text).replace(tzinfo=datetime.fromisoformat(text).tzinfo or UTC),
+        help="end of the window (UTC unless a zone is given; default: now), e.g. to replay a simulated day",
     )
 
     undo = add(

@@ -224,11 +224,18 @@ def rule_condition(rule: SegmentRule):
 def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRule, ...]) -> None:
     """Let Spark's analyzer check each rule on an empty frame: it must parse, resolve and be boolean."""
     from pyspark.errors import AnalysisException, ParseException
-    from pyspark.sql.types import BooleanType, StructType
+    from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StructField, StructType
 
+    from spark_jobs.silver.moments import MOMENT_TYPES  # silver.moments imports this module
+
+    inputs = set(rule_inputs())
     sessions = table_contract("silver.sessions").schema()
-    extra = ", ".join(f"{name} {sql_type}" for name, sql_type in rule_inputs().items() if name not in sessions.names)
-    empty = spark.createDataFrame([], StructType([*sessions.fields, *StructType.fromDDL(extra).fields]))
+    features = [f for f in table_contract("silver.user_features").schema().fields if f.name in inputs]
+    extra = [
+        StructField("intent_score", DoubleType()),
+        *(StructField(f"moments_{t}", IntegerType()) for t in MOMENT_TYPES),
+    ]
+    empty = spark.createDataFrame([], StructType([*sessions.fields, *extra, *features]))
     for rule in rules:
         try:
             data_type = empty.select(rule_condition(rule).alias("x")).schema["x"].dataType

@@ -76,6 +76,11 @@ def test_conversions_scores_and_segments(spark, day):
     assert scores.filter("intent_score < 0 OR intent_score > 100").count() == 0
     segments = table(spark, settings, "gold.user_segments")
     assert segments.count() == sessions.select("person_id").distinct().count()
+    # the gold run kept the history: each person's open spell is their current segment
+    spells = table(spark, settings, "gold.user_segments_history").filter("valid_to IS NULL")
+    assert sorted(spells.select("person_id", "segment").collect()) == sorted(
+        segments.select("person_id", "segment").collect()
+    )
     rates = {
         r.segment: r.rate
         for r in scores.join(sessions.select("session_id", "converted"), "session_id")

@@ -50,5 +50,6 @@ def test_run_all_then_sql_and_status(spark, env, capsys):
     for job in ("bronze", "silver", "gold"):
         assert f"\n  {job} " in streams, job
     assert "watermark" in streams and "read: events-" in streams and "quality gate: passed" in streams
-    assert main(["send-times"]) == 0
-    assert "gold.send_times: " in capsys.readouterr().out
+    assert main(["send-times", "--now", "2026-11-03T00:00"]) == 0  # the day simulate() writes, 2026-11-02
+    sent = capsys.readouterr().out.split("gold.send_times: ")[1]
+    assert int(sent.split(" persons")[0].replace(",", "")) > 0
