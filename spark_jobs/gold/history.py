@@ -55,17 +55,22 @@ def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCoun
     start = 0 if seen is None else seen + 1  # versions before it are applied (later ones may be, per person)
     if start > latest:
         return MergeCounts(0, 0, 0)
-    open_spells = history.filter(F.col("valid_to").isNull()).select(
-        "person_id",
-        "segment",
-        F.col("source_version").alias("version"),
-        F.col("valid_from").alias("at"),
-        *_CARRIED,
-        F.lit(True).alias("_open"),
+    raw = _changes_from(spark, settings, start).localCheckpoint(eager=True)
+    # only the persons these versions touch: everyone else's open spell stays as it is
+    open_spells = (
+        history.filter(F.col("valid_to").isNull())
+        .join(raw.select("person_id").distinct(), "person_id", "left_semi")
+        .select(
+            "person_id",
+            "segment",
+            F.col("source_version").alias("version"),
+            F.col("valid_from").alias("at"),
+            *_CARRIED,
+            F.lit(True).alias("_open"),
+        )
     )
     changes = (
-        _changes_from(spark, settings, start)
-        .join(open_spells.select("person_id", F.col("version").alias("_since")), "person_id", "left")
+        raw.join(open_spells.select("person_id", F.col("version").alias("_since")), "person_id", "left")
         .filter(F.col("_since").isNull() | (F.col("version") > F.col("_since")))
         .drop("_since")
         .withColumn("_open", F.lit(False))

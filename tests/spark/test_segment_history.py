@@ -66,6 +66,11 @@ def test_membership_as_of_any_time_matches_the_table_then_and_replays_change_not
     for _ in range(2):
         update_segment_history(spark, settings)
     assert DeltaTable.forPath(spark, str(settings.table_path(HISTORY))).history(1).first().version == history_version
+    d1 = _write(spark, settings, ["D"], [("D", "Standard", 10.0)])
+    update_segment_history(spark, settings)
+    d2 = _write(spark, settings, ["D"], [])  # removed, then back in another segment, before the next update
+    d3 = _write(spark, settings, ["D"], [("D", "Bounce Risk", 3.0)])
+    update_segment_history(spark, settings)
 
     spells = {
         (r.person_id, r.segment, r.source_version, r.closed_version) for r in table(spark, settings, HISTORY).collect()
@@ -76,10 +81,12 @@ def test_membership_as_of_any_time_matches_the_table_then_and_replays_change_not
         ("A", "Standard", v4, None),
         ("B", "Bounce Risk", v1, v3),  # a new score in the same segment (v2) is not a new spell
         ("C", "High Intent", v3, None),
+        ("D", "Standard", d1, d2),
+        ("D", "Bounce Risk", d3, None),
     }
     times = _commit_times(spark, settings)
     names = {"Standard", "High Intent", "Bounce Risk"}
-    for version in (v1, v2, v3, v4, v4 + 1):
+    for version in (v1, v2, v3, v4, v4 + 1, d1, d2, d3):
         then = spark.read.format("delta").option("versionAsOf", version).load(str(settings.table_path(SEGMENTS)))
         expected = {(r.person_id, r.segment) for r in then.collect()}
         for at in (
