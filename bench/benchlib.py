@@ -1,4 +1,4 @@
-"""What the benchmarks share: directory sizes and a job's run records."""
+"""What the benchmarks share: directory sizes, a job's run records, percentiles."""
 
 from __future__ import annotations
 
@@ -20,3 +20,9 @@ def job_runs(spark: SparkSession, settings: Settings, job: str) -> list:
     """A job's ops.pipeline_runs rows, by batch id."""
     runs = spark.read.format("delta").load(str(settings.table_path("ops.pipeline_runs")))
     return runs.filter(F.col("job") == job).orderBy("batch_id").collect()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-quantile (0..1) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

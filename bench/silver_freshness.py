@@ -34,7 +34,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchlib import dir_size, job_runs  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+from benchlib import dir_size, job_runs, percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -45,11 +45,6 @@ from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate
 from spark_jobs.spark import build_spark
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _feed(staged: list[Path], landing: Path, interval: float, landed: dict[str, float]) -> None:
@@ -148,15 +143,15 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int, interval
           f"trigger {trigger!r}; bronze and silver caught up {seconds - len(staged) * interval:.0f}s after the "
           f"last file")  # fmt: skip
     print(f"  silver batches: {len(runs)}, {sum(r.input_rows for r in runs):,} events; batch p50 "
-          f"{statistics.median(durations):.1f}s, p95 {_pct(durations, 0.95):.1f}s, "
+          f"{statistics.median(durations):.1f}s, p95 {percentile(durations, 0.95):.1f}s, "
           f"max {max(durations):.1f}s")  # fmt: skip
     print(f"  freshness over {len(rows):,} of {total:,} on-time events (first {skip} files left out):")
     print(f"    landing -> silver.sessions (intentlake)  p50 {statistics.median(to_silver):6.1f}s  "
-          f"p95 {_pct(to_silver, 0.95):6.1f}s  max {max(to_silver):6.1f}s")  # fmt: skip
+          f"p95 {percentile(to_silver, 0.95):6.1f}s  max {max(to_silver):6.1f}s")  # fmt: skip
     print(f"    landing -> bronze.events (baseline)      p50 {statistics.median(to_bronze):6.1f}s  "
-          f"p95 {_pct(to_bronze, 0.95):6.1f}s  max {max(to_bronze):6.1f}s")  # fmt: skip
+          f"p95 {percentile(to_bronze, 0.95):6.1f}s  max {max(to_bronze):6.1f}s")  # fmt: skip
     print(f"    of which bronze -> silver                p50 {statistics.median(bronze_to_silver):6.1f}s  "
-          f"p95 {_pct(bronze_to_silver, 0.95):6.1f}s")  # fmt: skip
+          f"p95 {percentile(bronze_to_silver, 0.95):6.1f}s")  # fmt: skip
     print(f"    ratio: landing->silver p50 is {statistics.median(to_silver) / statistics.median(to_bronze):.1f}x "
           f"landing->bronze p50")  # fmt: skip
     step = max(1, len(state_rows) // 8)

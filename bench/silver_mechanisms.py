@@ -46,14 +46,13 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from benchlib import dir_size, job_runs  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+from benchlib import dir_size, job_runs, percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.contracts import ensure_tables
-from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.silver.context import add_context
@@ -183,21 +182,7 @@ def run_state_store(spark: SparkSession, settings: Settings) -> tuple[float, lis
         scopes = fresh.select("session_id", "anonymous_id").unionByName(
             _session_ids(frame.filter(F.col("retired_key").isNotNull()))
         )
-        close = None
-        if watermark_us is not None:
-            closes_at = f"unix_micros(t.session_end) + {rules.timeout_seconds * 1_000_000}"
-            close = (f"NOT t.is_closed AND {closes_at} <= {watermark_us}", {"is_closed": F.lit(True)})
-        replace_scopes(
-            spark,
-            settings,
-            "silver.sessions",
-            fresh,
-            ("session_id", "anonymous_id"),
-            ("session_id", "anonymous_id"),
-            scopes,
-            close_others=close,
-            unchanged_unless=("updated_at",),
-        )
+        silver.merge_sessions(spark, settings, fresh, scopes, watermark_us, rules.timeout_seconds)
 
     stream = (
         spark.readStream.format("delta")
@@ -226,11 +211,6 @@ def run_state_store(spark: SparkSession, settings: Settings) -> tuple[float, lis
     query.awaitTermination()
     seconds = time.monotonic() - t0
     return seconds, [json.loads(p.json) for p in query.recentProgress]
-
-
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def bench(spark: SparkSession, base: Settings, events: int, files: int, batch_files: int, only: str) -> None:
@@ -262,8 +242,9 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int, batch_fi
         path = [sum(int(r.details.get(f"{p}_ms", 0)) for p in SESSIONS_PATH) / 1000 for r in runs[1:]]
         checkpoint = dir_size(merge_settings.checkpoint("silver"))[0] / 1024
         print(f"  merge (shipped)       {bronze_rows / seconds:7,.0f} events/s over the catch-up ({seconds:.0f}s, "
-              f"{len(runs)} batches); steady batch p50 {statistics.median(full):.1f}s p95 {_p95(full):.1f}s "
-              f"(whole batch), sessions path p50 {statistics.median(path):.1f}s p95 {_p95(path):.1f}s; "
+              f"{len(runs)} batches); steady batch p50 {statistics.median(full):.1f}s "
+              f"p95 {percentile(full, 0.95):.1f}s (whole batch), sessions path p50 {statistics.median(path):.1f}s "
+              f"p95 {percentile(path, 0.95):.1f}s; "
               f"state between batches: none (checkpoint {checkpoint:,.0f} KiB, offsets only)")  # fmt: skip
     if only in ("both", "state"):
         seconds, progress = run_state_store(spark, state_settings)
@@ -273,7 +254,7 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int, batch_fi
         state_dir = dir_size(state_settings.checkpoint("state-store-sessions") / "state")
         print(f"  state store (RocksDB) {bronze_rows / seconds:7,.0f} events/s over the catch-up ({seconds:.0f}s, "
               f"{len(batches)} batches); steady batch p50 {statistics.median(steady):.1f}s "
-              f"p95 {_p95(steady):.1f}s; state between batches: {last.get('numRowsTotal', '?')} devices, "
+              f"p95 {percentile(steady, 0.95):.1f}s; state between batches: {last.get('numRowsTotal', '?')} devices, "
               f"{state_dir[0] / 1024:,.0f} KiB on disk in {state_dir[1]} files, "
               f"{last.get('memoryUsedBytes', 0) / 1024:,.0f} KiB in memory")  # fmt: skip
         if path:

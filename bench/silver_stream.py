@@ -31,7 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchlib import dir_size, job_runs  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+from benchlib import dir_size, job_runs, percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -84,7 +84,7 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int) -> None:
     print(f"  ratio: the incremental catch-up takes {seconds / base_seconds:.2f}x one full recompute; "
           f"a steady micro-batch (median {statistics.median(steady):.1f}s) takes "
           f"{statistics.median(steady) / base_seconds:.2f}x the full recompute it replaces")  # fmt: skip
-    p95 = durations[min(len(durations) - 1, round(0.95 * (len(durations) - 1)))]
+    p95 = percentile(durations, 0.95)
     print(f"  freshness: an event is in silver.sessions one trigger wait + one batch after its bronze commit; "
           f"batch p50 {statistics.median(durations):.1f}s, p95 {p95:.1f}s, max {durations[-1]:.1f}s")  # fmt: skip
     phases: dict[str, int] = {}

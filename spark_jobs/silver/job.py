@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.contracts import ensure_tables, table_contract
-from spark_jobs.merge import replace_scopes
+from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.settings import Settings, interval_seconds
 from spark_jobs.silver.context import ContextConfig, IpTimezones
@@ -188,6 +188,34 @@ def recompute_scope(
             ),
             F.least("anchor", "client_start", "new_client_start").alias("lower"),
         )
+    )
+
+
+def merge_sessions(
+    spark: SparkSession,
+    settings: Settings,
+    fresh: DataFrame,
+    in_scope: DataFrame,
+    watermark_us: int | None,
+    timeout_s: int,
+) -> MergeCounts:
+    """Replace the (session_id, anonymous_id) rows listed in `in_scope` with `fresh` in silver.sessions, and in
+    the same MERGE close every other open session whose end + timeout the watermark has passed."""
+    close_passed = None
+    if watermark_us is not None:
+        closes_at = f"unix_micros(t.session_end) + {timeout_s * 1_000_000}"
+        close_passed = (f"NOT t.is_closed AND {closes_at} <= {watermark_us}", {"is_closed": F.lit(True)})
+    keys = ("session_id", "anonymous_id")
+    return replace_scopes(
+        spark,
+        settings,
+        "silver.sessions",
+        fresh,
+        keys,
+        keys,
+        in_scope,
+        close_others=close_passed,
+        unchanged_unless=("updated_at",),
     )
 
 
@@ -359,26 +387,9 @@ def process_silver_batch(
         )
         in_scope = existing.unionByName(fresh.select("session_id", "anonymous_id")).distinct()
         in_scope = in_scope.localCheckpoint(eager=True)
-        close_passed = None
-        if watermark_us is not None:
-            closes_at = f"unix_micros(t.session_end) + {rules.timeout_seconds * 1_000_000}"
-            close_passed = (
-                f"NOT t.is_closed AND {closes_at} <= {watermark_us}",
-                {"is_closed": F.lit(True)},
-            )
         _record_late(spark, settings, late_rows, record.late_rows)
         with record.phase("merge"):
-            counts = replace_scopes(
-                spark,
-                settings,
-                "silver.sessions",
-                fresh,
-                ("session_id", "anonymous_id"),
-                ("session_id", "anonymous_id"),
-                in_scope,
-                close_others=close_passed,
-                unchanged_unless=("updated_at",),
-            )
+            counts = merge_sessions(spark, settings, fresh, in_scope, watermark_us, rules.timeout_seconds)
         record.accepted_rows = counts.inserted + counts.updated
         record.details.update(counts.as_details())
         with record.phase("moments"):
