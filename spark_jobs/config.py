@@ -19,6 +19,7 @@ from spark_jobs.contracts import table_contract
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
 
 TRANSFORMS = ("saturate", "indicator", "equals")
 NUMERIC_TYPES = ("INT", "BIGINT", "DOUBLE", "FLOAT", "DECIMAL", "SMALLINT")
@@ -154,23 +155,36 @@ _NOT_RULE_INPUTS = {"person_id", "as_of_date", "feature_version", "first_seen", 
                     "engagement_by_weekday"}  # fmt: skip
 
 
-def rule_inputs() -> dict[str, str]:
-    """What a segment rule may refer to, with SQL types: every silver.sessions column, intent_score, the
-    count of each micro-moment type in the session (moments_<type>, e.g. moments_ad_fatigue), and the
-    person's silver.user_features as of the session's UTC day (null where none was computed)."""
+def rule_input_schema() -> StructType:
+    """What a segment rule may refer to, typed: every silver.sessions column, intent_score, the count of each
+    micro-moment type in the session (moments_<type>, e.g. moments_ad_fatigue), and the person's
+    silver.user_features as of the session's UTC day (null where none was computed). Gold builds exactly
+    these columns (`gold.scoring.segment_inputs`) and `check_rules_compile` checks rules against them.
+    Needs a Spark session (the contracts' DDL is parsed by Spark); `rule_columns` gives the names without."""
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+
     from spark_jobs.silver.moments import MOMENT_TYPES  # silver.moments imports this module
 
-    inputs = dict(session_feature_types())
-    inputs["intent_score"] = "DOUBLE"
-    inputs.update({f"moments_{kind}": "INT" for kind in MOMENT_TYPES})
-    features = table_contract("silver.user_features").column_types
-    inputs.update({c: t for c, t in features.items() if c not in _NOT_RULE_INPUTS})
-    return inputs
+    features = table_contract("silver.user_features").schema().fields
+    return StructType([
+        *table_contract("silver.sessions").schema().fields,
+        StructField("intent_score", DoubleType()),
+        *(StructField(f"moments_{kind}", IntegerType()) for kind in MOMENT_TYPES),
+        *(f for f in features if f.name not in _NOT_RULE_INPUTS),
+    ])  # fmt: skip
 
 
 def rule_columns() -> set[str]:
-    """The names a segment rule may refer to (`rule_inputs`)."""
-    return set(rule_inputs())
+    """The names of `rule_input_schema`, read from the contracts without Spark (config loads before it)."""
+    from spark_jobs.silver.moments import MOMENT_TYPES
+
+    features = table_contract("silver.user_features").column_names
+    return {
+        *table_contract("silver.sessions").column_names,
+        "intent_score",
+        *(f"moments_{kind}" for kind in MOMENT_TYPES),
+        *(c for c in features if c not in _NOT_RULE_INPUTS),
+    }
 
 
 def load_segments(path: Path) -> tuple[SegmentRule, ...]:
@@ -224,18 +238,9 @@ def rule_condition(rule: SegmentRule):
 def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRule, ...]) -> None:
     """Let Spark's analyzer check each rule on an empty frame: it must parse, resolve and be boolean."""
     from pyspark.errors import AnalysisException, ParseException
-    from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StructField, StructType
+    from pyspark.sql.types import BooleanType
 
-    from spark_jobs.silver.moments import MOMENT_TYPES  # silver.moments imports this module
-
-    inputs = set(rule_inputs())
-    sessions = table_contract("silver.sessions").schema()
-    features = [f for f in table_contract("silver.user_features").schema().fields if f.name in inputs]
-    extra = [
-        StructField("intent_score", DoubleType()),
-        *(StructField(f"moments_{t}", IntegerType()) for t in MOMENT_TYPES),
-    ]
-    empty = spark.createDataFrame([], StructType([*sessions.fields, *extra, *features]))
+    empty = spark.createDataFrame([], rule_input_schema())
     for rule in rules:
         try:
             data_type = empty.select(rule_condition(rule).alias("x")).schema["x"].dataType

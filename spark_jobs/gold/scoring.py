@@ -20,8 +20,8 @@ from spark_jobs.config import (
     check_rules_compile,
     load_scoring,
     load_segments,
+    rule_columns,
     rule_condition,
-    rule_inputs,
 )
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.gold.history import update_segment_history
@@ -55,7 +55,7 @@ def score_sessions(sessions: DataFrame, model: ScoringModel) -> DataFrame:
 
 
 def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -> DataFrame:
-    """Scored sessions plus what else a segment rule may use (`config.rule_inputs`): moments_<type>, the
+    """Scored sessions plus what else a segment rule may use (`config.rule_input_schema`): moments_<type>, the
     session's micro-moments of each type, and the person's silver.user_features as of the session's UTC
     day (point in time: sessions ended before that day; null where `intentlake features` has not run)."""
     from spark_jobs.silver.moments import MOMENT_TYPES
@@ -71,7 +71,8 @@ def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -
     )
     moment_columns = [F.coalesce(F.col(t), F.lit(0)).alias(f"moments_{t}") for t in MOMENT_TYPES]
     features = spark.read.format("delta").load(str(settings.table_path("silver.user_features")))
-    feature_columns = [c for c in rule_inputs() if c in features.columns and c != "person_id"]
+    allowed = rule_columns()
+    feature_columns = [c for c in features.columns if c in allowed and c != "person_id"]
     features = features.select(
         F.col("person_id").alias("_person"), F.col("as_of_date").alias("_as_of"), *feature_columns
     )

@@ -106,8 +106,11 @@ def test_spark_rejects_rules_that_do_not_compile_to_a_boolean(spark, when, probl
 
 
 def test_shipped_rules_compile(spark):
+    from spark_jobs.config import rule_columns, rule_input_schema
+
     path = REPO_ROOT / "config" / "segments.yaml"
     check_rules_compile(spark, path, load_segments(path))
+    assert set(rule_input_schema().names) == rule_columns()  # what load checks = what Spark checks
 
 
 def test_rules_see_the_sessions_moments_and_the_persons_features_as_of_that_day(spark, settings):
