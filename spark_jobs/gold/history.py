@@ -9,7 +9,7 @@ after a batch that was killed before it got here, neither loses nor repeats a sp
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -114,7 +114,8 @@ def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCoun
 
 
 def members_at(spark: SparkSession, settings: Settings, segment: str, at: datetime) -> DataFrame:
-    """person_id of everyone in `segment` at `at` (UTC), from the history."""
+    """person_id of everyone in `segment` at `at` (a naive time is UTC), from the history."""
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # F.lit would read a naive time as driver-local
     return (
         _load(spark, settings, HISTORY)
         .filter(

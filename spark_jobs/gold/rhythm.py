@@ -176,7 +176,8 @@ def update_send_times(spark: SparkSession, settings: Settings, now: datetime | N
     """Rewrite gold.engagement_rhythm and gold.send_times from the sessions of the window before `now`."""
     cfg = load_rhythm_config(settings.send_times_file)
     ensure_tables(spark, settings, ("silver.sessions", "gold.user_segments", RHYTHM, SEND_TIMES))
-    end = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    now = now or datetime.now(UTC)
+    end = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)  # naive = UTC; aware for F.lit
     window = (end - timedelta(days=cfg.window_days), end)
 
     def load(name: str) -> DataFrame:

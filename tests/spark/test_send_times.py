@@ -29,13 +29,14 @@ def test_best_hour_is_the_persons_own_else_their_segments_else_everyones(spark, 
         ("p1-old", "p1", 3, 40),  # ended before the 28-day window: not counted
         ("p2-a", "p2", 8, 0),  # one session: too few of their own
         ("p3-a", "p3", 21, 0), ("p3-b", "p3", 21, 1), ("p3-c", "p3", 21, 2),
+        ("p5-a", "p5", 10, 0), ("p5-b", "p5", 10, 1), ("p5-c", "p5", 9, 2), ("p5-d", "p5", 9, 3),  # a tie
     ]  # fmt: skip
     base = _sessions(spark, [(sid, pid, -days * 24 * 60, 30.0, 0, "desktop", 2, 5) for sid, pid, _, days in plan])
     hours = spark.createDataFrame([(sid, hour) for sid, _, hour, _ in plan], "session_id STRING, h INT")
     sessions = (
         base.join(hours, "session_id")
         .withColumn("local_hour", F.col("h"))
-        .withColumn("local_weekday", F.dayofweek("session_start"))
+        .withColumn("local_weekday", (F.dayofweek("session_start") + 5) % 7 + 1)  # ISO, as silver writes it
         .withColumn("timezone", F.lit("Europe/Paris"))
         .withColumn("converted", F.col("session_id") == "p1-a")
         .select(*table_contract("silver.sessions").column_names)
@@ -44,7 +45,8 @@ def test_best_hour_is_the_persons_own_else_their_segments_else_everyones(spark, 
         "is_closed", F.lit(False)
     )  # an open session does not count yet
     _write(spark, settings, "silver.sessions", sessions.unionByName(open_session.withColumn("local_hour", F.lit(5))))
-    segments = [("p1", "Standard"), ("p2", "High Intent"), ("p3", "High Intent"), ("p4", "Bounce Risk")]
+    segments = [("p1", "Standard"), ("p2", "High Intent"), ("p3", "High Intent"), ("p4", "Bounce Risk"),
+                ("p5", "Standard")]  # fmt: skip
     _write(
         spark,
         settings,
@@ -65,9 +67,20 @@ def test_best_hour_is_the_persons_own_else_their_segments_else_everyones(spark, 
         "p1": (19, "person", 0.75, 4),  # 3 of their 4 sessions in the window start at 19:00
         "p2": (21, "segment", 0.375, 1),  # High Intent: 3 of 4 sessions at 21:00, halved
         "p3": (21, "person", 1.0, 3),
-        "p4": (19, "everyone", 0.1875, 0),  # 19 and 21 tie at 3 of 8: the earlier hour, halved
+        "p4": (19, "everyone", 0.125, 0),  # 19 and 21 tie at 3 of 12: the earlier hour, halved
+        "p5": (9, "person", 0.5, 4),  # 9 and 10 tie at 2 of 4: the earlier hour
     }
-    assert result.send_times == {"person": 2, "segment": 1, "everyone": 1}
+    assert result.send_times == {"person": 3, "segment": 1, "everyone": 1}
+    rows = table(spark, settings, "gold.send_times").collect()
+    zones = {r.person_id: r.timezone for r in rows}
+    assert zones == {
+        "p1": "Europe/Paris",
+        "p2": "Europe/Paris",
+        "p3": "Europe/Paris",
+        "p4": "UTC",
+        "p5": "Europe/Paris",
+    }
+    assert {r.window_end for r in rows} == {NOW}
     rhythm = table(spark, settings, "gold.engagement_rhythm")
 
     def by_hour(scope, key):  # cells are per weekday and hour; summed over weekdays
@@ -81,4 +94,4 @@ def test_best_hour_is_the_persons_own_else_their_segments_else_everyones(spark, 
     assert abs(sum(r.share for r in rhythm.filter("scope_key = 'p1'").collect()) - 1.0) < 1e-9
 
     update_send_times(spark, settings, now=NOW)  # a re-run replaces, never adds
-    assert table(spark, settings, "gold.send_times").count() == 4
+    assert table(spark, settings, "gold.send_times").count() == len(segments)
