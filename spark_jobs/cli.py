@@ -1,5 +1,5 @@
 """`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, replay-quarantine,
-features, undo-merge, validate-config)."""
+features, train, models, evaluate, send-times, content-picks, undo-merge, validate-config)."""
 
 from __future__ import annotations
 
@@ -248,6 +248,89 @@ def cmd_send_times(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_metrics(label: str, version: str, m: Any) -> None:
+    print(f"  {label:<10} {version:<28} AUC {_fmt(m.auc)}  precision {_fmt(m.precision)}  recall {_fmt(m.recall)}"
+          f"  Brier {m.brier:.3f}  calibration error {m.calibration_error:.3f}")  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError
+    from spark_jobs.gold.models import PromotionRefused, RegistryError
+    from spark_jobs.gold.train import TrainingError, promote_version, train
+
+    spark = _spark(settings)
+    try:
+        result = train(spark, settings)
+    except (InvalidConfigError, TrainingError) as exc:
+        print(f"error, nothing registered: {exc}", file=sys.stderr)
+        return 2
+    (t0, t1), (h0, h1) = result.training, result.holdout
+    held = result.challenger
+    print(f"trained {result.version} on {result.training_rows:,} closed sessions ({t0} .. {t1}); "
+          f"held out {held.rows:,} sessions ({h0} .. {h1}, {held.positives:,} converted):")  # fmt: skip
+    _print_metrics("learned", result.version, result.challenger)
+    _print_metrics("champion", result.champion_version, result.champion)
+    print(f"registered in ops.models as a challenger: {result.version}")
+    if args.promote:
+        try:
+            replaced = promote_version(spark, settings, result.version)
+        except (PromotionRefused, RegistryError) as exc:
+            print(f"not promoted: {exc}")
+            return 0
+        print(f"promoted {result.version} to champion (retired {replaced or 'none'}); gold rescores on its next run")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.gold import models
+    from spark_jobs.gold.train import TrainingError, promote_version
+
+    spark = _spark(settings)
+    try:
+        if args.action == "promote":
+            if not args.version:
+                print("error: promote needs a version (`intentlake models list`)", file=sys.stderr)
+                return 2
+            replaced = promote_version(spark, settings, args.version)
+            print(f"champion: {args.version} (retired {replaced or 'none'}); gold rescores on its next run")
+        elif args.action == "rollback":
+            restored, retired = models.rollback(spark, settings)
+            print(f"champion: {restored} (restored; retired {retired}); gold rescores on its next run")
+        rows = models.as_listing(models.versions(spark, settings))
+    except (models.RegistryError, TrainingError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'model_version':<28} {'kind':<9} {'status':<11} {'AUC':>6} {'vs':>6}  held out")
+    for r in rows:
+        auc, base = _fmt(r["auc"]), _fmt(r["baseline_auc"])
+        print(f"{r['model_version']:<28} {r['kind']:<9} {r['status']:<11} {auc:>6} {base:>6}  {r['holdout'] or ''}")
+    return 0
+
+
+def cmd_content_picks(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError
+    from spark_jobs.gold.content import assign_content, load_content_rules
+
+    try:
+        rules = load_content_rules(settings.content_rules_file)
+    except InvalidConfigError as exc:
+        print(f"config error, nothing written: {exc}", file=sys.stderr)
+        return 2
+    result = assign_content(_spark(settings), settings, rules)
+    m = result.merge
+    print(f"gold.content_assignments: {result.persons:,} persons, rules {result.rules_version} "
+          f"({m.inserted:,} picks new, {m.updated:,} changed, {m.deleted:,} gone)")  # fmt: skip
+    for channel, picks in sorted(result.picks.items()):
+        listed = ", ".join(f"{rule} {n:,}" for rule, n in sorted(picks.items(), key=lambda kv: -kv[1]))
+        print(f"  {channel}: {listed}; no rule matched {result.unmatched.get(channel, 0):,}")
+    for rule, n in sorted(result.failures.items()):
+        print(f"  rule {rule}: trigger could not be evaluated for {n:,} persons (a null input); it did not match")
+    return 0
+
+
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     _update_features(_spark(settings), settings, args.through, args.start)
     return 0
@@ -393,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--events", type=int, default=knobs["events"], help="about how many events (default %(default)s)")
     sim.add_argument("--seed", type=int, default=knobs["seed"], help="random seed; the same seed writes the same files")
     sim.add_argument("--day", type=date.fromisoformat, default=knobs["day"], help="local day to simulate (%(default)s)")
+    sim.add_argument("--days", type=int, default=knobs["days"], help="spread sessions over this many days from --day")
     sim.add_argument("--duplicate-rate", type=float, default=knobs["duplicate_rate"], help="share of events sent twice")
     sim.add_argument(
         "--late-rate", type=float, default=knobs["late_rate"], help="share of events arriving 2-30 min late"
@@ -450,6 +534,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--truth", type=Path, help="ground-truth folder (default: INTENTLAKE_TRUTH)")
     ev.add_argument("--json", type=Path, help="also write the figures to this JSON file (aggregates only)")
+
+    tr = add(
+        "train",
+        "fit the learned intent model on point-in-time silver features and register it in ops.models as a "
+        "challenger (AUC against the champion on held-out days)",
+        cmd_train,
+    )
+    tr.add_argument("--promote", action="store_true", help="then promote it if it beats the champion by the margin")
+
+    mod = add(
+        "models",
+        "list ops.models; promote a challenger (only if it beats the champion on held-out days) or roll back",
+        cmd_models,
+    )
+    mod.add_argument("action", nargs="?", choices=("list", "promote", "rollback"), default="list")
+    mod.add_argument("version", nargs="?", help="the version to promote")
+    mod.add_argument("--json", action="store_true", help="print the registry as JSON")
+
+    add(
+        "content-picks",
+        "evaluate config/content_rules.yaml for every person into gold.content_assignments (email/CRM picks)",
+        cmd_content_picks,
+    )
 
     send = add(
         "send-times",

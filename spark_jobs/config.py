@@ -252,3 +252,135 @@ def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRul
         if not isinstance(data_type, BooleanType):
             raise InvalidConfigError(path, f"rule '{rule.name}'", f"{rule.when!r} is {data_type.simpleString()}, "
                                      "not a boolean condition")  # fmt: skip
+
+
+LEARNED_TRANSFORMS = ("log1p", "value", "indicator", "equals")
+# Columns the purchase itself sets: a model reading them would learn the label, not intent.
+LABEL_LEAKS = ("converted", "checkout_started", "session_phase", "drop_off_page")
+_NOT_MODEL_INPUTS = {"session_id", "person_id", "anonymous_id", "user_id", "session_start", "session_end",
+                     "is_closed", "updated_at", "session_date", "local_start", "intent_score"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LearnedFeature:
+    column: str
+    transform: str
+    equals: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.column if self.transform != "equals" else f"{self.column}={self.equals}"
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    label: str
+    features: tuple[LearnedFeature, ...]
+    reg_param: float
+    elastic_net_param: float
+    max_iter: int
+    window_days: int
+    holdout_days: int
+    min_rows: int
+    min_holdout_rows: int
+    margin: float
+    score_threshold: float
+
+
+def _number(path: Path, where: str, value: object, low: float, high: float, integer: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+    if not ok or (integer and not float(value).is_integer()):
+        kind = "a whole number" if integer else "a number"
+        raise InvalidConfigError(path, where, f"{value!r} must be {kind} between {low:g} and {high:g}")
+    return float(value)
+
+
+def _section(path: Path, doc: dict, name: str, allowed: set[str]) -> dict:
+    section = doc.get(name)
+    if not isinstance(section, dict):
+        raise InvalidConfigError(path, name, f"must be a mapping with {sorted(allowed)}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        keys = ", ".join(map(str, unknown))
+        raise InvalidConfigError(path, f"{name}: {keys}", f"unknown key; allowed: {sorted(allowed)}")
+    return section
+
+
+def load_models(path: Path) -> ModelsConfig:
+    """Read and check config/models.yaml (learned model features, training window, promotion margin)."""
+    doc = read_mapping(path, {"learned", "training", "promotion"}, "learned, training and promotion")
+    learned = _section(path, doc, "learned", {"algorithm", "label", "params", "features"})
+    if learned.get("algorithm") != "logistic_regression":
+        raise InvalidConfigError(path, "learned: algorithm", f"{learned.get('algorithm')!r} is not supported; "
+                                 "use logistic_regression")  # fmt: skip
+    if learned.get("label") != "converted":
+        raise InvalidConfigError(path, "learned: label", f"{learned.get('label')!r}: the label must be converted "
+                                 "(a purchase in the session)")  # fmt: skip
+    params = learned.get("params") or {}
+    if not isinstance(params, dict) or set(params) - {"reg_param", "elastic_net_param", "max_iter"}:
+        raise InvalidConfigError(path, "learned: params", "allowed: reg_param, elastic_net_param, max_iter")
+    types = _model_input_types()
+    raw = learned.get("features")
+    if not isinstance(raw, list) or not raw:
+        raise InvalidConfigError(path, "learned: features", "expected a non-empty list of {column, transform}")
+    features, seen = [], set()
+    for i, spec in enumerate(raw, start=1):
+        where = f"learned feature #{i}"
+        if not isinstance(spec, dict) or set(spec) - {"column", "transform", "equals"}:
+            raise InvalidConfigError(path, where, "must be a mapping with column, transform (and equals)")
+        column, transform = spec.get("column"), spec.get("transform")
+        where = f"learned feature '{column}'"
+        if column in LABEL_LEAKS:
+            raise InvalidConfigError(path, where, f"{column} is set by the purchase itself (the label); a model "
+                                     f"may not read {list(LABEL_LEAKS)}")  # fmt: skip
+        if column not in types:
+            raise InvalidConfigError(path, where, f"unknown feature; available: {sorted(types)}")
+        if transform not in LEARNED_TRANSFORMS:
+            raise InvalidConfigError(path, where, f"transform {transform!r} is not one of {list(LEARNED_TRANSFORMS)}")
+        if transform != "equals" and types[column] not in NUMERIC_TYPES:
+            raise InvalidConfigError(path, where, f"transform {transform} needs a numeric column; {column} is "
+                                     f"{types[column]} (use equals)")  # fmt: skip
+        if transform == "equals" and spec.get("equals") is None:
+            raise InvalidConfigError(path, where, "transform equals needs an 'equals' value")
+        feature = LearnedFeature(column, transform, None if transform != "equals" else str(spec["equals"]))
+        if feature.name in seen:
+            raise InvalidConfigError(path, where, "is listed twice")
+        seen.add(feature.name)
+        features.append(feature)
+    training = _section(path, doc, "training", {"window_days", "holdout_days", "min_rows", "min_holdout_rows"})
+    promotion = _section(path, doc, "promotion", {"metric", "margin", "score_threshold"})
+    if promotion.get("metric", "auc") != "auc":
+        raise InvalidConfigError(path, "promotion: metric", f"{promotion.get('metric')!r}: only auc is supported")
+    window = int(_number(path, "training: window_days", training.get("window_days"), 2, 3650, integer=True))
+    holdout = int(_number(path, "training: holdout_days", training.get("holdout_days"), 1, 365, integer=True))
+    if holdout >= window:
+        raise InvalidConfigError(path, "training: holdout_days", f"{holdout} leaves no training days in a "
+                                 f"{window}-day window")  # fmt: skip
+    return ModelsConfig(
+        label="converted",
+        features=tuple(features),
+        reg_param=_number(path, "learned: params: reg_param", params.get("reg_param", 0.01), 0, 100),
+        elastic_net_param=_number(
+            path, "learned: params: elastic_net_param", params.get("elastic_net_param", 0.0), 0, 1
+        ),
+        max_iter=int(_number(path, "learned: params: max_iter", params.get("max_iter", 100), 1, 10_000, integer=True)),
+        window_days=window,
+        holdout_days=holdout,
+        min_rows=int(_number(path, "training: min_rows", training.get("min_rows"), 1, 10**9, integer=True)),
+        min_holdout_rows=int(
+            _number(path, "training: min_holdout_rows", training.get("min_holdout_rows"), 1, 10**9, integer=True)
+        ),
+        margin=_number(path, "promotion: margin", promotion.get("margin"), 0, 1),
+        score_threshold=_number(path, "promotion: score_threshold", promotion.get("score_threshold"), 0, 100),
+    )
+
+
+def _model_input_types() -> dict[str, str]:
+    """Columns a learned model may read, with their contract types (rule inputs minus keys and times)."""
+    from spark_jobs.silver.moments import MOMENT_TYPES
+
+    types = dict(table_contract("silver.sessions").column_types)
+    types.update({f"moments_{kind}": "INT" for kind in MOMENT_TYPES})
+    features = table_contract("silver.user_features").column_types
+    types.update({c: t for c, t in features.items() if c not in _NOT_RULE_INPUTS})
+    return {c: t for c, t in types.items() if c not in _NOT_MODEL_INPUTS}

@@ -27,7 +27,9 @@ TABLES = (
     "gold.user_segments_history",
     "gold.engagement_rhythm",
     "gold.send_times",
+    "gold.content_assignments",
     "ops.pipeline_runs",
+    "ops.models",
 )
 
 
@@ -181,6 +183,14 @@ class Settings:
     @property
     def scoring_file(self) -> Path:
         return self.config_dir / "scoring.yaml"
+
+    @property
+    def models_file(self) -> Path:
+        return self.config_dir / "models.yaml"
+
+    @property
+    def content_rules_file(self) -> Path:
+        return self.config_dir / "content_rules.yaml"
 
     @property
     def segments_file(self) -> Path:

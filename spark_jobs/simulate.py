@@ -294,16 +294,21 @@ def _make_user(rng: random.Random) -> _User:
     )
 
 
-def _session_starts(rng: random.Random, user: _User, day: date, count: int) -> list[datetime]:
-    """UTC start times on `day` (local calendar day of the user), diurnal, well separated."""
+def _session_starts(rng: random.Random, user: _User, day: date, count: int, days: int = 1) -> list[datetime]:
+    """UTC start times on `day` or one of the `days` - 1 days after it (local calendar days of the user),
+    diurnal, well separated."""
     zone = ZoneInfo(user.city[2])
     starts: list[datetime] = []
     for _ in range(count):
+        if days > 1:  # one day draws nothing here, so single-day output stays byte-identical
+            day_of = day + timedelta(days=rng.randrange(days))
+        else:
+            day_of = day
         hour = rng.choices(range(24), weights=HOUR_WEIGHTS)[0]
         local = datetime(
-            day.year,
-            day.month,
-            day.day,
+            day_of.year,
+            day_of.month,
+            day_of.day,
             hour,
             rng.randrange(60),
             rng.randrange(60),
@@ -495,6 +500,7 @@ def simulate(
     events: int = 200_000,
     seed: int = 7,
     day: date = date(2026, 11, 2),
+    days: int = 1,
     duplicate_rate: float = 0.01,
     late_rate: float = 0.02,
     malformed_rate: float = 0.002,
@@ -504,6 +510,8 @@ def simulate(
 
     The same arguments always produce byte-identical files (seeded; no wall-clock time is used).
     """
+    if days < 1:
+        raise ValueError(f"days must be 1 or more, got {days}")
     for name, rate in (
         ("duplicate_rate", duplicate_rate),
         ("late_rate", late_rate),
@@ -531,7 +539,7 @@ def simulate(
         user = _make_user(rng)
         users.append(user)
         persona = PERSONAS[user.persona]
-        starts = _session_starts(rng, user, day, rng.randint(*persona.sessions))
+        starts = _session_starts(rng, user, day, rng.randint(*persona.sessions), days)
         last_end: datetime | None = None
         for start in starts:
             if last_end and start < last_end + timedelta(seconds=MIN_SESSION_SEPARATION_S):

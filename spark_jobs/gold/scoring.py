@@ -1,10 +1,12 @@
 """Gold: silver.sessions -> gold.session_scores (explainable 0-100 intent) and gold.user_segments.
 
 Each micro-batch of silver changes (Change Data Feed) names the persons whose sessions changed; their
-sessions are rescored with the weighted model in config/scoring.yaml, put in the first matching
-segment of config/segments.yaml, and merged into gold; gold.user_segments_history then takes the
-segment changes from gold.user_segments' Change Data Feed (spark_jobs/gold/history.py). Both configs
-are checked before the stream starts, so an invalid config stops the run before any data moves.
+sessions are rescored with the registry's champion (ops.models, spark_jobs/gold/models.py: the weighted
+model of config/scoring.yaml or a learned one), put in the first matching segment of
+config/segments.yaml, and merged into gold; gold.user_segments_history then takes the segment changes
+from gold.user_segments' Change Data Feed (spark_jobs/gold/history.py). The configs are checked before
+the stream starts, so an invalid config stops the run before any data moves; when the champion has
+changed since the last run, the persons scored by another model are rescored first.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from spark_jobs.config import (
     SegmentRule,
     Signal,
     check_rules_compile,
+    load_models,
     load_scoring,
     load_segments,
     rule_columns,
     rule_condition,
 )
 from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.gold.content import load_content_rules
 from spark_jobs.gold.history import update_segment_history
+from spark_jobs.gold.models import Scorer, check_config_version, resolve_champion
 from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, run_stream
@@ -112,10 +117,11 @@ def process_gold_batch(
     changes: DataFrame,
     batch_id: int,
     query_id: str,
-    model: ScoringModel,
+    model: Scorer,
     rules: tuple[SegmentRule, ...],
 ) -> BatchRecord:
-    """Rescore every person whose silver sessions changed in this batch, and merge scores and segments."""
+    """Rescore every person whose silver sessions changed in this batch (`changes` needs person_id only)
+    with the champion `model`, and merge scores and segments."""
     record = BatchRecord(JOB, query_id, batch_id)
     persons = changes.select("person_id").distinct().persist()
     try:
@@ -126,7 +132,7 @@ def process_gold_batch(
             .load(str(settings.table_path("silver.sessions")))
             .join(persons, "person_id", "left_semi")
         )
-        scores = assign_segments(segment_inputs(spark, settings, score_sessions(sessions, model)), rules)
+        scores = assign_segments(model.score(segment_inputs(spark, settings, sessions)), rules)
         scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
         with record.phase("merge_scores"):
             counts = replace_scopes(
@@ -156,7 +162,7 @@ def process_gold_batch(
             **counts.as_details("scores"),
             **segments.as_details("segments"),
             **history.as_details("history"),
-            model_version=model.model_version,
+            model_version=model.version,
         )
         record.write(spark, settings)
         return record
@@ -175,19 +181,45 @@ def silver_changes(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def load_config(spark: SparkSession, settings: Settings) -> tuple[ScoringModel, tuple[SegmentRule, ...]]:
-    """Read and check both gold configs; raises InvalidConfigError before anything runs."""
+    """Read and check the gold configs (and the config's weights against the registry); raises
+    InvalidConfigError before anything runs or is written."""
     model = load_scoring(settings.scoring_file)
     rules = load_segments(settings.segments_file)
     check_rules_compile(spark, settings.segments_file, rules)
+    load_models(settings.models_file)
+    load_content_rules(settings.content_rules_file)  # content-picks runs after gold: fail here, not there
+    ensure_tables(spark, settings, ("ops.models",))
+    check_config_version(spark, settings, model)
     return model, rules
 
 
+def rescore_stale(
+    spark: SparkSession, settings: Settings, scorer: Scorer, rules: tuple[SegmentRule, ...]
+) -> BatchRecord | None:
+    """Rescore every person with a score from another model than the champion (after a promotion, a
+    rollback or new weights), so the tables agree with the registry from this run on."""
+    stale = (
+        spark.read.format("delta")
+        .load(str(settings.table_path("gold.session_scores")))
+        .filter(F.col("model_version") != F.lit(scorer.version))
+        .select("person_id")
+        .distinct()
+        .localCheckpoint(eager=True)  # fixed now: the scores MERGE below changes what the filter selects
+    )
+    if stale.isEmpty():
+        return None
+    query_id = f"rescore:{scorer.version}"
+    return process_gold_batch(spark, settings, stale, 0, query_id, scorer, rules)
+
+
 def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
-    """Start the gold stream (availableNow by default: catch up, then stop)."""
+    """Start the gold stream (availableNow by default: catch up, then stop) with the registry's champion."""
     model, rules = load_config(spark, settings)
     ensure_tables(spark, settings)
+    scorer = resolve_champion(spark, settings, model)
+    rescore_stale(spark, settings, scorer, rules)
 
     def process(changes: DataFrame, batch_id: int, query_id: str) -> None:
-        process_gold_batch(spark, settings, changes, batch_id, query_id, model, rules)
+        process_gold_batch(spark, settings, changes, batch_id, query_id, scorer, rules)
 
     return run_stream(silver_changes(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)
