@@ -168,12 +168,15 @@ def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError, check_rules_compile, load_scoring, load_segments
+    from spark_jobs.config import InvalidConfigError, check_rules_compile, load_models, load_scoring, load_segments
+    from spark_jobs.gold.content import load_content_rules
     from spark_jobs.silver.job import SilverConfig
 
     try:
         model = load_scoring(settings.scoring_file)
         rules = load_segments(settings.segments_file)
+        learned = load_models(settings.models_file)
+        content = load_content_rules(settings.content_rules_file)
         SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
         if not args.no_spark:
             from spark_jobs.spark import build_spark
@@ -184,6 +187,8 @@ def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(f"ok: {settings.scoring_file} ({model.model_version}, {len(model.signals)} signals)")
     print(f"ok: {settings.segments_file} ({', '.join(r.name for r in rules)})")
+    print(f"ok: {settings.models_file} ({len(learned.features)} learned features, margin {learned.margin:g})")
+    print(f"ok: {settings.content_rules_file} ({len(content.rules)} rules for {', '.join(content.channels)})")
     for path in (settings.micro_moments_file, settings.context_file, settings.ip_timezones_file):
         print(f"ok: {path}")
     return 0

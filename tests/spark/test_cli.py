@@ -53,3 +53,14 @@ def test_run_all_then_sql_and_status(spark, env, capsys):
     assert main(["send-times", "--now", "2026-11-03T00:00"]) == 0  # the day simulate() writes, 2026-11-02
     sent = capsys.readouterr().out.split("gold.send_times: ")[1]
     assert int(sent.split(" persons")[0].replace(",", "")) > 0
+    # the registry holds the config's weighted model as champion; too little data to train is refused
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "weighted-v1" in listing and "champion" in listing
+    assert main(["train"]) == 2
+    assert "leaves no earlier day to train on" in capsys.readouterr().err
+    assert main(["models", "rollback"]) == 2  # nothing was champion before
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert main(["content-picks"]) == 0
+    picks = capsys.readouterr().out
+    assert "gold.content_assignments:" in picks and "default-newsletter" in picks

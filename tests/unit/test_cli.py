@@ -22,6 +22,9 @@ COMMANDS = [
     "validate-config",
     "send-times",
     "evaluate",
+    "train",
+    "models",
+    "content-picks",
 ]
 
 
@@ -49,3 +52,18 @@ def test_simulate_command_writes_the_same_day_as_the_library(monkeypatch, tmp_pa
         if k not in ("landing", "truth")
     }  # fmt: skip
     assert written["malformed"] == expected.malformed > 0
+
+
+def test_validate_config_checks_models_and_content_rules_too(capsys):
+    assert main(["validate-config", "--no-spark"]) == 0
+    out = capsys.readouterr().out
+    assert "models.yaml (" in out and "content_rules.yaml (7 rules for email, crm)" in out
+
+
+def test_a_multi_day_simulation_spreads_sessions_over_the_days(tmp_path):
+    import csv
+
+    simulate(tmp_path / "landing", tmp_path / "truth", events=600, seed=5, days=3)
+    with open(tmp_path / "truth" / "sessions.csv") as fh:
+        local_days = {row["start"][:10] for row in csv.DictReader(fh)}
+    assert {"2026-11-02", "2026-11-03", "2026-11-04"} <= local_days  # UTC days: the world's evenings may spill

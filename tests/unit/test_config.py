@@ -147,3 +147,42 @@ def test_shipped_send_times_config_loads():
 
     cfg = load_rhythm_config(REPO_ROOT / "config" / "send_times.yaml")
     assert (cfg.window_days, cfg.min_person_sessions) == (28, 3)
+
+
+MODELS = REPO_ROOT / "config" / "models.yaml"
+
+
+def test_shipped_models_config_loads():
+    from spark_jobs.config import load_models
+
+    cfg = load_models(MODELS)
+    assert cfg.label == "converted" and cfg.holdout_days < cfg.window_days
+    assert {f.column for f in cfg.features}.isdisjoint({"converted", "checkout_started", "session_phase"})
+
+
+@pytest.mark.parametrize(
+    ("edit", "where", "problem"),
+    [
+        (lambda d: d["learned"]["features"].append({"column": "checkout_started", "transform": "indicator"}),
+         "learned feature 'checkout_started'", "set by the purchase itself"),
+        (lambda d: d["learned"]["features"].append({"column": "dwel_seconds", "transform": "log1p"}),
+         "learned feature 'dwel_seconds'", "unknown feature"),
+        (lambda d: d["learned"]["features"].append({"column": "traffic_source", "transform": "value"}),
+         "learned feature 'traffic_source'", "needs a numeric column"),
+        (lambda d: d["learned"]["features"].append({"column": "cart_adds", "transform": "square"}),
+         "learned feature 'cart_adds'", "transform 'square' is not one of"),
+        (lambda d: d["learned"].update(algorithm="xgboost"), "learned: algorithm", "not supported"),
+        (lambda d: d["training"].update(holdout_days=28), "training: holdout_days", "leaves no training days"),
+        (lambda d: d["promotion"].update(margin=-0.1), "promotion: margin", "between 0 and 1"),
+        (lambda d: d["training"].update(windows=3), "training: windows", "unknown key"),
+    ],
+)  # fmt: skip
+def test_bad_models_config_names_the_place_and_the_problem(tmp_path, edit, where, problem):
+    from spark_jobs.config import load_models
+
+    doc = yaml.safe_load(MODELS.read_text())
+    edit(doc)
+    path = _write(tmp_path, "models.yaml", doc)
+    with pytest.raises(InvalidConfigError) as caught:
+        load_models(path)
+    assert f"{where}:" in str(caught.value) and problem in str(caught.value)
