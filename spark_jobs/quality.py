@@ -86,9 +86,9 @@ class QualityGate:
 
     @classmethod
     @functools.cache
-    def for_table(cls, table: str) -> QualityGate:
-        """The gate of a table's suite: expectations/<layer>_<name>.json."""
-        return cls(EXPECTATIONS_DIR / f"{table.replace('.', '_')}.json")
+    def for_table(cls, table: str, directory: Path = EXPECTATIONS_DIR) -> QualityGate:
+        """The gate of a table's suite: <directory>/<layer>_<name>.json (Settings.expectations_dir)."""
+        return cls(directory / f"{table.replace('.', '_')}.json")
 
     def _validation(self) -> Any:
         if self._definition is None:

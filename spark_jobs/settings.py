@@ -96,6 +96,7 @@ class Settings:
     truth: Path
     jars_dir: Path
     config_dir: Path
+    expectations_dir: Path = REPO_ROOT / "expectations"  # the data-quality suites (one per table)
     spark_master: str = "local[*]"
     spark_conf: dict[str, str] = field(default_factory=dict)
     shuffle_partitions: int = 4

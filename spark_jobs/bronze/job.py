@@ -400,7 +400,7 @@ def run(
         lines, name = kafka_lines(spark, settings), f"{JOB}-kafka"
 
     check_dedup_keys(settings.checkpoint(name), settings.dedup_key_columns)
-    gate = QualityGate.for_table("bronze.events")
+    gate = QualityGate.for_table("bronze.events", settings.expectations_dir)
     watermarks: dict[str, Watermark] = {}
 
     def process(batch: DataFrame, batch_id: int, query_id: str) -> None:

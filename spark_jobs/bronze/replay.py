@@ -111,7 +111,11 @@ def replay_quarantine(
         accepted = parsed.filter("is_accepted")
         candidates = not_yet_in_bronze(first_of_each_event(accepted, keys), bronze, None, ingest_batch, keys)
         candidates = candidates.persist()
-        failures = QualityGate.for_table("bronze.events").failures(candidates) if candidates.take(1) else {}
+        failures = (
+            QualityGate.for_table("bronze.events", settings.expectations_dir).failures(candidates)
+            if candidates.take(1)
+            else {}
+        )
         failed_ids = sorted({i for ids in failures.values() for i in ids})
         fresh = candidates.filter(~F.col("event_id").isin(*failed_ids)) if failed_ids else candidates
         fresh_keys = fresh.select("_key").distinct().withColumn("_fresh", F.lit(True))

@@ -71,7 +71,7 @@ class SilverConfig:
             rules,
             thresholds,
             interval_seconds(settings.allowed_lateness),
-            QualityGate.for_table("silver.sessions"),
+            QualityGate.for_table("silver.sessions", settings.expectations_dir),
             load_identity_config(settings.identity_file),
         )
 

@@ -1,0 +1,80 @@
+"""lakehouse_pipeline: bronze -> silver -> gold catch-up runs, each gated by its data-quality suite."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, task
+
+from spark_jobs.dag_support import DEFAULT_ARGS, assets
+
+DOC = """
+### Lakehouse pipeline: bronze → silver → gold
+
+Each run catches every layer up with what has arrived since the last run (Spark Structured Streaming
+with an `availableNow` trigger: the job reads from its checkpoint, processes everything available,
+commits, and stops). Exactly-once holds across retries: a retried task resumes from the checkpoint and
+its Delta writes are idempotent.
+
+After each layer, a **quality gate** validates exactly the data files that layer's commits added, with
+the tables' Great Expectations suites (`expectations/`). A failing gate fails its task with a message
+naming each failing expectation and the keys of the failing rows (never their contents), and the layers
+downstream do not run. Fix the cause (or the suite), then clear the failed gate task to re-check.
+
+| task | does | writes |
+|---|---|---|
+| `bronze` / `gate_bronze` | landing files (or Kafka) → canonical, deduplicated events | `bronze.*` |
+| `silver` / `gate_silver` | sessions, micro-moments, identity | `silver.*` |
+| `gold` / `gate_gold` | scores (champion of `ops.models`), segments, history | `gold.*` |
+
+Settings come from the worker's environment (`INTENTLAKE_*`, see the README). Runs never overlap
+(`max_active_runs=1`): the streams share their checkpoints.
+"""
+
+with DAG(
+    dag_id="lakehouse_pipeline",
+    description="bronze -> silver -> gold catch-up runs with data-quality gates",
+    doc_md=DOC,
+    schedule=timedelta(minutes=30),
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["intentlake", "pipeline", "data-quality"],
+) as dag:
+
+    @task(outlets=assets("bronze.events", "bronze.quarantine", "ops.pipeline_runs"))
+    def bronze() -> dict:
+        """Catch bronze up: landing zone (or Kafka) -> bronze.events / bronze.quarantine."""
+        from spark_jobs.orchestration import run_layer
+
+        return run_layer("bronze")
+
+    @task(outlets=assets("silver.sessions", "silver.micro_moments", "silver.identity_map", "silver.late_events"))
+    def silver() -> dict:
+        """Catch silver up from bronze.events' new commits."""
+        from spark_jobs.orchestration import run_layer
+
+        return run_layer("silver")
+
+    @task(outlets=assets("gold.session_scores", "gold.user_segments", "gold.user_segments_history"))
+    def gold() -> dict:
+        """Score changed sessions with the champion model and update segments (syncs schedule on this)."""
+        from spark_jobs.orchestration import run_layer
+
+        return run_layer("gold")
+
+    @task
+    def gate(produced: dict) -> dict:
+        """Validate the rows the layer just wrote; fails naming the expectation and the keys."""
+        from spark_jobs.orchestration import quality_gate
+
+        return quality_gate(produced["layer"], produced)
+
+    bronze_gate = gate.override(task_id="gate_bronze")(bronze())
+    silver_run = silver()
+    bronze_gate >> silver_run
+    silver_gate = gate.override(task_id="gate_silver")(silver_run)
+    gold_run = gold()
+    silver_gate >> gold_run
+    gate.override(task_id="gate_gold")(gold_run)

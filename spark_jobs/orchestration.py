@@ -1,0 +1,124 @@
+"""What the Airflow DAGs (dags/) call: each function is one task, idempotent, and returns a small summary
+for XCom (counts, versions, expectation names and keys; never row contents, never secrets).
+
+A layer task runs its job as a catch-up (`availableNow`) from the job's checkpoint and records the Delta
+version of each table it gates before and after. The gate task then validates exactly the data files
+those commits added (read from the Delta log, so a retried gate sees the same rows) with the table's
+Great Expectations suite; a failure raises QualityGateFailed naming each failing expectation and the keys
+of the failing rows, and Airflow does not start the downstream tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spark_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# the tables each layer's gate validates (each has expectations/<layer>_<table>.json)
+_SILVER = (
+    "silver.sessions",
+    "silver.micro_moments",
+    "silver.identity_map",
+    "silver.identity_merges",
+    "silver.late_events",
+)
+GATED = {"bronze": ("bronze.events",), "silver": _SILVER, "gold": ("gold.session_scores", "gold.user_segments")}
+KEYS_SHOWN = 20  # failing keys named per expectation in the error (all of them go to the XCom summary)
+
+
+class QualityGateFailed(RuntimeError):
+    """A gated table's new rows failed expectations; the message names them and the failing keys."""
+
+    def __init__(self, layer: str, failures: dict[str, dict[str, list[str]]]) -> None:
+        lines = [f"{layer} quality gate failed:"]
+        for table, by_expectation in failures.items():
+            for expectation, keys in by_expectation.items():
+                more = f" (+{len(keys) - KEYS_SHOWN} more)" if len(keys) > KEYS_SHOWN else ""
+                shown = ", ".join(keys[:KEYS_SHOWN]) + more
+                lines.append(f"  {table}: {expectation} failed for {len(keys)} rows: {shown}")
+        super().__init__("\n".join(lines))
+        self.failures = failures
+
+
+def _spark(settings: Settings) -> SparkSession:
+    from spark_jobs.contracts import ensure_tables
+    from spark_jobs.spark import build_spark
+
+    spark = build_spark(settings, app_name="intentlake-airflow")
+    ensure_tables(spark, settings)
+    return spark
+
+
+def _version(spark: SparkSession, settings: Settings, table: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first().version)
+
+
+def run_layer(layer: str) -> dict[str, Any]:
+    """Catch a layer up (availableNow) and say which table versions it produced."""
+    from spark_jobs.bronze import job as bronze
+    from spark_jobs.gold import scoring as gold
+    from spark_jobs.silver import job as silver
+
+    settings = Settings.from_env()  # INTENTLAKE_* from the worker's environment, as the CLI reads them
+    spark = _spark(settings)
+    before = {t: _version(spark, settings, t) for t in GATED[layer]}
+    {"bronze": bronze.run, "silver": silver.run, "gold": gold.run}[layer](spark, settings)
+    after = {t: _version(spark, settings, t) for t in GATED[layer]}
+    return {"layer": layer, "versions": {t: [before[t], after[t]] for t in GATED[layer]}}
+
+
+def added_files(location: Path, first: int, last: int) -> set[str]:
+    """Data files (relative paths) added by the table's commits first..last, from the Delta log."""
+    from urllib.parse import unquote
+
+    files: set[str] = set()
+    for version in range(first, last + 1):
+        commit = location / "_delta_log" / f"{version:020d}.json"
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                files.add(unquote(action["add"]["path"]))
+    return files
+
+
+def new_rows(spark: SparkSession, settings: Settings, table: str, before: int, after: int) -> DataFrame:
+    """The table's rows (as of `after`) that sit in files the commits after `before` wrote."""
+    from pyspark.sql import functions as F
+
+    location = settings.table_path(table)
+    files = sorted(added_files(location, before + 1, after)) if after > before else []
+    snapshot = spark.read.format("delta").option("versionAsOf", after).load(str(location))
+    if not files:
+        return snapshot.limit(0)
+    prefix = location.resolve().as_uri().removeprefix("file://")
+    relative = F.regexp_replace(F.expr("url_decode(_metadata.file_path)"), r"^file:(//)?", "")
+    relative = F.substring(relative, len(prefix) + 2, 10_000)
+    wanted = spark.createDataFrame([(f,) for f in files], "_file STRING")
+    return snapshot.withColumn("_file", relative).join(F.broadcast(wanted), "_file", "left_semi").drop("_file")
+
+
+def quality_gate(layer: str, produced: dict[str, Any]) -> dict[str, Any]:
+    """Validate what `run_layer` wrote with each table's suite; raise QualityGateFailed on any failure."""
+    from spark_jobs.quality import QualityGate
+
+    settings = Settings.from_env()  # INTENTLAKE_* from the worker's environment, as the CLI reads them
+    spark = _spark(settings)
+    failures: dict[str, dict[str, list[str]]] = {}
+    checked: dict[str, int] = {}
+    for table, (before, after) in produced["versions"].items():
+        rows = new_rows(spark, settings, table, before, after)
+        checked[table] = rows.count()
+        if checked[table]:
+            failed = QualityGate.for_table(table, settings.expectations_dir).failures(rows)
+            if failed:
+                failures[table] = failed
+    if failures:
+        raise QualityGateFailed(layer, failures)
+    return {"layer": layer, "rows_checked": checked, "status": "passed"}
