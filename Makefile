@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 JARS := .cache/jars/.resolved
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars demo test test-fast lint clean kafka-up kafka-down
+.PHONY: help setup jars demo test test-fast lint clean kafka-up kafka-down airflow
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ lint: setup ## ruff check and format check
 
 kafka-up: setup ## start a local Kafka broker (KRaft, loopback, port 19092) from Maven Central jars
 	scripts/kafka.sh up
+
+airflow: setup ## start Airflow 3.3 on loopback (port 8080) with dags/; prints the UI address and login
+	scripts/airflow.sh
 
 kafka-down: ## stop the local Kafka broker
 	scripts/kafka.sh down

@@ -156,9 +156,10 @@ def latency(spark: SparkSession, settings: Settings, changes: int, gap: float, t
         changed: list[tuple[str, int]] = []
         for i in range(changes):
             session_id = f"s{1000 + i * 7}"
-            silver_table.update(F.col("session_id") == session_id, {"cart_adds": F.lit(1 + i % 3).cast("int"),
-                                                                     "page_depth": F.lit(5).cast("int"),
-                                                                     "updated_at": F.current_timestamp()})  # fmt: skip
+            # product views 0 <-> 5 always moves the weighted and the learned score
+            views = F.when(F.col("product_views") > 0, F.lit(0)).otherwise(F.lit(5)).cast("int")
+            silver_table.update(F.col("session_id") == session_id,
+                                {"product_views": views, "updated_at": F.current_timestamp()})  # fmt: skip
             changed.append((session_id, silver_table.history(1).first().version))
             time.sleep(gap)
         # stop only once the stream is idle after the last change (stopping mid-batch interrupts Spark jobs)

@@ -16,10 +16,12 @@ with an `availableNow` trigger: the job reads from its checkpoint, processes eve
 commits, and stops). Exactly-once holds across retries: a retried task resumes from the checkpoint and
 its Delta writes are idempotent.
 
-After each layer, a **quality gate** validates exactly the data files that layer's commits added, with
-the tables' Great Expectations suites (`expectations/`). A failing gate fails its task with a message
-naming each failing expectation and the keys of the failing rows (never their contents), and the layers
-downstream do not run. Fix the cause (or the suite), then clear the failed gate task to re-check.
+After each layer, a **quality gate** validates the data files that layer's tables added since they last
+passed (`ops.quality_gates`), with the tables' Great Expectations suites (`expectations/`). A failing
+gate fails its task with a message naming each failing expectation and the keys of the failing rows
+(never their contents), and the layers downstream do not run. The gate is not retried: the data would
+not change between tries. The gate's mark does not move, so after a
+fix (of the data or the suite) clearing the gate task, or the next run, checks the same rows again.
 
 | task | does | writes |
 |---|---|---|
@@ -64,12 +66,18 @@ with DAG(
 
         return run_layer("gold")
 
-    @task
+    @task(outlets=assets("ops.quality_gates"))
     def gate(produced: dict) -> dict:
-        """Validate the rows the layer just wrote; fails naming the expectation and the keys."""
-        from spark_jobs.orchestration import quality_gate
+        """Validate the rows the layer's tables added since they last passed; fails naming the expectation
+        and the keys of the failing rows."""
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return quality_gate(produced["layer"], produced)
+        from spark_jobs.orchestration import QualityGateFailed, quality_gate
+
+        try:
+            return quality_gate(produced["layer"])
+        except QualityGateFailed as failed:  # data, not a transient fault: retrying would not help
+            raise AirflowFailException(str(failed)) from failed
 
     bronze_gate = gate.override(task_id="gate_bronze")(bronze())
     silver_run = silver()

@@ -1,16 +1,17 @@
 """What the Airflow DAGs (dags/) call: each function is one task, idempotent, and returns a small summary
 for XCom (counts, versions, expectation names and keys; never row contents, never secrets).
 
-A layer task runs its job as a catch-up (`availableNow`) from the job's checkpoint and records the Delta
-version of each table it gates before and after. The gate task then validates exactly the data files
-those commits added (read from the Delta log, so a retried gate sees the same rows) with the table's
-Great Expectations suite; a failure raises QualityGateFailed naming each failing expectation and the keys
-of the failing rows, and Airflow does not start the downstream tasks.
+A layer task runs its job as a catch-up (`availableNow`) from the job's checkpoint. The gate task then
+validates the data files the layer's tables added since they last passed (ops.quality_gates; the files
+come from the Delta log) with each table's Great Expectations suite. A failure raises QualityGateFailed
+naming each failing expectation and the keys of the failing rows, and Airflow does not start the
+downstream tasks; the gate's mark does not move, so the next run checks those rows again.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +94,11 @@ def new_rows(spark: SparkSession, settings: Settings, table: str, before: int, a
     from pyspark.sql import functions as F
 
     location = settings.table_path(table)
-    files = sorted(added_files(location, before + 1, after)) if after > before else []
     snapshot = spark.read.format("delta").option("versionAsOf", after).load(str(location))
+    try:
+        files = sorted(added_files(location, before + 1, after)) if after > before else []
+    except FileNotFoundError:  # those commits are past log retention: check the whole snapshot instead
+        return snapshot
     if not files:
         return snapshot.limit(0)
     prefix = location.resolve().as_uri().removeprefix("file://")
@@ -104,21 +108,90 @@ def new_rows(spark: SparkSession, settings: Settings, table: str, before: int, a
     return snapshot.withColumn("_file", relative).join(F.broadcast(wanted), "_file", "left_semi").drop("_file")
 
 
-def quality_gate(layer: str, produced: dict[str, Any]) -> dict[str, Any]:
-    """Validate what `run_layer` wrote with each table's suite; raise QualityGateFailed on any failure."""
+def _passed_versions(spark: SparkSession, settings: Settings) -> dict[str, int]:
+    rows = spark.read.format("delta").load(str(settings.table_path("ops.quality_gates"))).collect()
+    return {r.table_name: r.passed_version for r in rows}
+
+
+def _record_pass(spark: SparkSession, settings: Settings, table: str, version: int, rows: int) -> None:
+    from datetime import UTC, datetime
+
+    from delta.tables import DeltaTable
+
+    source = spark.createDataFrame(
+        [(table, version, rows, datetime.now(UTC))],
+        "table_name STRING, passed_version BIGINT, checked_rows BIGINT, passed_at TIMESTAMP",
+    )
+    (
+        DeltaTable.forPath(spark, str(settings.table_path("ops.quality_gates")))
+        .alias("t")
+        .merge(source.alias("s"), "t.table_name = s.table_name")
+        .whenMatchedUpdateAll(condition="s.passed_version > t.passed_version")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def quality_gate(layer: str) -> dict[str, Any]:
+    """Validate every file the layer's tables added since they last passed (ops.quality_gates) with each
+    table's suite, up to the version read now; raise QualityGateFailed naming expectations and keys."""
     from spark_jobs.quality import QualityGate
 
     settings = Settings.from_env()  # INTENTLAKE_* from the worker's environment, as the CLI reads them
     spark = _spark(settings)
+    passed = _passed_versions(spark, settings)
     failures: dict[str, dict[str, list[str]]] = {}
     checked: dict[str, int] = {}
-    for table, (before, after) in produced["versions"].items():
+    reached: dict[str, int] = {}
+    for table in GATED[layer]:
+        before, after = passed.get(table, -1), _version(spark, settings, table)
         rows = new_rows(spark, settings, table, before, after)
         checked[table] = rows.count()
-        if checked[table]:
-            failed = QualityGate.for_table(table, settings.expectations_dir).failures(rows)
-            if failed:
-                failures[table] = failed
+        reached[table] = after
+        failed = QualityGate.for_table(table, settings.expectations_dir).failures(rows) if checked[table] else {}
+        if failed:
+            failures[table] = failed
     if failures:
         raise QualityGateFailed(layer, failures)
-    return {"layer": layer, "rows_checked": checked, "status": "passed"}
+    for table in GATED[layer]:
+        _record_pass(spark, settings, table, reached[table], checked[table])
+    return {"layer": layer, "rows_checked": checked, "passed_versions": reached, "status": "passed"}
+
+
+def train_challenger(interval_end: datetime) -> dict[str, Any]:
+    """Train on the closed sessions up to the day before `interval_end` and register the challenger; the
+    version is named after `interval_end`, so a retried run returns what the first attempt registered."""
+    from datetime import timedelta
+
+    from spark_jobs.gold.train import train
+
+    settings = Settings.from_env()
+    spark = _spark(settings)
+    result = train(spark, settings, now=interval_end, until=interval_end.date() - timedelta(days=1))
+    return {
+        "version": result.version,
+        "training": [str(d) for d in result.training],
+        "holdout": [str(d) for d in result.holdout],
+        "training_rows": result.training_rows,
+        "auc": result.challenger.auc,
+        "champion": result.champion_version,
+        "champion_auc": result.champion.auc,
+    }
+
+
+def promote_or_keep(version: str) -> dict[str, Any]:
+    """Promote `version` if it beats the champion by the configured margin on its held-out days; else keep
+    the champion. Either way the decision and the figures are returned (and kept in ops.models)."""
+    from spark_jobs.gold import models
+    from spark_jobs.gold.train import promote_version
+
+    settings = Settings.from_env()
+    spark = _spark(settings)
+    champion = models.champion_row(spark, settings)
+    if champion is not None and champion.model_version == version:  # a retry after the promotion committed
+        return {"decision": "promoted", "champion": version}
+    try:
+        retired = promote_version(spark, settings, version)
+    except models.PromotionRefused as refused:
+        return {"decision": "kept", "champion": champion.model_version if champion else None, "why": str(refused)}
+    return {"decision": "promoted", "champion": version, "retired": retired}

@@ -30,6 +30,7 @@ TABLES = (
     "gold.content_assignments",
     "ops.pipeline_runs",
     "ops.models",
+    "ops.quality_gates",
 )
 
 

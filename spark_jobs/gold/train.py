@@ -115,14 +115,16 @@ def judge(scorer: Scorer, data: DataFrame, threshold: float) -> Metrics:
     return measure(scorer.score(data), threshold)
 
 
-def windows(spark: SparkSession, settings: Settings, cfg: ModelsConfig) -> tuple[tuple[date, date], tuple[date, date]]:
+def windows(
+    spark: SparkSession, settings: Settings, cfg: ModelsConfig, until: date | None = None
+) -> tuple[tuple[date, date], tuple[date, date]]:
     """(training days, held-out days). The held-out days are the newest `holdout_days` days with closed
     sessions, widened back a day at a time until they hold `min_holdout_rows` sessions (the newest UTC day
     is often a sliver of the world's evening); training takes the days of the window before them."""
     per_day = (
         spark.read.format("delta")
         .load(str(settings.table_path("silver.sessions")))
-        .filter("is_closed")
+        .filter(F.col("is_closed") & (F.col("session_date") <= F.lit(until or date.max)))
         .groupBy("session_date")
         .count()
         .orderBy(F.col("session_date").desc())
@@ -173,12 +175,36 @@ def fit(data: DataFrame, cfg: ModelsConfig, version: str) -> LearnedScorer:
     return LearnedScorer(version, float(fitted.intercept), terms)
 
 
-def train(spark: SparkSession, settings: Settings, now: datetime | None = None) -> TrainResult:
-    """Fit, measure against the champion on the held-out days, and register the new version as a challenger."""
+def _registered(row) -> TrainResult:
+    """A version trained before (a retried task): its result as the registry recorded it."""
+    m = row.metrics
+
+    def metrics(prefix: str) -> Metrics:
+        return Metrics(int(m.get(f"{prefix}rows", 0)), int(m.get(f"{prefix}positives", 0)), m.get(f"{prefix}auc"),
+                       m.get(f"{prefix}precision_at_threshold"), m.get(f"{prefix}recall_at_threshold"),
+                       m.get(f"{prefix}brier", 0.0), m.get(f"{prefix}calibration_error", 0.0))  # fmt: skip
+
+    training, holdout = (row.training_start, row.training_end), (row.holdout_start, row.holdout_end)
+    rows = int(m.get("training_rows", 0))
+    return TrainResult(row.model_version, training, holdout, rows, metrics(""), metrics("baseline_"), row.compared_with)
+
+
+def train(
+    spark: SparkSession, settings: Settings, now: datetime | None = None, until: date | None = None
+) -> TrainResult:
+    """Fit, measure against the champion on the held-out days, and register the new version as a challenger.
+
+    now names the version (learned-lr-<now>); until bounds the data (sessions up to that day). A scheduler
+    passes both from its run's data interval, so a retried run finds its version registered and returns it.
+    """
     now = now or datetime.now(UTC)
+    version = f"learned-lr-{now.strftime('%Y%m%d%H%M%S')}"
+    existing = models.find(spark, settings, version)
+    if existing is not None:
+        return _registered(existing)
     cfg = load_models(settings.models_file)
     champion = models.resolve_champion(spark, settings, load_scoring(settings.scoring_file), now)
-    training, holdout = windows(spark, settings, cfg)
+    training, holdout = windows(spark, settings, cfg, until)
     train_set = examples(spark, settings, *training).localCheckpoint(eager=True)
     counts = train_set.agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos")).first()
     n, pos = int(counts.n), int(counts.pos or 0)
@@ -190,7 +216,6 @@ def train(spark: SparkSession, settings: Settings, now: datetime | None = None) 
     if pos == 0 or pos == n:
         raise TrainingError(f"the {n} training sessions from {training[0]} to {training[1]} are all one class "
                             f"({pos} converted); a model needs both")  # fmt: skip
-    version = f"learned-lr-{now.strftime('%Y%m%d%H%M%S')}"
     learned = fit(train_set, cfg, version)
     held_out = examples(spark, settings, *holdout).localCheckpoint(eager=True)
     mine, theirs = judge(learned, held_out, cfg.score_threshold), judge(champion, held_out, cfg.score_threshold)

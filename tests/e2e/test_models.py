@@ -4,7 +4,7 @@ scoring with the learned champion, content picks, and a rollback."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from pyspark.sql import functions as F
@@ -78,3 +78,18 @@ def test_promotion_makes_gold_score_with_the_learned_model_and_rollback_restores
 
     assert models.rollback(spark, settings) == ("weighted-v1", challenger.model_version)
     assert models.champion_row(spark, settings).model_version == "weighted-v1"
+
+
+def test_the_retraining_dag_trains_a_challenger_and_promotes_it_past_the_weighted_champion(spark, days, tmp_path):
+    from tests.dag_runner import airflow_env, migrate, run_dag
+
+    settings = days
+    env = airflow_env(tmp_path / "airflow", settings.lakehouse)
+    migrate(env)
+    result, log = run_dag(env, "retrain_intent_model", "2026-11-07T00:00:00+00:00")
+    assert result["state"] == "success", log[-3000:]
+    assert result["tasks"] == {"train_challenger": "success", "promote_or_keep": "success"}
+    champion = models.champion_row(spark, settings)
+    assert champion.kind == "learned" and champion.note.startswith("promoted: AUC")
+    assert champion.training_end < champion.holdout_start <= champion.holdout_end <= date(2026, 11, 6)
+    assert models.find(spark, settings, "weighted-v1").status == "retired"

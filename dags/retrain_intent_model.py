@@ -1,0 +1,53 @@
+"""retrain_intent_model: every two weeks, train a challenger and promote it only if it beats the champion."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, task
+
+from spark_jobs.dag_support import DEFAULT_ARGS, assets
+
+DOC = """
+### Retrain the intent model
+
+1. **train_challenger** fits the learned model (logistic regression, Spark MLlib) on point-in-time
+   features of the closed sessions up to the day before the run's data interval ends
+   (`config/models.yaml`: window, held-out days, features), measures it and the current champion on the
+   same held-out days, and registers it in `ops.models` as a challenger with both AUCs, precision and
+   recall at the score threshold, Brier score and calibration error.
+2. **promote_or_keep** promotes it only if its AUC beats the champion's by `promotion.margin`;
+   otherwise the champion stays and the task's result says why. The next `lakehouse_pipeline` run
+   rescores everyone with a new champion.
+
+Undo a promotion with `intentlake models rollback` (restores the champion retired last). Re-running a
+date is safe: the version is named after the data interval, so a retry finds it registered.
+"""
+
+with DAG(
+    dag_id="retrain_intent_model",
+    description="train a challenger intent model and promote it only if it wins on held-out days",
+    doc_md=DOC,
+    schedule=timedelta(days=14),
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["intentlake", "models"],
+) as dag:
+
+    @task(outlets=assets("ops.models"))
+    def train_challenger(data_interval_end=None) -> dict:
+        """Train on the data interval's closed sessions; register the challenger with its metrics."""
+        from spark_jobs.orchestration import train_challenger
+
+        return train_challenger(data_interval_end)
+
+    @task(outlets=assets("ops.models"))
+    def promote_or_keep(trained: dict) -> dict:
+        """Promote the challenger if it beats the champion by the margin; otherwise keep the champion."""
+        from spark_jobs.orchestration import promote_or_keep
+
+        return promote_or_keep(trained["version"])
+
+    promote_or_keep(train_challenger())
