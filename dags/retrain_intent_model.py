@@ -37,11 +37,13 @@ with DAG(
 ) as dag:
 
     @task(outlets=assets("ops.models"))
-    def train_challenger(data_interval_end=None) -> dict:
-        """Train on the data interval's closed sessions; register the challenger with its metrics."""
+    def train_challenger(**context) -> dict:
+        """Train on the closed sessions before the run's interval end (a manual run: its logical date, else
+        when it was asked to run); register the challenger with its metrics."""
         from spark_jobs.orchestration import train_challenger
 
-        return train_challenger(data_interval_end)
+        end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
+        return train_challenger(end)
 
     @task(outlets=assets("ops.models"))
     def promote_or_keep(trained: dict) -> dict:

@@ -11,7 +11,7 @@ downstream tasks; the gate's mark does not move, so the next run checks those ro
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +167,8 @@ def train_challenger(interval_end: datetime) -> dict[str, Any]:
 
     settings = Settings.from_env()
     spark = _spark(settings)
-    result = train(spark, settings, now=interval_end, until=interval_end.date() - timedelta(days=1))
+    end = datetime.fromtimestamp(interval_end.timestamp(), UTC)  # Airflow hands a pendulum time; Spark wants a datetime
+    result = train(spark, settings, now=end, until=end.date() - timedelta(days=1))
     return {
         "version": result.version,
         "training": [str(d) for d in result.training],
@@ -195,3 +196,21 @@ def promote_or_keep(version: str) -> dict[str, Any]:
     except models.PromotionRefused as refused:
         return {"decision": "kept", "champion": champion.model_version if champion else None, "why": str(refused)}
     return {"decision": "promoted", "champion": version, "retired": retired}
+
+
+def optimize_table(table: str) -> dict[str, Any]:
+    """OPTIMIZE one table (compaction; Z-order where spark_jobs.maintenance.ZORDER lists columns)."""
+    from spark_jobs.maintenance import optimize
+
+    settings = Settings.from_env()
+    done = optimize(_spark(settings), settings, table)
+    return {"table": table, "files_removed": done.files_removed, "files_added": done.files_added,
+            "zorder_by": list(done.zorder_by)}  # fmt: skip
+
+
+def vacuum_table(table: str) -> dict[str, Any]:
+    """VACUUM one table with the safe retention floor (7 days)."""
+    from spark_jobs.maintenance import vacuum
+
+    settings = Settings.from_env()
+    return {"table": table, "files_deleted": vacuum(_spark(settings), settings, table)}

@@ -38,7 +38,7 @@ def test_the_dags_parse_without_spark_and_are_documented(tmp_path, settings):
     print(f"dags folder parsed in {report['parse_seconds']:.2f} s (Airflow's own per-file timings)")
     assert report["errors"] == {}
     assert not report["spark"]  # no DAG file imports Spark at parse time
-    assert set(report["dags"]) == {"lakehouse_pipeline", "retrain_intent_model"}
+    assert set(report["dags"]) == {"lakehouse_pipeline", "retrain_intent_model", "lakehouse_maintenance"}
     for dag_id, dag in report["dags"].items():
         assert dag["doc"], f"{dag_id} has no Markdown doc"
         assert "intentlake" in dag["tags"] and dag["owner"] == "data-platform", dag_id

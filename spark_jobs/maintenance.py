@@ -1,0 +1,64 @@
+"""Table maintenance: OPTIMIZE (compaction, Z-order where reads filter on a key) and VACUUM.
+
+Streaming micro-batches write many small files; OPTIMIZE rewrites them into few large ones (a new table
+version with the same rows, so readers and time travel are unaffected). Z-ordering clusters rows by the
+columns lookups filter on: silver's per-device recompute reads bronze.events and silver.sessions by
+anonymous_id, and gold's per-person rescoring reads silver.sessions and gold.session_scores by person_id.
+
+VACUUM deletes files no version within the retention still needs. The retention has a floor
+(MIN_RETENTION_HOURS, 7 days, Delta's own default): below it, a stream restarting from an older
+checkpoint, a long query or a time-travel read could lose files it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.settings import Settings
+
+MIN_RETENTION_HOURS = 168
+ZORDER = {
+    "bronze.events": ("anonymous_id",),
+    "silver.sessions": ("person_id", "anonymous_id"),
+    "gold.session_scores": ("person_id",),
+}
+
+
+class MaintenanceError(ValueError):
+    """A maintenance request that would be unsafe; the message says why."""
+
+
+@dataclass(frozen=True)
+class Optimized:
+    table: str
+    files_removed: int
+    files_added: int
+    zorder_by: tuple[str, ...]
+
+
+def optimize(spark: SparkSession, settings: Settings, table: str) -> Optimized:
+    """Compact the table's small files (Z-ordered by ZORDER's columns where listed)."""
+    from delta.tables import DeltaTable
+
+    builder = DeltaTable.forPath(spark, str(settings.table_path(table))).optimize()
+    columns = ZORDER.get(table, ())
+    result = builder.executeZOrderBy(*columns) if columns else builder.executeCompaction()
+    metrics = result.first().metrics
+    return Optimized(table, int(metrics.numFilesRemoved), int(metrics.numFilesAdded), columns)
+
+
+def vacuum(spark: SparkSession, settings: Settings, table: str, retention_hours: float = MIN_RETENTION_HOURS) -> int:
+    """Delete files older than the retention that no retained version references; returns files deleted."""
+    from delta.tables import DeltaTable
+
+    if retention_hours < MIN_RETENTION_HOURS:
+        raise MaintenanceError(
+            f"VACUUM {table} with {retention_hours:g} h retention: below the {MIN_RETENTION_HOURS} h floor, streams "
+            "restarting from older checkpoints and time-travel reads could lose files they need"
+        )
+    location = settings.table_path(table)
+    before = {p for p in location.rglob("*.parquet")}
+    DeltaTable.forPath(spark, str(location)).vacuum(float(retention_hours))
+    return len(before - {p for p in location.rglob("*.parquet")})
