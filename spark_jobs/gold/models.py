@@ -290,18 +290,16 @@ def resolve_champion(
     config_scorer = WeightedScorer(weighted)
     known = check_config_version(spark, settings, weighted)
     champion = champion_row(spark, settings)
-    if known is not None:
-        pass
-    elif champion is None or champion.kind == "weighted":
+    if known is None and (champion is None or champion.kind == "weighted"):
         retire = champion.model_version if champion else None
         entry = Registration(config_scorer, CHAMPION, {}, note="config/scoring.yaml")
         register(spark, settings, entry, now, retire=retire)
         return config_scorer
-    else:
+    if known is None:  # a learned model is champion: the config's new weights wait as a challenger
         entry = Registration(config_scorer, CHALLENGER, {}, note="config/scoring.yaml (a learned model is champion)")
         register(spark, settings, entry, now)
-    champion = champion_row(spark, settings)
-    assert champion is not None
+    if champion is None:  # only a hand edit of ops.models gets here
+        raise RegistryError("ops.models has no champion; `intentlake models promote VERSION` one")
     return scorer_from_row(champion)
 
 
