@@ -6,7 +6,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, task
 
-from spark_jobs.dag_support import DEFAULT_ARGS, assets
+from spark_jobs.dag_support import DEFAULT_ARGS, OWNER, assets
 from spark_jobs.settings import TABLES
 
 DOC = """
@@ -34,14 +34,14 @@ with DAG(
     tags=["intentlake", "maintenance"],
 ) as dag:
 
-    @task(max_active_tis_per_dag=1, outlets=assets(*TABLES))
+    @task(max_active_tis_per_dag=1, owner=OWNER, outlets=assets(*TABLES))
     def optimize(table: str) -> dict:
         """OPTIMIZE one table."""
         from spark_jobs.orchestration import optimize_table
 
         return optimize_table(table)
 
-    @task(max_active_tis_per_dag=1)
+    @task(max_active_tis_per_dag=1, owner=OWNER)
     def vacuum(table: str) -> dict:
         """VACUUM one table (7-day retention)."""
         from spark_jobs.orchestration import vacuum_table

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
+export PATH="$repo/.venv/bin:$PATH"  # standalone starts its components as `airflow ...`
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$repo/.airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$repo/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
