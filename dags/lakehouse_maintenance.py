@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, task
 
-from spark_jobs.dag_support import DEFAULT_ARGS, OWNER, assets
+from spark_jobs.dag_support import DAG_DEFAULTS, OWNER, assets
 from spark_jobs.settings import TABLES
 
 DOC = """
@@ -27,10 +25,7 @@ with DAG(
     description="daily OPTIMIZE and VACUUM of every lakehouse table",
     doc_md=DOC,
     schedule="@daily",
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["intentlake", "maintenance"],
 ) as dag:
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, task
 
-from spark_jobs.dag_support import DEFAULT_ARGS, assets
+from spark_jobs.dag_support import DAG_DEFAULTS, assets
 
 DOC = """
 ### Lakehouse pipeline: bronze → silver → gold
@@ -38,10 +38,7 @@ with DAG(
     description="bronze -> silver -> gold catch-up runs with data-quality gates",
     doc_md=DOC,
     schedule=timedelta(minutes=30),
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["intentlake", "pipeline", "data-quality"],
 ) as dag:
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, task
 
-from spark_jobs.dag_support import DEFAULT_ARGS, assets
+from spark_jobs.dag_support import DAG_DEFAULTS, assets
 
 DOC = """
 ### Retrain the intent model
@@ -29,10 +29,7 @@ with DAG(
     description="train a challenger intent model and promote it only if it wins on held-out days",
     doc_md=DOC,
     schedule=timedelta(days=14),
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["intentlake", "models"],
 ) as dag:
 

@@ -7,7 +7,7 @@ same Asset another DAG (a segment sync, say) can be scheduled on.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from airflow.sdk import Asset
 
@@ -19,6 +19,15 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
+}
+
+# What every intentlake DAG passes to DAG(...): no catch-up of missed intervals (each job catches up from its
+# own checkpoint or window), and one run at a time (streams share checkpoints; registry writes serialise).
+DAG_DEFAULTS = {
+    "start_date": datetime(2026, 11, 1),
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
 }
 
 _settings = Settings.from_env()

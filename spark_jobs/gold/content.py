@@ -146,24 +146,17 @@ def load_content_rules(path: Path) -> ContentRules:
 
 def person_contexts(spark: SparkSession, settings: Settings) -> DataFrame:
     """One row per person in gold.user_segments with every trigger variable (nulls where unknown)."""
-    from spark_jobs.silver.moments import MOMENT_TYPES
+    from spark_jobs.gold.scoring import moment_counts
 
     def load(name: str) -> DataFrame:
         return spark.read.format("delta").load(str(settings.table_path(name)))
 
     segments = load("gold.user_segments").select("person_id", "segment", "intent_score", "session_id", "sessions",
                                                  "model_version")  # fmt: skip
-    session_columns = [c for c in (*_STRINGS, *_INTS, "converted") if c in load("silver.sessions").columns]
-    sessions = load("silver.sessions").select("session_id", "person_id", *[
-        c for c in session_columns if c not in segments.columns
-    ])  # fmt: skip
-    moments = (
-        load("silver.micro_moments")
-        .join(segments.select("session_id"), "session_id", "left_semi")
-        .groupBy("session_id")
-        .pivot("moment_type", list(MOMENT_TYPES))
-        .agg(F.count(F.lit(1)).cast("int"))
-    )
+    silver = load("silver.sessions")
+    wanted = [c for c in (*_STRINGS, *_INTS, "converted") if c in silver.columns and c not in segments.columns]
+    sessions = silver.select("session_id", "person_id", *wanted)
+    moments = moment_counts(spark, settings, segments, ["session_id"])
     send = load("gold.send_times").select("person_id", "best_local_hour", F.col("source").alias("send_time_source"))
     joined = (
         segments.join(sessions, ["session_id", "person_id"], "left")
@@ -173,8 +166,7 @@ def person_contexts(spark: SparkSession, settings: Settings) -> DataFrame:
     columns = []
     for name, kind in VARIABLES.items():
         if name.startswith("moments_"):
-            kind_name = name.removeprefix("moments_")
-            columns.append(F.coalesce(F.col(kind_name), F.lit(0)).cast("int").alias(name))
+            columns.append(F.coalesce(F.col(name), F.lit(0)).cast("int").alias(name))
         elif name in joined.columns:
             spark_type = {"string": "string", "int": "int", "double": "double", "bool": "boolean"}[kind]
             columns.append(F.col(name).cast(spark_type).alias(name))
@@ -265,17 +257,12 @@ def assign_content(
         )
         .select(*table_contract(TABLE).column_names)
     )
-    persons = contexts.select("person_id")
+    # every person evaluated now, and everyone with a pick already: a person no longer in gold.user_segments
+    # (erased) is a scope with no fresh rows, so the same MERGE deletes their picks
+    stored = spark.read.format("delta").load(str(settings.table_path(TABLE))).select("person_id")
+    scopes = one_row_per_person.select("person_id").unionByName(stored).distinct()
     counts = replace_scopes(spark, settings, TABLE, assignments, ("person_id", "channel"), "person_id",
-                            persons, unchanged_unless=("evaluated_at",))  # fmt: skip
-    # persons no longer in gold.user_segments (erased) lose their picks too
-    stale = spark.read.format("delta").load(str(settings.table_path(TABLE))).join(persons, "person_id", "left_anti")
-    if not stale.isEmpty():
-        from delta.tables import DeltaTable
-
-        DeltaTable.forPath(spark, str(settings.table_path(TABLE))).alias("t").merge(
-            stale.select("person_id").distinct().alias("s"), "t.person_id = s.person_id"
-        ).whenMatchedDelete().execute()
+                            scopes, unchanged_unless=("evaluated_at",))  # fmt: skip
     picks: dict[str, dict[str, int]] = {}
     unmatched: dict[str, int] = {}
     for r in figures:
@@ -284,7 +271,7 @@ def assign_content(
         else:
             picks.setdefault(r.channel, {})[r.rule] = r["count"]
     return ContentRun(
-        persons=contexts.count(),
+        persons=one_row_per_person.count(),
         picks=picks,
         unmatched=unmatched,
         failures={r.rule: r["count"] for r in failures},

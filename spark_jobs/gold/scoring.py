@@ -59,6 +59,23 @@ def score_sessions(sessions: DataFrame, model: ScoringModel) -> DataFrame:
     )
 
 
+def moment_counts(spark: SparkSession, settings: Settings, sessions: DataFrame, keys: list[str]) -> DataFrame:
+    """How many micro-moments of each type the sessions in `sessions` had: `keys` plus moments_<type>.
+    Sessions without any moment are absent, and a type a session did not have is null: left-join the
+    result and coalesce to 0."""
+    from spark_jobs.silver.moments import MOMENT_TYPES
+
+    return (
+        spark.read.format("delta")
+        .load(str(settings.table_path("silver.micro_moments")))
+        .join(sessions.select(*keys), keys, "left_semi")
+        .groupBy(*keys)
+        .pivot("moment_type", list(MOMENT_TYPES))
+        .agg(F.count(F.lit(1)).cast("int"))
+        .select(*keys, *(F.col(t).alias(f"moments_{t}") for t in MOMENT_TYPES))
+    )
+
+
 def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -> DataFrame:
     """Scored sessions plus what else a segment rule may use (`config.rule_input_schema`): moments_<type>, the
     session's micro-moments of each type, and the person's silver.user_features as of the session's UTC
@@ -66,15 +83,8 @@ def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -
     from spark_jobs.silver.moments import MOMENT_TYPES
 
     keys = ["session_id", "anonymous_id"]
-    counts = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.micro_moments")))
-        .join(scored.select(*keys), keys, "left_semi")
-        .groupBy(*keys)
-        .pivot("moment_type", list(MOMENT_TYPES))
-        .agg(F.count(F.lit(1)).cast("int"))
-    )
-    moment_columns = [F.coalesce(F.col(t), F.lit(0)).alias(f"moments_{t}") for t in MOMENT_TYPES]
+    counts = moment_counts(spark, settings, scored, keys)
+    moment_columns = [F.coalesce(F.col(f"moments_{t}"), F.lit(0)).alias(f"moments_{t}") for t in MOMENT_TYPES]
     features = spark.read.format("delta").load(str(settings.table_path("silver.user_features")))
     allowed = rule_columns()
     feature_columns = [c for c in features.columns if c in allowed and c != "person_id"]
