@@ -28,9 +28,11 @@ TABLES = (
     "gold.engagement_rhythm",
     "gold.send_times",
     "gold.content_assignments",
+    "gold.kpis_daily",
     "ops.pipeline_runs",
     "ops.models",
     "ops.quality_gates",
+    "ops.erasure_requests",
 )
 
 
