@@ -1,5 +1,5 @@
 """`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, replay-quarantine,
-features, train, models, evaluate, send-times, content-picks, undo-merge, validate-config)."""
+features, train, models, evaluate, send-times, content-picks, kpis, undo-merge, validate-config)."""
 
 from __future__ import annotations
 
@@ -170,6 +170,7 @@ def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.config import InvalidConfigError, check_rules_compile, load_models, load_scoring, load_segments
     from spark_jobs.gold.content import load_content_rules
+    from spark_jobs.gold.kpis import load_kpi_config
     from spark_jobs.silver.job import SilverConfig
 
     try:
@@ -177,6 +178,7 @@ def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
         rules = load_segments(settings.segments_file)
         learned = load_models(settings.models_file)
         content = load_content_rules(settings.content_rules_file)
+        kpis = load_kpi_config(settings.kpis_file)
         SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
         if not args.no_spark:
             from spark_jobs.spark import build_spark
@@ -189,6 +191,7 @@ def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
     print(f"ok: {settings.segments_file} ({', '.join(r.name for r in rules)})")
     print(f"ok: {settings.models_file} ({len(learned.features)} learned features, margin {learned.margin:g})")
     print(f"ok: {settings.content_rules_file} ({len(content.rules)} rules for {', '.join(content.channels)})")
+    print(f"ok: {settings.kpis_file} (version {kpis.version}, targets from the seeds)")
     for path in (settings.micro_moments_file, settings.context_file, settings.ip_timezones_file):
         print(f"ok: {path}")
     return 0
@@ -333,6 +336,31 @@ def cmd_content_picks(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {channel}: {listed}; no rule matched {result.unmatched.get(channel, 0):,}")
     for rule, n in sorted(result.failures.items()):
         print(f"  rule {rule}: trigger could not be evaluated for {n:,} persons (a null input); it did not match")
+    return 0
+
+
+def cmd_kpis(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from spark_jobs.config import InvalidConfigError
+    from spark_jobs.gold.kpis import load_kpi_config, render_report, run_kpis
+
+    try:
+        cfg = load_kpi_config(settings.kpis_file)
+    except InvalidConfigError as exc:
+        print(f"config error, nothing written: {exc}", file=sys.stderr)
+        return 2
+    day = args.date or datetime.now(UTC).date() - timedelta(days=1)
+    end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    spark = _spark(settings)
+    done = run_kpis(spark, settings, day, as_of=end, cfg=cfg)
+    print(f"gold.kpis_daily: {done.rows} rows for {day} (table version {done.version})")
+    for kpi, value in done.figures.items():
+        print(f"  {kpi:<22} {'n/a' if value is None else f'{100 * value:.1f} %'}")
+    if args.report:
+        docs = settings.reports_dir / "data_docs" / "index.html"
+        path = render_report(spark, settings, day, settings.reports_dir / "kpi", docs, cfg)
+        print(f"report: {path}")
     return 0
 
 
@@ -562,6 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate config/content_rules.yaml for every person into gold.content_assignments (email/CRM picks)",
         cmd_content_picks,
     )
+
+    kpis = add(
+        "kpis",
+        "compute a day's KPIs into gold.kpis_daily (and with --report the HTML report under <lakehouse>/reports/kpi)",
+        cmd_kpis,
+    )
+    kpis.add_argument("--date", type=date.fromisoformat, help="UTC day YYYY-MM-DD (default: yesterday)")
+    kpis.add_argument("--report", action="store_true", help="also render the self-contained HTML report")
 
     send = add(
         "send-times",

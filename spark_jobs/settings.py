@@ -197,6 +197,15 @@ class Settings:
         return self.config_dir / "content_rules.yaml"
 
     @property
+    def kpis_file(self) -> Path:
+        return self.config_dir / "kpis.yaml"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where the KPI reports and the Data Docs site are written: <lakehouse>/reports."""
+        return self.lakehouse / "reports"
+
+    @property
     def segments_file(self) -> Path:
         return self.config_dir / "segments.yaml"
 
