@@ -55,6 +55,11 @@ def _spark(settings: Settings) -> SparkSession:
     return spark
 
 
+def _utc(moment: datetime) -> datetime:
+    """A plain UTC datetime (Airflow hands tasks pendulum times; Spark and Delta want datetimes)."""
+    return datetime.fromtimestamp(moment.timestamp(), UTC)
+
+
 def _version(spark: SparkSession, settings: Settings, table: str) -> int:
     from delta.tables import DeltaTable
 
@@ -167,7 +172,7 @@ def train_challenger(interval_end: datetime) -> dict[str, Any]:
 
     settings = Settings.from_env()
     spark = _spark(settings)
-    end = datetime.fromtimestamp(interval_end.timestamp(), UTC)  # Airflow hands a pendulum time; Spark wants a datetime
+    end = _utc(interval_end)
     result = train(spark, settings, now=end, until=end.date() - timedelta(days=1))
     return {
         "version": result.version,
@@ -214,3 +219,48 @@ def vacuum_table(table: str) -> dict[str, Any]:
 
     settings = Settings.from_env()
     return {"table": table, "files_deleted": vacuum(_spark(settings), settings, table)}
+
+
+def kpis_for_day(interval_end: datetime) -> dict[str, Any]:
+    """Compute the KPIs of the UTC day before `interval_end` into gold.kpis_daily (that day's rows replaced)."""
+    from datetime import timedelta
+
+    from spark_jobs.gold.kpis import run_kpis
+
+    settings = Settings.from_env()
+    end = _utc(interval_end)
+    done = run_kpis(_spark(settings), settings, end.date() - timedelta(days=1), as_of=end)
+    return {"day": done.day.isoformat(), "rows": done.rows, "table_version": done.version, "figures": done.figures}
+
+
+def data_docs() -> dict[str, Any]:
+    """Validate every table's current snapshot with its suite and rebuild the Data Docs site (counts only)."""
+    from spark_jobs.data_docs import build_data_docs
+
+    settings = Settings.from_env()
+    built = build_data_docs(_spark(settings), settings, settings.reports_dir / "data_docs")
+    failing = sorted(t for t, r in built["tables"].items() if not r["success"])
+    return {"index": str(built["index"]), "tables": len(built["tables"]), "failing": failing,
+            "skipped": list(built["skipped"])}  # fmt: skip
+
+
+def kpi_report(day: str) -> dict[str, Any]:
+    """Render the day's self-contained HTML report from gold.kpis_daily, linking the Data Docs site."""
+    from datetime import date
+
+    from spark_jobs.gold.kpis import render_report
+
+    settings = Settings.from_env()
+    docs = settings.reports_dir / "data_docs" / "index.html"
+    path = render_report(_spark(settings), settings, date.fromisoformat(day), settings.reports_dir / "kpi", docs)
+    return {"report": str(path), "bytes": path.stat().st_size}
+
+
+def erasures(interval_end: datetime) -> dict[str, Any]:
+    """Carry out pending erasure requests and purge those past their purge time (as of the interval end)."""
+    from spark_jobs.erasure import process_erasures
+
+    settings = Settings.from_env()
+    done = process_erasures(_spark(settings), settings, _utc(interval_end))
+    return {"erased": list(done.erased), "purged": list(done.purged), "rows_deleted": done.rows_deleted,
+            "files_vacuumed": done.files_vacuumed}  # fmt: skip
