@@ -1,4 +1,4 @@
-"""lakehouse_maintenance: daily OPTIMIZE (Z-order where lookups pay for it) and VACUUM of every table."""
+"""lakehouse_maintenance: daily erasure requests, OPTIMIZE (Z-order where lookups pay for it) and VACUUM."""
 
 from __future__ import annotations
 
@@ -8,26 +8,38 @@ from spark_jobs.dag_support import DAG_DEFAULTS, OWNER, assets
 from spark_jobs.settings import TABLES
 
 DOC = """
-### Table maintenance
+### Table maintenance and erasure requests
 
+- **erase** (first): carries out the pending erasure requests in `ops.erasure_requests` (filed with
+  `intentlake erase --user-id ...`): the person is resolved to every identifier of theirs and their rows
+  are deleted from every layer, the landing files included; the request keeps a receipt (rows and
+  deleting version per table, the identifier's sha256 only). Requests erased at least
+  `INTENTLAKE_ERASURE_PURGE_HOURS` (default 168) before the run's interval end are then purged: the tables
+  they touched are vacuumed with that retention, so time travel no longer shows the person.
 - **optimize** (one mapped task per table): compacts the small files streaming micro-batches leave
   behind into a new table version with the same rows. `bronze.events` is Z-ordered by `anonymous_id`,
   `silver.sessions` by `person_id, anonymous_id` and `gold.session_scores` by `person_id`: the columns
   silver's per-device recompute and gold's per-person rescoring filter on. A re-run finds nothing to do.
 - **vacuum** (per table, after optimize): deletes files that no version of the last 7 days needs. The
   retention cannot be set lower: restarting streams, long reads and time travel rely on it.
-
-Erasure requests (GDPR) are not processed here yet.
 """
 
 with DAG(
     dag_id="lakehouse_maintenance",
-    description="daily OPTIMIZE and VACUUM of every lakehouse table",
+    description="daily erasure requests, OPTIMIZE and VACUUM of every lakehouse table",
     doc_md=DOC,
     schedule="@daily",
     **DAG_DEFAULTS,
     tags=["intentlake", "maintenance"],
 ) as dag:
+
+    @task(owner=OWNER, outlets=assets(*TABLES))
+    def erase(**context) -> dict:
+        """Erase pending requests from every layer; purge those erased long enough ago."""
+        from spark_jobs.orchestration import erasures
+
+        end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
+        return erasures(end)
 
     @task(max_active_tis_per_dag=1, owner=OWNER, outlets=assets(*TABLES))
     def optimize(table: str) -> dict:
@@ -44,4 +56,4 @@ with DAG(
         return vacuum_table(table)
 
     optimized = optimize.expand(table=list(TABLES))
-    optimized >> vacuum.expand(table=list(TABLES))
+    erase() >> optimized >> vacuum.expand(table=list(TABLES))

@@ -1,5 +1,5 @@
 """`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, replay-quarantine,
-features, train, models, evaluate, send-times, content-picks, kpis, undo-merge, validate-config)."""
+features, train, models, evaluate, send-times, content-picks, kpis, erase, undo-merge, validate-config)."""
 
 from __future__ import annotations
 
@@ -369,6 +369,31 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.erasure import ErasureError, file_request, process_erasures, receipt
+
+    spark = _spark(settings)
+    now = datetime.now(UTC)
+    subjects = [(kind, getattr(args, kind)) for kind in ("user_id", "anonymous_id", "person_id") if getattr(args, kind)]
+    try:
+        for kind, subject in subjects:
+            request_id = file_request(spark, settings, kind, subject, now)
+            print(f"erasure request {request_id} filed for a {kind} (pending; the daily maintenance carries it out)")
+        if args.process:
+            done = process_erasures(spark, settings, now)
+            print(f"erased {len(done.erased)} requests ({done.rows_deleted:,} rows and landing lines deleted); "
+                  f"purged {len(done.purged)} ({done.files_vacuumed:,} files vacuumed)")  # fmt: skip
+        if args.status:
+            print(json.dumps(receipt(spark, settings, args.status), indent=2))
+    except ErasureError as exc:
+        print(f"erasure: {exc}", file=sys.stderr)
+        return 2
+    if not (subjects or args.process or args.status):
+        print("nothing to do: give --user-id/--anonymous-id/--person-id, --process or --status", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_undo_merge(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.silver.identity import UnknownMergeError, undo_merge
     from spark_jobs.silver.job import reattribute
@@ -590,6 +615,17 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate config/content_rules.yaml for every person into gold.content_assignments (email/CRM picks)",
         cmd_content_picks,
     )
+
+    erase = add(
+        "erase",
+        "file an erasure request (right to be forgotten), carry out pending ones (--process) or show a receipt",
+        cmd_erase,
+    )
+    erase.add_argument("--user-id", dest="user_id", help="erase the person who logged in with this user id")
+    erase.add_argument("--anonymous-id", dest="anonymous_id", help="erase the person behind this device id")
+    erase.add_argument("--person-id", dest="person_id", help="erase this person_id")
+    erase.add_argument("--process", action="store_true", help="carry out pending requests now (else: maintenance)")
+    erase.add_argument("--status", metavar="REQUEST_ID", help="print the receipt of a request")
 
     kpis = add(
         "kpis",

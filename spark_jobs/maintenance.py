@@ -73,3 +73,23 @@ def vacuum(spark: SparkSession, settings: Settings, table: str, retention_hours:
     before = {p for p in location.rglob("*.parquet")}
     DeltaTable.forPath(spark, str(location)).vacuum(float(retention_hours))
     return len(before - {p for p in location.rglob("*.parquet")})
+
+
+def purge(spark: SparkSession, settings: Settings, table: str, retention_hours: float) -> int:
+    """VACUUM for erasures: like `vacuum`, but a retention below the floor is allowed (Delta's safety check is
+    lifted for this call only) because erased rows must not outlive their purge deadline in old versions.
+    Below the floor only run it with the pipeline paused. Returns the data files deleted."""
+    from delta.tables import DeltaTable
+
+    if retention_hours >= MIN_RETENTION_HOURS:
+        return vacuum(spark, settings, table, retention_hours)
+    key = "spark.databricks.delta.retentionDurationCheck.enabled"
+    before = spark.conf.get(key, "true")
+    location = settings.table_path(table)
+    files = {p for p in location.rglob("*.parquet")}
+    spark.conf.set(key, "false")
+    try:
+        DeltaTable.forPath(spark, str(location)).vacuum(float(retention_hours))
+    finally:
+        spark.conf.set(key, before)
+    return len(files - {p for p in location.rglob("*.parquet")})

@@ -123,6 +123,9 @@ class Settings:
     max_session_length: str = "4 hours"  # a longer run of activity is split into sessions of at most this
     silver_max_files_per_trigger: int = 1000  # bronze Delta files per silver micro-batch (Delta's default)
     allowed_lateness: str = "30 minutes"  # event time behind the newest event before sessions close
+    # Privacy: hours between an erasure and the VACUUM that removes older table versions holding the person
+    # (below 168 the pipeline must be paused: streams and time-travel reads lose files they may still need)
+    erasure_purge_hours: int = 168
 
     def __post_init__(self) -> None:
         for name in INTERVAL_SETTINGS:  # a bad interval is named at start-up, not mid-stream

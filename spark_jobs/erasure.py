@@ -1,0 +1,294 @@
+"""Erasure requests (the right to be forgotten) across every layer, with a receipt per request.
+
+1. `file_request` records a request in ops.erasure_requests (status pending), identified by a user_id, an
+   anonymous_id or a person_id. Filing the same identifier again while it is pending returns the same request.
+2. `process_erasures(now)` (the lakehouse_maintenance DAG, or `intentlake erase --process`) resolves each
+   pending request to every identifier of the person (silver.identity_map, and persons merged into or out of
+   theirs in silver.identity_merges), then deletes their rows from every table that can hold them and the
+   lines naming them from the landing zone's files. The request becomes `erased`: the identifier itself is
+   dropped from the row, which keeps its sha256 and the receipt (rows deleted and the deleting version of each
+   table).
+3. Deleted rows still live in the files of older table versions (time travel, the Change Data Feed). Once a
+   request has been erased for `erasure_purge_hours`, the tables it touched are vacuumed with that
+   retention, which deletes those files, and the request becomes `purged`: time travel no longer shows the
+   person. ops.erasure_requests is vacuumed too, so the pending row that named them goes as well.
+
+Not reached from here (the receipt says so): the Kafka topic (its retention expires the events), Delta log
+statistics (min/max values of removed files, expired with the log retention) and copies outside the
+lakehouse (destinations get their own deletion calls when syncs exist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.settings import Settings
+
+TABLE = "ops.erasure_requests"
+SUBJECT_TYPES = ("user_id", "anonymous_id", "person_id")
+NOT_REACHED = (
+    "kafka: events in the topic expire with its retention",
+    "delta log statistics: min/max values of removed files expire with each table's log retention",
+)
+
+
+class ErasureError(ValueError):
+    """An erasure request that cannot be filed or found; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """Everything that names the person in the lakehouse."""
+
+    person_ids: frozenset[str]
+    anonymous_ids: frozenset[str]
+    user_ids: frozenset[str]
+    other: frozenset[str]  # other identity-map identifiers (email hashes)
+
+    @property
+    def count(self) -> int:
+        return len(self.person_ids) + len(self.anonymous_ids) + len(self.user_ids) + len(self.other)
+
+    @property
+    def texts(self) -> frozenset[str]:
+        """Identifiers that raw payloads (quarantine, landing files) may carry."""
+        return self.anonymous_ids | self.user_ids
+
+
+def subject_hash(subject_type: str, subject: str) -> str:
+    return hashlib.sha256(f"{subject_type}:{subject}".encode()).hexdigest()
+
+
+def _load(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
+    return spark.read.format("delta").load(str(settings.table_path(table)))
+
+
+def file_request(
+    spark: SparkSession, settings: Settings, subject_type: str, subject: str, requested_at: datetime
+) -> str:
+    """Record a pending request and return its id (the pending request's id if one exists for the subject)."""
+    if subject_type not in SUBJECT_TYPES:
+        raise ErasureError(f"erasure subject type {subject_type!r}: use one of {SUBJECT_TYPES}")
+    if not isinstance(subject, str) or not subject.strip():
+        raise ErasureError(f"erasure by {subject_type}: the identifier is empty")
+    ensure_tables(spark, settings, (TABLE,))
+    digest = subject_hash(subject_type, subject)
+    pending = _load(spark, settings, TABLE).where((F.col("subject_hash") == digest) & (F.col("status") == "pending"))
+    found = pending.select("request_id").first()
+    if found is not None:
+        return found.request_id
+    request_id = str(uuid.uuid4())
+    row = {"request_id": request_id, "subject_type": subject_type, "subject": subject, "subject_hash": digest,
+           "requested_at": _naive(requested_at), "status": "pending"}  # fmt: skip
+    schema = table_contract(TABLE).schema()
+    frame = spark.createDataFrame([tuple(row.get(f.name) for f in schema.fields)], schema)
+    frame.write.format("delta").mode("append").save(str(settings.table_path(TABLE)))
+    return request_id
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def resolve(spark: SparkSession, settings: Settings, subject_type: str, subject: str) -> Identifiers:
+    """The person behind the identifier and every identifier of theirs (the subject itself always counts)."""
+    ids = _load(spark, settings, "silver.identity_map")
+    if subject_type == "person_id":
+        persons = {subject}
+    else:
+        rows = ids.where((F.col("identifier_type") == subject_type) & (F.col("identifier") == subject))
+        persons = {r.person_id for r in rows.select("person_id").distinct().collect()}
+    merges = _load(spark, settings, "silver.identity_merges").select("kept_person_id", "retired_person_id").collect()
+    grown = True
+    while grown:  # persons merged into or out of theirs (a retired person id can linger in older rows)
+        linked = {m.retired_person_id for m in merges if m.kept_person_id in persons}
+        linked |= {m.kept_person_id for m in merges if m.retired_person_id in persons}
+        grown = not linked <= persons
+        persons |= linked
+    known = ids.where(F.col("person_id").isin(sorted(persons))).select("identifier_type", "identifier").collect()
+    by_type: dict[str, set[str]] = {"anonymous_id": set(), "user_id": set()}
+    other: set[str] = set()
+    for r in known:
+        by_type.get(r.identifier_type, other).add(r.identifier)
+    if subject_type != "person_id":
+        by_type[subject_type].add(subject)
+    return Identifiers(frozenset(persons), frozenset(by_type["anonymous_id"]), frozenset(by_type["user_id"]),
+                       frozenset(other))  # fmt: skip
+
+
+def _isin(column: str, values: frozenset[str]) -> Column:
+    return F.col(column).isin(sorted(values)) if values else F.lit(False)
+
+
+def conditions(ids: Identifiers) -> dict[str, Column]:
+    """Per table, the rows that belong to the person."""
+    person, anon = _isin("person_id", ids.person_ids), _isin("anonymous_id", ids.anonymous_ids)
+    names = ids.texts | ids.other | ids.person_ids
+    raw = reduce(lambda a, b: a | b, (F.instr("raw", t) > 0 for t in sorted(ids.texts)), F.lit(False))
+    return {
+        "bronze.events": anon | _isin("user_id", ids.user_ids),
+        "bronze.quarantine": raw,
+        "silver.sessions": person | anon,
+        "silver.micro_moments": person | anon,
+        "silver.late_events": anon,
+        "silver.identity_edges": anon | _isin("identifier", names),
+        "silver.identity_map": person | _isin("identifier", names),
+        "silver.identity_merges": _isin("kept_person_id", ids.person_ids) | _isin("retired_person_id", ids.person_ids),
+        "silver.user_features": person,
+        "gold.session_scores": person,
+        "gold.user_segments": person,
+        "gold.user_segments_history": person,
+        "gold.engagement_rhythm": (F.col("scope") == "person") & _isin("scope_key", ids.person_ids),
+        "gold.send_times": person,
+        "gold.content_assignments": person,
+    }
+
+
+def _delete(spark: SparkSession, settings: Settings, table: str, condition: Column) -> tuple[int, int | None]:
+    """Delete the rows; (rows deleted, the deleting version or None when nothing matched)."""
+    from delta.tables import DeltaTable
+
+    location = str(settings.table_path(table))
+    if _load(spark, settings, table).where(condition).limit(1).count() == 0:
+        return 0, None
+    delta = DeltaTable.forPath(spark, location)
+    delta.delete(condition)
+    last = delta.history(1).first()
+    deleted = int(last.operationMetrics.get("numDeletedRows", "0"))
+    properties = spark.sql(f"SHOW TBLPROPERTIES delta.`{location}`").collect()
+    if any(p.key == "delta.enableDeletionVectors" and p.value == "true" for p in properties):
+        spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)")  # rewrite files instead of masking rows
+        last = delta.history(1).first()
+    return deleted, int(last.version)
+
+
+def scrub_landing(settings: Settings, texts: frozenset[str]) -> int:
+    """Remove the lines naming any of `texts` from the landing zone's files (each file replaced atomically);
+    returns the lines removed. Bronze has read these files already or will read the scrubbed version."""
+    if not texts or not settings.landing.exists():
+        return 0
+    needles = [t.encode() for t in sorted(texts)]
+    removed = 0
+    for path in sorted(p for p in settings.landing.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = [line for line in lines if not any(n in line for n in needles)]
+        if len(kept) == len(lines):
+            continue
+        removed += len(lines) - len(kept)
+        temporary = path.with_name(f".{path.name}.erasing")
+        temporary.write_bytes(b"".join(kept))
+        os.replace(temporary, path)
+    return removed
+
+
+@dataclass(frozen=True)
+class ErasureRun:
+    erased: tuple[str, ...]  # request ids erased in this run
+    purged: tuple[str, ...]  # request ids purged in this run
+    rows_deleted: int
+    files_vacuumed: int
+
+
+def _update(spark: SparkSession, settings: Settings, request_id: str, values: dict[str, object]) -> None:
+    from delta.tables import DeltaTable
+
+    columns = table_contract(TABLE).schema()
+    schema = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in columns if f.name in values or
+                       f.name == "request_id")  # fmt: skip
+    names = [f.name for f in columns if f.name in values or f.name == "request_id"]
+    source = spark.createDataFrame([tuple({"request_id": request_id, **values}[n] for n in names)], schema)
+    (
+        DeltaTable.forPath(spark, str(settings.table_path(TABLE)))
+        .alias("t")
+        .merge(source.alias("s"), "t.request_id = s.request_id")
+        .whenMatchedUpdate(set={n: f"s.{n}" for n in names if n != "request_id"})
+        .execute()
+    )
+
+
+def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tuple[list[str], int]:
+    """Delete every pending request's person from every layer; (request ids erased, rows deleted)."""
+    pending = _load(spark, settings, TABLE).where(F.col("status") == "pending").orderBy("requested_at").collect()
+    erased, total = [], 0
+    for request in pending:
+        ids = resolve(spark, settings, request.subject_type, request.subject)
+        rows: dict[str, int] = {}
+        versions: dict[str, int] = {}
+        for table, condition in conditions(ids).items():
+            deleted, version = _delete(spark, settings, table, condition)
+            rows[table] = deleted
+            if version is not None:
+                versions[table] = version
+        rows["landing"] = scrub_landing(settings, ids.texts)
+        total += sum(rows.values())
+        receipt = {
+            "request_id": request.request_id,
+            "subject_type": request.subject_type,
+            "subject_sha256": request.subject_hash,
+            "requested_at": request.requested_at.isoformat(),
+            "erased_at": _naive(now).isoformat(),
+            "identifiers": ids.count,
+            "rows_deleted": rows,
+            "table_versions": versions,
+            "purge_after_hours": settings.erasure_purge_hours,
+            "not_reached": list(NOT_REACHED),
+        }
+        _update(spark, settings, request.request_id, {
+            "subject": None, "status": "erased", "erased_at": _naive(now), "identifiers": ids.count,
+            "rows_deleted": rows, "table_versions": versions, "receipt": json.dumps(receipt, sort_keys=True),
+        })  # fmt: skip
+        erased.append(request.request_id)
+    return erased, total
+
+
+def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tuple[list[str], int]:
+    """Vacuum the tables of every request erased at least `erasure_purge_hours` ago; (ids purged, files)."""
+    from spark_jobs.maintenance import purge
+
+    hours = settings.erasure_purge_hours
+    due = (
+        _load(spark, settings, TABLE)
+        .where((F.col("status") == "erased") & (F.col("erased_at") <= F.lit(_naive(now) - timedelta(hours=hours))))
+        .collect()
+    )
+    if not due:
+        return [], 0
+    tables = sorted({t for r in due for t in (r.table_versions or {})})
+    files = sum(purge(spark, settings, t, hours) for t in tables)
+    for r in due:
+        receipt = json.loads(r.receipt)
+        receipt["purged_at"] = _naive(now).isoformat()
+        _update(spark, settings, r.request_id, {"status": "purged", "purged_at": _naive(now),
+                                                "receipt": json.dumps(receipt, sort_keys=True)})  # fmt: skip
+    files += purge(spark, settings, TABLE, hours)  # the pending rows that named the persons
+    return [r.request_id for r in due], files
+
+
+def process_erasures(spark: SparkSession, settings: Settings, now: datetime) -> ErasureRun:
+    """Erase every pending request, then purge the ones whose purge time has come (`now` is the run's
+    interval end: a retry sees the same requests as done and changes nothing)."""
+    ensure_tables(spark, settings)
+    erased, rows = erase_pending(spark, settings, now)
+    purged, files = purge_erased(spark, settings, now)
+    return ErasureRun(tuple(erased), tuple(purged), rows, files)
+
+
+def receipt(spark: SparkSession, settings: Settings, request_id: str) -> dict:
+    """The request's receipt (status and, once erased, what was deleted where)."""
+    ensure_tables(spark, settings, (TABLE,))
+    row = _load(spark, settings, TABLE).where(F.col("request_id") == request_id).first()
+    if row is None:
+        raise ErasureError(f"no erasure request {request_id!r} in {TABLE}")
+    body = json.loads(row.receipt) if row.receipt else {}
+    return {"request_id": row.request_id, "status": row.status, "subject_type": row.subject_type,
+            "subject_sha256": row.subject_hash, "requested_at": row.requested_at.isoformat(), **body}  # fmt: skip
