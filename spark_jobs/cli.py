@@ -1,5 +1,5 @@
 """`intentlake`: the one command-line entry point (demo, simulate, run, sql, status, replay-quarantine,
-features, train, models, evaluate, send-times, content-picks, kpis, erase, undo-merge, validate-config)."""
+features, train, models, evaluate, send-times, content-picks, kpis, erase, tune, undo-merge, validate-config)."""
 
 from __future__ import annotations
 
@@ -369,6 +369,31 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    from spark_jobs.config import InvalidConfigError
+    from spark_jobs.gold.tuning import TuningRefused, propose
+
+    until = args.until or datetime.now(UTC).date()
+    try:
+        proposal = propose(_spark(settings), settings, until, args.out)
+    except (InvalidConfigError, TuningRefused) as exc:
+        print(f"no proposal, nothing written: {exc}", file=sys.stderr)
+        return 2
+    first, last = proposal.window
+    print(f"closed sessions {first} .. {last}: {proposal.rows:,} ({proposal.positives:,} converted), in-sample:")
+    _print_metrics("current", proposal.current.model_version, proposal.current_metrics)
+    _print_metrics("proposed", proposal.proposed.model_version, proposal.proposed_metrics)
+    old, new = proposal.score_threshold
+    weights = ", ".join(f"{s.name} {a.weight:g} -> {s.weight:g}"
+                        for s, a in zip(proposal.proposed.signals, proposal.current.signals, strict=True))  # fmt: skip
+    print(f"  score threshold {old:g} -> {new}; weights {weights}")
+    for rule in proposal.rules:
+        print(f"  {rule.name}: " + (f"{rule.current!r} -> {rule.proposed!r}" if rule.tuned else f"kept ({rule.why})"))
+    print(f"written (config/ untouched): {proposal.out_dir}\n  review proposal.diff and proposal.json; apply with "
+          f"`git apply {proposal.out_dir / 'proposal.diff'}`, `intentlake validate-config`, commit")  # fmt: skip
+    return 0
+
+
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     from spark_jobs.erasure import ErasureError, file_request, process_erasures, receipt
 
@@ -615,6 +640,14 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate config/content_rules.yaml for every person into gold.content_assignments (email/CRM picks)",
         cmd_content_picks,
     )
+
+    tune = add(
+        "tune",
+        "propose signal weights and score thresholds fitted to recent outcomes (written beside config/ for review)",
+        cmd_tune,
+    )
+    tune.add_argument("--until", type=date.fromisoformat, help="the window ends the day before this (default: today)")
+    tune.add_argument("--out", type=Path, help="proposal folder (default <lakehouse>/proposals/tune_signals/<until>)")
 
     erase = add(
         "erase",

@@ -221,6 +221,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
     pending = _load(spark, settings, TABLE).where(F.col("status") == "pending").orderBy("requested_at").collect()
     erased, total = [], 0
     for request in pending:
+        at = max(_naive(now), request.requested_at)  # a backfilled run's interval may end before the request
         ids = resolve(spark, settings, request.subject_type, request.subject)
         rows: dict[str, int] = {}
         versions: dict[str, int] = {}
@@ -236,7 +237,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             "subject_type": request.subject_type,
             "subject_sha256": request.subject_hash,
             "requested_at": request.requested_at.isoformat(),
-            "erased_at": _naive(now).isoformat(),
+            "erased_at": at.isoformat(),
             "identifiers": ids.count,
             "rows_deleted": rows,
             "table_versions": versions,
@@ -244,7 +245,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             "not_reached": list(NOT_REACHED),
         }
         _update(spark, settings, request.request_id, {
-            "subject": None, "status": "erased", "erased_at": _naive(now), "identifiers": ids.count,
+            "subject": None, "status": "erased", "erased_at": at, "identifiers": ids.count,
             "rows_deleted": rows, "table_versions": versions, "receipt": json.dumps(receipt, sort_keys=True),
         })  # fmt: skip
         erased.append(request.request_id)
@@ -258,7 +259,8 @@ def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tupl
     hours = settings.erasure_purge_hours
     due = (
         _load(spark, settings, TABLE)
-        .where((F.col("status") == "erased") & (F.col("erased_at") <= F.lit(_naive(now) - timedelta(hours=hours))))
+        .where(F.col("status") == "erased")
+        .where((F.col("erased_at") <= F.lit(_naive(now) - timedelta(hours=hours))) | F.lit(hours == 0))
         .collect()
     )
     if not due:
@@ -266,9 +268,10 @@ def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tupl
     tables = sorted({t for r in due for t in (r.table_versions or {})})
     files = sum(purge(spark, settings, t, hours) for t in tables)
     for r in due:
+        at = max(_naive(now), r.erased_at)
         receipt = json.loads(r.receipt)
-        receipt["purged_at"] = _naive(now).isoformat()
-        _update(spark, settings, r.request_id, {"status": "purged", "purged_at": _naive(now),
+        receipt["purged_at"] = at.isoformat()
+        _update(spark, settings, r.request_id, {"status": "purged", "purged_at": at,
                                                 "receipt": json.dumps(receipt, sort_keys=True)})  # fmt: skip
     files += purge(spark, settings, TABLE, hours)  # the pending rows that named the persons
     return [r.request_id for r in due], files
