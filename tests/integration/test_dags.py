@@ -1,5 +1,7 @@
-"""The Airflow DAGs: they parse without Spark and are documented; lakehouse_pipeline runs end to end with
-`dag.test()`, and a failing quality gate stops the layers downstream, naming the expectation.
+"""The Airflow DAGs: they parse without Spark and are documented; on one simulated lakehouse, `dag.test()`
+runs of lakehouse_pipeline (a failing quality gate stops the layers downstream, naming the expectation; a
+fixed suite lets the next run through), kpi_report (gold.kpis_daily and the HTML report) and
+lakehouse_maintenance (an erasure request: the person is gone from every layer and from time travel).
 
 Airflow runs in a subprocess (tests/dag_runner.py) with its own AIRFLOW_HOME: it loads its configuration
 once per process, and the DAG tasks build their Spark session from the INTENTLAKE_* environment.
@@ -7,12 +9,18 @@ once per process, and the DAG tasks build their Spark session from the INTENTLAK
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 import shutil
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from types import SimpleNamespace
 
 import pytest
 
-from spark_jobs.settings import REPO_ROOT
+from spark_jobs.settings import REPO_ROOT, Settings
 from spark_jobs.simulate import simulate
 from tests.dag_runner import airflow_env, migrate, run_dag, run_python
 from tests.helpers import table
@@ -38,40 +46,149 @@ def test_the_dags_parse_without_spark_and_are_documented(tmp_path, settings):
     print(f"dags folder parsed in {report['parse_seconds']:.2f} s (Airflow's own per-file timings)")
     assert report["errors"] == {}
     assert not report["spark"]  # no DAG file imports Spark at parse time
-    assert set(report["dags"]) == {"lakehouse_pipeline", "retrain_intent_model", "lakehouse_maintenance"}
+    assert set(report["dags"]) == {
+        "lakehouse_pipeline", "retrain_intent_model", "lakehouse_maintenance", "kpi_report", "tune_signals",
+    }  # fmt: skip
     for dag_id, dag in report["dags"].items():
         assert dag["doc"], f"{dag_id} has no Markdown doc"
         assert "intentlake" in dag["tags"] and dag["owner"] == "data-platform", dag_id
         assert dag["retries"] >= 1, dag_id
 
 
-def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(spark, tmp_path, settings):
+@pytest.fixture(scope="module")
+def piped(spark, tmp_path_factory):
+    """600 simulated events through lakehouse_pipeline twice: first with a tightened identity-map suite (the
+    silver gate fails), then with the shipped suites; then the batch jobs the other DAGs read."""
+    from spark_jobs.gold.content import assign_content, load_content_rules
+    from spark_jobs.gold.rhythm import update_send_times
+    from spark_jobs.silver.user_features import update_user_features
+
+    root = tmp_path_factory.mktemp("dags")
+    settings = replace(Settings.from_env().with_root(root / "lakehouse"), shuffle_partitions=2)
     simulate(settings.landing, settings.truth, events=600, seed=3, lines_per_file=300)
-    strict = tmp_path / "strict"
+    strict = root / "strict"
     shutil.copytree(REPO_ROOT / "expectations", strict)
     suite = json.loads((strict / "silver_identity_map.json").read_text())
     for item in suite["expectations"]:
         if item["kwargs"].get("column") == "identifier_type":
             item["kwargs"]["value_set"] = ["anonymous_id"]  # logins now fail the suite
     (strict / "silver_identity_map.json").write_text(json.dumps(suite))
-    env = airflow_env(tmp_path / "airflow", settings.lakehouse, strict)
+    env = airflow_env(root / "airflow", settings.lakehouse, strict)
     migrate(env)
+    failed, failed_log = run_dag(env, "lakehouse_pipeline")
+    gold_after_failure = table(spark, settings, "gold.session_scores").count()
+    # the suite fixed: the next run re-checks the same rows (the gate's mark did not move) and goes through
+    passed, _ = run_dag(airflow_env(root / "airflow", settings.lakehouse), "lakehouse_pipeline")
+    update_user_features(spark, settings, date(2026, 11, 3))
+    update_send_times(spark, settings, datetime(2026, 11, 4, tzinfo=UTC))
+    assign_content(spark, settings, load_content_rules(settings.content_rules_file))
+    return SimpleNamespace(settings=settings, root=root, failed=failed, failed_log=failed_log,
+                           gold_after_failure=gold_after_failure, passed=passed)  # fmt: skip
 
-    result, log = run_dag(env, "lakehouse_pipeline")
-    assert result["state"] == "failed"
-    assert result["tasks"] == {
+
+def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(spark, piped):
+    settings = piped.settings
+    assert piped.failed["state"] == "failed"
+    assert piped.failed["tasks"] == {
         "bronze": "success", "gate_bronze": "success", "silver": "success", "gate_silver": "failed",
         "gold": "upstream_failed", "gate_gold": "upstream_failed",
     }  # fmt: skip
-    assert "silver quality gate failed" in log
-    assert "silver.identity_map: expect_column_values_to_be_in_set(identifier_type) failed for" in log
-    assert table(spark, settings, "gold.session_scores").count() == 0
+    assert "silver quality gate failed" in piped.failed_log
+    assert "silver.identity_map: expect_column_values_to_be_in_set(identifier_type) failed for" in piped.failed_log
+    assert piped.gold_after_failure == 0
 
-    # the suite fixed: the next run re-checks the same rows (the gate's mark did not move) and goes through
-    result, _ = run_dag(airflow_env(tmp_path / "airflow", settings.lakehouse), "lakehouse_pipeline")
-    assert result["state"] == "success", result
+    assert piped.passed["state"] == "success", piped.passed
     sessions = table(spark, settings, "silver.sessions").count()
     assert sessions > 0 and table(spark, settings, "gold.session_scores").count() == sessions
     marks = {r.table_name: r for r in table(spark, settings, "ops.quality_gates").collect()}
     assert marks["silver.identity_map"].checked_rows == table(spark, settings, "silver.identity_map").count()
     assert {"bronze.events", "silver.sessions", "gold.session_scores", "gold.user_segments"} <= marks.keys()
+
+
+def test_kpi_report_writes_the_days_kpis_and_a_report_whose_images_render(spark, piped):
+    import matplotlib.image
+
+    settings = piped.settings
+    result, log = run_dag(
+        airflow_env(piped.root / "airflow", settings.lakehouse), "kpi_report", "2026-11-04T00:00:00+00:00"
+    )
+    assert result == {"state": "success", "tasks": {"compute_kpis": "success", "data_docs": "success",
+                                                    "render_report": "success"}}, log[-3000:]  # fmt: skip
+    day = date(2026, 11, 3)  # the day before the run's interval end
+    kpis = {(r.kpi, r.dimension): r for r in table(spark, settings, "gold.kpis_daily").collect()}
+    assert {r.kpi_date for r in table(spark, settings, "gold.kpis_daily").collect()} == {day}
+    assert kpis["intent_accuracy", "all"].denominator > 0 and kpis["micro_conversion_rate", "all"].denominator > 0
+    assert any(kpi == "segment_size" for kpi, _ in kpis) and any(kpi == "engagement_by_hour" for kpi, _ in kpis)
+
+    report = settings.reports_dir / "kpi" / f"kpi_report_{day}.html"
+    page = report.read_text()
+    accuracy = kpis["intent_accuracy", "all"]
+    assert f"{100 * accuracy.value:.1f} %" in page and f"{accuracy.numerator} / {accuracy.denominator}" in page
+    assert "Micro-conversion rate" in page and "not measured" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 4
+    for data in images:
+        pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert min(pixels.shape[:2]) > 100 and pixels.std() > 0
+    docs = settings.reports_dir / "data_docs" / "index.html"
+    assert docs.exists() and 'href="../data_docs/index.html"' in page
+    assert "gold_kpis_daily" in docs.read_text()
+
+
+def _parquet_text(path) -> str:
+    import pyarrow.parquet as pq
+
+    return str(pq.read_table(path).to_pylist())
+
+
+def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark, piped):
+    from spark_jobs import erasure
+
+    settings = piped.settings
+    mapping = table(spark, settings, "silver.identity_map")
+    person = mapping.where("identifier_type = 'user_id'").orderBy("person_id").first().person_id
+    user_id = mapping.where(f"person_id = '{person}' AND identifier_type = 'user_id'").first().identifier
+    ids = erasure.resolve(spark, settings, "user_id", user_id)
+    where = erasure.conditions(ids)
+    before = {t: table(spark, settings, t).where(where[t]).count() for t in where}
+    assert before["bronze.events"] and before["silver.sessions"] and before["gold.session_scores"]
+    assert before["gold.user_segments"] == 1 and before["silver.user_features"] and before["gold.send_times"]
+    totals = {t: table(spark, settings, t).count() for t in where}
+    request = erasure.file_request(spark, settings, "user_id", user_id, datetime.now(UTC))
+    assert erasure.file_request(spark, settings, "user_id", user_id, datetime.now(UTC)) == request
+
+    env = airflow_env(piped.root / "airflow", settings.lakehouse) | {"INTENTLAKE_ERASURE_PURGE_HOURS": "0"}
+    # the erase task only: optimize and vacuum have their own test (tests/spark/test_maintenance.py)
+    result, log = run_dag(env, "lakehouse_maintenance", "2026-11-05T00:00:00+00:00", skip="^(optimize|vacuum)$")
+    assert result["state"] == "success" and result["tasks"]["erase"] == "success", log[-3000:]
+
+    # no row in any layer, and only theirs went
+    for name, condition in where.items():
+        assert table(spark, settings, name).where(condition).count() == 0, name
+        assert table(spark, settings, name).count() == totals[name] - before[name], name
+    receipt = erasure.receipt(spark, settings, request)
+    assert receipt["status"] == "purged" and receipt["subject_sha256"] == erasure.subject_hash("user_id", user_id)
+    assert {t: n for t, n in receipt["rows_deleted"].items() if t != "landing"} == before
+    assert receipt["rows_deleted"]["landing"] > 0
+    assert table(spark, settings, "ops.erasure_requests").where("subject IS NOT NULL").count() == 0
+
+    # time travel no longer shows them: every older version either lost its files or never held them
+    for name, condition in where.items():
+        location = str(settings.table_path(name))
+        for entry in spark.sql(f"DESCRIBE HISTORY delta.`{location}`").collect():
+            old = spark.read.format("delta").option("versionAsOf", entry.version).load(location)
+            try:
+                held = old.where(condition).count()
+            except Exception:  # the version's files were vacuumed: it cannot be read at all
+                continue
+            assert held == 0, (name, entry.version)
+    # and no data file left anywhere (Change Data Feed files included) nor landing line names them
+    names = sorted(ids.texts | ids.person_ids)
+    for path in settings.lakehouse.rglob("*.parquet"):
+        if "_checkpoints" in path.parts:
+            continue
+        text = _parquet_text(path)
+        assert not any(n in text for n in names), path
+    for path in settings.landing.rglob("*"):
+        if path.is_file():
+            assert not any(n.encode() in path.read_bytes() for n in names), path
