@@ -357,8 +357,14 @@ def cmd_kpis(args: argparse.Namespace, settings: Settings) -> int:
     print(f"gold.kpis_daily: {done.rows} rows for {day} (table version {done.version})")
     for kpi, value in done.figures.items():
         print(f"  {kpi:<22} {'n/a' if value is None else f'{100 * value:.1f} %'}")
+    docs = settings.reports_dir / "data_docs" / "index.html"
+    if args.data_docs:
+        from spark_jobs.data_docs import build_data_docs
+
+        built = build_data_docs(spark, settings, docs.parent)
+        failing = sorted(t for t, r in built["tables"].items() if not r["success"])
+        print(f"data docs: {built['index']} ({len(built['tables'])} tables, failing: {', '.join(failing) or 'none'})")
     if args.report:
-        docs = settings.reports_dir / "data_docs" / "index.html"
         path = render_report(spark, settings, day, settings.reports_dir / "kpi", docs, cfg)
         print(f"report: {path}")
     return 0
@@ -667,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kpis.add_argument("--date", type=date.fromisoformat, help="UTC day YYYY-MM-DD (default: yesterday)")
     kpis.add_argument("--report", action="store_true", help="also render the self-contained HTML report")
+    kpis.add_argument(
+        "--data-docs",
+        action="store_true",
+        help="also validate every table with its suite and rebuild the Data Docs the report links to",
+    )
 
     send = add(
         "send-times",

@@ -73,3 +73,12 @@ def test_bronze_default_limits_are_the_settings_defaults(monkeypatch):
     assert DEFAULT_LIMITS == Limits(max_record_bytes=1_048_576, max_clock_skew_s=3_600, max_event_age_s=30 * 86_400)
     monkeypatch.setenv("INTENTLAKE_MAX_CLOCK_SKEW", "10 minutes")
     assert Limits.from_settings(Settings.from_env()).max_clock_skew_s == 600
+
+
+def test_env_example_lists_every_setting():
+    from dataclasses import fields
+
+    listed = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    names = [f"INTENTLAKE_{f.name.upper()}" for f in fields(Settings)]
+    missing = [name for name in names if f"{name}=" not in listed]
+    assert missing == []
