@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 JARS := .cache/jars/.resolved
+BENCH_INSTALLED := $(VENV)/.bench-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars demo test test-fast lint clean kafka-up kafka-down airflow
+.PHONY: help setup jars demo test test-fast lint bench clean kafka-up kafka-down airflow
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +36,13 @@ test: setup ## the whole suite (unit, spark, integration, e2e)
 
 test-fast: setup ## the inner loop: pure unit tests only (seconds)
 	$(VENV)/bin/pytest -m unit -q
+
+$(BENCH_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".[platform,dev,bench]"
+	@touch $@
+
+bench: setup $(BENCH_INSTALLED) ## pipeline vs pandas and DuckDB on ~200k events (bench/README.md); results in bench/results/
+	$(PY) bench/pipeline.py
 
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check spark_jobs tests scripts dags bench
