@@ -44,6 +44,20 @@ $(BENCH_INSTALLED): pyproject.toml $(INSTALLED)
 bench: setup $(BENCH_INSTALLED) ## pipeline vs pandas and DuckDB on ~200k events (bench/README.md); results in bench/results/
 	$(PY) bench/pipeline.py
 
+FLINK_VENV := .venv-flink
+FLINK_INSTALLED := $(FLINK_VENV)/.installed
+.PHONY: bench-flink
+
+$(FLINK_INSTALLED): bench/requirements-flink.txt
+	@scripts/check_java.sh
+	@command -v $(PYTHON) >/dev/null || { echo "PyFlink needs Python 3.11 ($(PYTHON) not found); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(FLINK_VENV)/bin/python || $(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLINK_VENV)/bin/python -m pip install --quiet -r bench/requirements-flink.txt
+	@touch $@
+
+bench-flink: $(FLINK_INSTALLED) ## create .venv-flink (PyFlink, apart from .venv's py4j); `make bench` then adds the Flink reference
+
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check spark_jobs tests scripts dags bench
 	$(VENV)/bin/ruff format --check spark_jobs tests scripts dags bench
