@@ -1,13 +1,15 @@
-"""The whole pipeline on one generated input, against pandas and DuckDB doing the same session work.
+"""The whole pipeline on one generated input, against pandas, DuckDB and Flink doing the same session work.
 
-    .venv/bin/python bench/pipeline.py [--events 200000] [--scales 1,4,16] [--references pandas,duckdb] [--keep]
+    .venv/bin/python bench/pipeline.py [--events 200000] [--scales 1,4,16] [--references pandas,duckdb,flink] [--keep]
 
 For each scale (a multiple of --events): simulate the input with the project's simulator into a temp
 lakehouse, run `intentlake run all` (bronze -> silver -> gold, availableNow) in a child process, and sample
 that child's whole process tree (Python driver, the JVM, Spark's Python workers) every 0.2 s for CPU time
 and resident memory. Then run each reference in a child process on the same landing files and the same
 cores, sampled the same way, and compare its sessions with silver.sessions row by row: a reference's time
-is only compared (as a ratio) when it produced exactly the same sessions and core features.
+is only compared (as a ratio) when it produced exactly the same sessions and core features. The Flink
+reference runs with .venv-flink's interpreter (`make bench-flink`; PyFlink's py4j is not pyspark's) and is
+included by default when that venv exists.
 
 Writes bench/results/<timestamp>.json and .md (the Markdown is printed too). What each figure means is in
 bench/README.md.
@@ -42,7 +44,9 @@ BENCH = Path(__file__).resolve().parent
 REFERENCES = {
     "pandas": BENCH / "references" / "pandas_sessions.py",
     "duckdb": BENCH / "references" / "duckdb_sessions.py",
+    "flink": BENCH / "references" / "flink_sessions.py",
 }
+FLINK_PYTHON = REPO_ROOT / ".venv-flink" / "bin" / "python"  # `make bench-flink`
 LAYERS = ("bronze", "silver", "gold")
 SAMPLE_SECONDS = 0.2
 
@@ -115,6 +119,11 @@ def machine() -> dict:
     )  # fmt: skip
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
     versions = {name: metadata.version(name) for name in ("pyspark", "delta-spark", "pandas", "pyarrow", "duckdb")}
+    if FLINK_PYTHON.exists():
+        versions["apache-flink"] = subprocess.run(
+            [str(FLINK_PYTHON), "-c", "from importlib.metadata import version; print(version('apache-flink'))"],
+            capture_output=True, text=True,
+        ).stdout.strip() or "unknown"  # fmt: skip
     return {
         "cores": os.cpu_count(),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -177,7 +186,8 @@ def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) 
     for name in references:
         out = work / f"{name}.parquet"
         print(f"  reference {name} ...", flush=True)
-        ref = run_measured([sys.executable, str(REFERENCES[name]), str(lakehouse / "landing"), str(out)], env,
+        python = str(FLINK_PYTHON) if name == "flink" else sys.executable
+        ref = run_measured([python, str(REFERENCES[name]), str(lakehouse / "landing"), str(out)], env,
                            work / f"{name}.log")  # fmt: skip
         if ref.returncode != 0:
             refs[name] = {"error": ref.output[-2000:]}
@@ -185,7 +195,8 @@ def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) 
             continue
         check = compare_sessions(silver, pd.read_parquet(out))
         same = check["mismatches"] == 0
-        own = json.loads(ref.output.strip().splitlines()[-1])
+        # its own figures: the last JSON line (a JVM may log after it)
+        own = json.loads(next(line for line in reversed(ref.output.splitlines()) if line.startswith("{")))
         refs[name] = {
             **asdict(ref),
             "own_seconds": own["seconds"],
@@ -224,7 +235,8 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {m['cores']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM, {m['os']}; Python {m['python']}, "
         f"{m['java']}, pyspark {m['pyspark']}, delta-spark {m['delta-spark']}, pandas {m['pandas']}, "
-        f"duckdb {m['duckdb']}; load average at start {m['load_average_at_start']}, "
+        f"duckdb {m['duckdb']}{', apache-flink ' + m['apache-flink'] if 'apache-flink' in m else ''}; "
+        f"load average at start {m['load_average_at_start']}, "
         f"at end {m['load_average_at_end']}.",
         f"Command: `{result['command']}`",
         "",
@@ -268,7 +280,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events at scale 1 (default %(default)s)")
     parser.add_argument("--scales", default="1", help="comma-separated multiples of --events (default %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default %(default)s)")
-    parser.add_argument("--references", default=",".join(REFERENCES), help="comma-separated, or 'none'")
+    default_references = [name for name in REFERENCES if name != "flink" or FLINK_PYTHON.exists()]
+    parser.add_argument(
+        "--references",
+        default=",".join(default_references),
+        help="comma-separated, or 'none' (default %(default)s: flink when .venv-flink exists)",
+    )
     parser.add_argument("--results", type=Path, default=BENCH / "results", help="where to write the results")
     parser.add_argument("--keep", action="store_true", help="keep the temp lakehouses and logs")
     args = parser.parse_args()
@@ -277,6 +294,8 @@ def main() -> int:
     unknown = set(references) - set(REFERENCES)
     if unknown:
         parser.error(f"unknown references {sorted(unknown)}; choose from {sorted(REFERENCES)}")
+    if "flink" in references and not FLINK_PYTHON.exists():
+        parser.error(f"the flink reference runs in {FLINK_PYTHON.parent.parent.name}: `make bench-flink` creates it")
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     result = {
