@@ -159,7 +159,8 @@ def session_row(anonymous_id: str, client_id: str | None, reason: str, events: l
     depths = [e[4] for e in events if e[4] is not None]
     kinds = [e[2] for e in events]
     start, end = at[0], at[-1]
-    session_id = client_id or "s-" + hashlib.sha256(f"{anonymous_id}|{start}".encode()).hexdigest()[:32]
+    hashed = "s-" + hashlib.sha256(f"{anonymous_id}|{start}".encode()).hexdigest()[:32]
+    session_id = hashed if client_id is None else client_id  # silver: the client's id when sent
     return Row(
         anonymous_id, session_id, reason, start, end, len(events),
         len({e[3] for e in views if e[3] is not None}), len(views),
@@ -245,8 +246,7 @@ class DeviceSessions(KeyedProcessFunction):
                 yield session_row(device, session_id, "client_session_id", events, self.gap_cap_s)
             self.client.clear()
             self.client_timer.clear()
-            if self.idle_timer.value() is None:
-                return
+            return  # the idle timer, always earlier, has fired already
         events = sorted(self.idle.get() or [], key=lambda e: (e[0], e[1]))
         self.idle.clear()
         self.idle_timer.clear()
