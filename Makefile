@@ -41,12 +41,12 @@ $(BENCH_INSTALLED): pyproject.toml $(INSTALLED)
 	$(PY) -m pip install --quiet -e ".[platform,dev,bench]"
 	@touch $@
 
-bench: setup $(BENCH_INSTALLED) ## pipeline vs pandas and DuckDB on ~200k events (bench/README.md); results in bench/results/
-	$(PY) bench/pipeline.py
-
 FLINK_VENV := .venv-flink
 FLINK_INSTALLED := $(FLINK_VENV)/.installed
 .PHONY: bench-flink
+
+bench: setup $(BENCH_INSTALLED) $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events (bench/README.md); results in bench/results/
+	$(PY) bench/pipeline.py
 
 $(FLINK_INSTALLED): bench/requirements-flink.txt
 	@scripts/check_java.sh
@@ -56,7 +56,7 @@ $(FLINK_INSTALLED): bench/requirements-flink.txt
 	$(FLINK_VENV)/bin/python -m pip install --quiet -r bench/requirements-flink.txt
 	@touch $@
 
-bench-flink: $(FLINK_INSTALLED) ## create .venv-flink (PyFlink, apart from .venv's py4j); `make bench` then adds the Flink reference
+bench-flink: $(FLINK_INSTALLED) ## create .venv-flink (PyFlink, apart from .venv's py4j pin); `make bench` does it first
 
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check spark_jobs tests scripts dags bench
