@@ -357,13 +357,13 @@ def cmd_kpis(args: argparse.Namespace, settings: Settings) -> int:
     print(f"gold.kpis_daily: {done.rows} rows for {day} (table version {done.version})")
     for kpi, value in done.figures.items():
         print(f"  {kpi:<22} {'n/a' if value is None else f'{100 * value:.1f} %'}")
-    docs = settings.reports_dir / "data_docs" / "index.html"
+    docs = settings.data_docs_dir / "index.html"
     if args.data_docs:
         from spark_jobs.data_docs import build_data_docs
 
-        built = build_data_docs(spark, settings, docs.parent)
-        failing = sorted(t for t, r in built["tables"].items() if not r["success"])
-        print(f"data docs: {built['index']} ({len(built['tables'])} tables, failing: {', '.join(failing) or 'none'})")
+        built = build_data_docs(spark, settings, settings.data_docs_dir)
+        failing = ", ".join(built["failing"]) or "none"
+        print(f"data docs: {built['index']} ({len(built['tables'])} tables, failing: {failing})")
     if args.report:
         path = render_report(spark, settings, day, settings.reports_dir / "kpi", docs, cfg)
         print(f"report: {path}")

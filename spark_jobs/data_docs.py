@@ -118,7 +118,8 @@ def build_data_docs(spark: SparkSession, settings: Settings, out_dir: Path) -> d
     """Validate the current snapshot of every table against its suite and build GX Data Docs into out_dir.
 
     Returns {"index": <out_dir/index.html>, "tables": {table: {"success", "evaluated", "failed"}},
-    "skipped": [tables whose location has no Delta log]}. A suite GX cannot use raises QualitySuiteError.
+    "failing": [tables with a failed expectation], "skipped": [tables whose location has no Delta log]}.
+    A suite GX cannot use raises QualitySuiteError.
     """
     os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before GX is imported; the context says so too
     import great_expectations as gx
@@ -170,4 +171,5 @@ def build_data_docs(spark: SparkSession, settings: Settings, out_dir: Path) -> d
             elif target.exists() or target.is_symlink():
                 target.unlink()
             shutil.move(str(entry), str(target))
-    return {"index": out_dir / "index.html", "tables": tables, "skipped": skipped}
+    failing = sorted(t for t, r in tables.items() if not r["success"])
+    return {"index": out_dir / "index.html", "tables": tables, "failing": failing, "skipped": skipped}

@@ -238,9 +238,8 @@ def data_docs() -> dict[str, Any]:
     from spark_jobs.data_docs import build_data_docs
 
     settings = Settings.from_env()
-    built = build_data_docs(_spark(settings), settings, settings.reports_dir / "data_docs")
-    failing = sorted(t for t, r in built["tables"].items() if not r["success"])
-    return {"index": str(built["index"]), "tables": len(built["tables"]), "failing": failing,
+    built = build_data_docs(_spark(settings), settings, settings.data_docs_dir)
+    return {"index": str(built["index"]), "tables": len(built["tables"]), "failing": built["failing"],
             "skipped": list(built["skipped"])}  # fmt: skip
 
 
@@ -251,7 +250,7 @@ def kpi_report(day: str) -> dict[str, Any]:
     from spark_jobs.gold.kpis import render_report
 
     settings = Settings.from_env()
-    docs = settings.reports_dir / "data_docs" / "index.html"
+    docs = settings.data_docs_dir / "index.html"
     path = render_report(_spark(settings), settings, date.fromisoformat(day), settings.reports_dir / "kpi", docs)
     return {"report": str(path), "bytes": path.stat().st_size}
 

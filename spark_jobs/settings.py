@@ -209,6 +209,11 @@ class Settings:
         return self.lakehouse / "reports"
 
     @property
+    def data_docs_dir(self) -> Path:
+        """The Great Expectations Data Docs site (index.html) the KPI report links to."""
+        return self.reports_dir / "data_docs"
+
+    @property
     def segments_file(self) -> Path:
         return self.config_dir / "segments.yaml"
 

@@ -51,6 +51,7 @@ def test_data_docs_report_each_table_and_failures_without_row_values(spark, sett
         "ops.quality_gates": {"success": True, "evaluated": 4, "failed": 0},
         "ops.erasure_requests": {"success": False, "evaluated": 12, "failed": 2},
     }
+    assert result["failing"] == ["ops.erasure_requests"]
     index = result["index"].read_text()
     # the index's table of validation results: each suite with its outcome
     status = dict(re.findall(r"'_expectation_suite_name_sort': '(\w+)'.*?'_validation_success_text': '(\w+)'", index))
