@@ -165,9 +165,6 @@ def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ..
         return
     for schema in sorted({name.split(".")[0] for name in todo}):
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    if len(todo) == 1:
-        _ensure_table(spark, todo[0], settings.table_path(todo[0]))
-        return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(4, len(todo)), thread_name_prefix="ensure-tables") as pool:
