@@ -37,7 +37,7 @@ import pandas as pd
 import psutil
 from references.compare import compare_sessions  # bench/references/ (scripts run as files: bench/ is on the path)
 
-from spark_jobs.settings import REPO_ROOT
+from spark_jobs.settings import REPO_ROOT, Settings
 from spark_jobs.simulate import simulate
 
 BENCH = Path(__file__).resolve().parent
@@ -152,8 +152,9 @@ def _rate(events: int, seconds: float | None) -> float | None:
 def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) -> dict:
     lakehouse = work / "lakehouse"
     env = _child_env(lakehouse)
+    paths = Settings.from_env().with_root(lakehouse)  # where the child's settings put landing and tables
     t0 = time.monotonic()
-    summary = simulate(lakehouse / "landing", lakehouse / "_truth", events=events_wanted, seed=seed)
+    summary = simulate(paths.landing, paths.truth, events=events_wanted, seed=seed)
     simulate_s = time.monotonic() - t0
     print(
         f"  simulated {summary.events:,} events ({summary.lines:,} lines, {summary.files} files) in {simulate_s:.1f}s"
@@ -164,8 +165,8 @@ def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) 
     if run.returncode != 0:
         raise SystemExit(f"intentlake run all failed ({run.returncode}); its output:\n{run.output[-4000:]}")
     layer_s = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+): done in ([\d.]+)s", run.output, re.M)}
-    events = deltalake.DeltaTable(str(lakehouse / "bronze" / "events")).to_pyarrow_dataset().count_rows()
-    silver = deltalake.DeltaTable(str(lakehouse / "silver" / "sessions")).to_pandas()
+    events = deltalake.DeltaTable(str(paths.table_path("bronze.events"))).to_pyarrow_dataset().count_rows()
+    silver = deltalake.DeltaTable(str(paths.table_path("silver.sessions"))).to_pandas()
     bronze_silver_s = layer_s.get("bronze", 0.0) + layer_s.get("silver", 0.0)
     intentlake = {
         **asdict(run),
@@ -187,7 +188,7 @@ def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) 
         out = work / f"{name}.parquet"
         print(f"  reference {name} ...", flush=True)
         python = str(FLINK_PYTHON) if name == "flink" else sys.executable
-        ref = run_measured([python, str(REFERENCES[name]), str(lakehouse / "landing"), str(out)], env,
+        ref = run_measured([python, str(REFERENCES[name]), str(paths.landing), str(out)], env,
                            work / f"{name}.log")  # fmt: skip
         if ref.returncode != 0:
             refs[name] = {"error": ref.output[-2000:]}
