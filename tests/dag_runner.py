@@ -1,8 +1,8 @@
 """Run one DAG with Airflow's `dag.test()` in this process and print each task's state as JSON.
 
-    python -m tests.dag_runner DAG_ID [LOGICAL_DATE [SKIP_PATTERN]]
+    [DAG_RUNNER_SKIP=PATTERN] python -m tests.dag_runner DAG_ID [LOGICAL_DATE]
 
-SKIP_PATTERN (a regex of task ids) marks those tasks successful without running them (dag.test's
+DAG_RUNNER_SKIP (a regex of task ids) marks those tasks successful without running them (dag.test's
 mark_success_pattern), for a test about one task of a wide DAG.
 
 Tests call `run_dag`, which starts this in a subprocess so Airflow reads the AIRFLOW_HOME and INTENTLAKE_*
@@ -50,12 +50,8 @@ def run_dag(
     env: dict[str, str], dag_id: str, logical_date: str | None = None, skip: str | None = None
 ) -> tuple[dict, str]:
     """dag.test() in a subprocess: ({"state": ..., "tasks": {task_id: state}}, the run's output)."""
-    args = [
-        dag_id,
-        *([logical_date or "2026-11-03T00:00:00+00:00"] if logical_date or skip else []),
-        *([skip] if skip else []),
-    ]
-    done = run_python(env, "-m", "tests.dag_runner", *args)
+    env = env | ({"DAG_RUNNER_SKIP": skip} if skip else {})
+    done = run_python(env, "-m", "tests.dag_runner", dag_id, *([logical_date] if logical_date else []))
     result = next((line for line in done.stdout.splitlines() if line.startswith("DAG-RESULT ")), None)
     assert result, f"no result from dag.test():\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return json.loads(result.removeprefix("DAG-RESULT ")), done.stdout + done.stderr
@@ -70,8 +66,7 @@ def main() -> int:
     if bag.import_errors:
         print(json.dumps({"import_errors": bag.import_errors}))
         return 3
-    skip = sys.argv[3] if len(sys.argv) > 3 else None
-    run = bag.dags[dag_id].test(logical_date=logical, mark_success_pattern=skip)
+    run = bag.dags[dag_id].test(logical_date=logical, mark_success_pattern=os.environ.get("DAG_RUNNER_SKIP"))
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     print("DAG-RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
     return 0

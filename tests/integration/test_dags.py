@@ -181,7 +181,8 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
         old = spark.read.format("delta").option("versionAsOf", version).load(str(settings.table_path(name)))
         try:
             held = old.where(where[name]).count()
-        except Exception:  # the version's files were vacuumed: it cannot be read at all
+        except Exception as exc:  # the version's files were vacuumed: it cannot be read at all
+            assert re.search(r"FILE_NOT_EXIST|FileNotFound|does not exist|DELTA_FILE_NOT_FOUND", str(exc)), exc
             continue
         assert held == 0, (name, version)
     # and no data file left anywhere (Change Data Feed files included) nor landing line names them
