@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 JARS := .cache/jars/.resolved
-BENCH_INSTALLED := $(VENV)/.bench-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup jars demo test test-fast lint bench clean kafka-up kafka-down airflow
@@ -37,15 +36,11 @@ test: setup ## the whole suite (unit, spark, integration, e2e)
 test-fast: setup ## the inner loop: pure unit tests only (seconds)
 	$(VENV)/bin/pytest -m unit -q
 
-$(BENCH_INSTALLED): pyproject.toml $(INSTALLED)
-	$(PY) -m pip install --quiet -e ".[platform,dev,bench]"
-	@touch $@
-
 FLINK_VENV := .venv-flink
 FLINK_INSTALLED := $(FLINK_VENV)/.installed
 .PHONY: bench-flink
 
-bench: setup $(BENCH_INSTALLED) $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events (bench/README.md); results in bench/results/
+bench: setup $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events, then freshness (bench/README.md); results in bench/results/
 	$(PY) bench/pipeline.py
 
 $(FLINK_INSTALLED): bench/requirements-flink.txt

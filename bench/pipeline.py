@@ -1,6 +1,7 @@
 """The whole pipeline on one generated input, against pandas, DuckDB and Flink doing the same session work.
 
-    .venv/bin/python bench/pipeline.py [--events 200000] [--scales 1,4,16] [--references pandas,duckdb,flink] [--keep]
+    .venv/bin/python bench/pipeline.py [--events 200000] [--scales 1,4,16] [--references pandas,duckdb,flink]
+                                       [--flink-max-events 1000000] [--freshness-files 30 | --no-freshness] [--keep]
 
 For each scale (a multiple of --events): simulate the input with the project's simulator into a temp
 lakehouse, run `intentlake run all` (bronze -> silver -> gold, availableNow) in a child process, and sample
@@ -9,7 +10,12 @@ and resident memory. Then run each reference in a child process on the same land
 cores, sampled the same way, and compare its sessions with silver.sessions row by row: a reference's time
 is only compared (as a ratio) when it produced exactly the same sessions and core features. The Flink
 reference runs with .venv-flink's interpreter (`make bench-flink`; PyFlink's py4j is not pyspark's) and is
-included by default when that venv exists.
+included by default when that venv exists; above --flink-max-events it is left out (PyFlink runs at a few
+hundred events/s here and holds every device's events in state until the end of the input).
+
+Then, once, freshness at a steady event rate (bench/freshness.py in a child process, sampled the same way):
+bronze, silver and gold streaming with a processing-time trigger while files land one at a time; p50/p99
+from an event's landing to its session in silver and its score in gold.
 
 Writes bench/results/<timestamp>.json and .md (the Markdown is printed too). What each figure means is in
 bench/README.md.
@@ -46,6 +52,7 @@ REFERENCES = {
     "duckdb": BENCH / "references" / "duckdb_sessions.py",
     "flink": BENCH / "references" / "flink_sessions.py",
 }
+FRESHNESS = BENCH / "freshness.py"
 FLINK_PYTHON = REPO_ROOT / ".venv-flink" / "bin" / "python"  # `make bench-flink`
 LAYERS = ("bronze", "silver", "gold")
 SAMPLE_SECONDS = 0.2
@@ -149,7 +156,7 @@ def _rate(events: int, seconds: float | None) -> float | None:
     return events / seconds if seconds else None
 
 
-def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) -> dict:
+def run_scale(events_wanted: int, seed: int, references: list[str], flink_max_events: int, work: Path) -> dict:
     lakehouse = work / "lakehouse"
     env = _child_env(lakehouse)
     paths = Settings.from_env().with_root(lakehouse)  # where the child's settings put landing and tables
@@ -185,6 +192,10 @@ def run_scale(events_wanted: int, seed: int, references: list[str], work: Path) 
 
     refs: dict[str, dict] = {}
     for name in references:
+        if name == "flink" and events > flink_max_events:
+            refs[name] = {"skipped": f"{events:,} events is over --flink-max-events {flink_max_events:,}"}
+            print(f"  reference flink: left out ({refs[name]['skipped']})")
+            continue
         out = work / f"{name}.parquet"
         print(f"  reference {name} ...", flush=True)
         python = str(FLINK_PYTHON) if name == "flink" else sys.executable
@@ -257,8 +268,9 @@ def markdown(result: dict) -> str:
             f"(JVM {_mb(il['peak_jvm_rss_bytes'])}) | {_mb(il['peak_pss_bytes'])} | n/a | 1 | |",
         ]
         for name, ref in scale["references"].items():
-            if "error" in ref:
-                lines.append(f"| {name} | failed | | | | | | | | |")
+            if "error" in ref or "skipped" in ref:
+                why = "failed" if "error" in ref else f"left out: {ref['skipped']}"
+                lines.append(f"| {name} | {why} | | | | | | | | |")
                 continue
             same = "yes" if ref["same_sessions"] else f"NO: {ref['comparison']['mismatches']:,} mismatches"
             lines.append(
@@ -273,7 +285,85 @@ def markdown(result: dict) -> str:
             if layer in layers
         )
         lines += ["", f"intentlake by layer: {per_layer}; start-up {il['startup_seconds']:.1f}s.", ""]
+    if len(result["scales"]) > 1:
+        lines += scaling_table(result["scales"])
+    if result.get("freshness"):
+        lines += freshness_table(result["freshness"])
     return "\n".join(lines) + "\n"
+
+
+def scaling_table(scales: list[dict]) -> list[str]:
+    """Time and memory per scale, and how each grew against the smallest scale."""
+    first = scales[0]
+    names = ["intentlake", *first["references"]]
+
+    def figures(scale: dict, name: str) -> dict | None:
+        run = scale["intentlake"] if name == "intentlake" else scale["references"].get(name, {})
+        return run if "wall_s" in run else None
+
+    lines = [
+        "## Scaling",
+        "",
+        "| implementation | scale | events | wall s | time growth | events/s | peak PSS | memory growth |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        base = next((f for f in (figures(s, name) for s in scales) if f), None)
+        for scale in scales:
+            run = figures(scale, name)
+            if run is None or base is None:
+                lines.append(f"| {name} | {scale['scale']}x | | left out | | | | |")
+                continue
+            events = scale["intentlake"]["events"]
+            lines.append(
+                f"| {name} | {scale['scale']}x | {events:,} | {run['wall_s']:.1f} | "
+                f"{run['wall_s'] / base['wall_s']:.2f}x | {_num(_rate(events, run['wall_s']))} | "
+                f"{_mb(run['peak_pss_bytes'])} | {run['peak_pss_bytes'] / base['peak_pss_bytes']:.2f}x |"
+            )
+    return [*lines, ""]
+
+
+def freshness_table(f: dict) -> list[str]:
+    """Landing -> bronze / silver / gold at a steady rate (bench/freshness.py's figures)."""
+
+    def row(label: str, key: str, ratio: str | None) -> str:
+        s = f[key]
+        if s["p50"] is None:
+            return f"| {label} | no event measured | | | |"
+        shown = "1 (baseline)" if ratio is None else _num(f[ratio], "{:.1f}x")
+        return f"| {label} | {s['p50']:.1f} | {s['p99']:.1f} | {s['max']:.1f} | {shown} |"
+
+    return [
+        f"## Freshness at ~{f['events_per_s']:,.0f} events/s (one file of ~{f['lines'] // f['files']:,} lines every "
+        f"{f['interval_s']:.0f} s, trigger {f['trigger']!r}, bronze + silver + gold streaming in one application)",
+        "",
+        f"{f['events_measured']:,} on-time events (the first {f['skipped_files']} files left out); "
+        f"{f['events_in_silver']:,} reached silver and {f['events_in_gold']:,} gold; all streams idle "
+        f"{f['caught_up_s_after_last_file']:.0f} s after the last file; batches {f['batches']}; "
+        f"peak PSS of the process tree {_mb(f['peak_pss_bytes'])}.",
+        "",
+        "| from landing to | p50 s | p99 s | max s | p50 vs bronze |",
+        "|---|---:|---:|---:|---:|",
+        row("bronze.events (the floor)", "landing_to_bronze_s", None),
+        row("its session in silver.sessions", "landing_to_silver_s", "ratio_silver_p50_vs_bronze_p50"),
+        row("its score in gold.session_scores", "landing_to_gold_s", "ratio_gold_p50_vs_bronze_p50"),
+        "",
+    ]
+
+
+def run_freshness(args: argparse.Namespace, work: Path) -> dict:
+    """bench/freshness.py in a child process, its tree sampled like the others; its figures from its last line."""
+    command = [sys.executable, str(FRESHNESS), "--events", str(args.freshness_events), "--files",
+               str(args.freshness_files), "--interval", str(args.freshness_interval), "--trigger", args.trigger,
+               "--skip", str(args.freshness_skip)]  # fmt: skip
+    print(f"freshness: {args.freshness_files} files, one every {args.freshness_interval:.0f}s ...", flush=True)
+    run = run_measured(command, _child_env(work / "lakehouse"), work / "freshness.log")
+    if run.returncode != 0:
+        raise SystemExit(f"bench/freshness.py failed ({run.returncode}); its output:\n{run.output[-4000:]}")
+    figures = json.loads(next(line for line in reversed(run.output.splitlines()) if line.startswith("{")))
+    measured = asdict(run)
+    measured.pop("output")
+    return {**figures, **measured}
 
 
 def main() -> int:
@@ -287,6 +377,18 @@ def main() -> int:
         default=",".join(default_references),
         help="comma-separated, or 'none' (default %(default)s: flink when .venv-flink exists)",
     )
+    parser.add_argument(
+        "--flink-max-events",
+        type=int,
+        default=1_000_000,
+        help="leave the flink reference out of scales above this many events (default %(default)s)",
+    )
+    parser.add_argument("--no-freshness", action="store_true", help="skip the steady-rate freshness run")
+    parser.add_argument("--freshness-events", type=int, default=9_000, help="events fed (default %(default)s)")
+    parser.add_argument("--freshness-files", type=int, default=30, help="files they land in (default %(default)s)")
+    parser.add_argument("--freshness-interval", type=float, default=10.0, help="seconds between files (%(default)s)")
+    parser.add_argument("--freshness-skip", type=int, default=3, help="first files left out (default %(default)s)")
+    parser.add_argument("--trigger", default="5 seconds", help="the streams' processing-time trigger (%(default)s)")
     parser.add_argument("--results", type=Path, default=BENCH / "results", help="where to write the results")
     parser.add_argument("--keep", action="store_true", help="keep the temp lakehouses and logs")
     args = parser.parse_args()
@@ -309,7 +411,16 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix=f"intentlake-bench-pipeline-x{scale}-"))
         print(f"scale {scale}: {args.events * scale:,} events in {work}", flush=True)
         try:
-            result["scales"].append({"scale": scale, **run_scale(args.events * scale, args.seed, references, work)})
+            result["scales"].append(
+                {"scale": scale, **run_scale(args.events * scale, args.seed, references, args.flink_max_events, work)}
+            )
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    if not args.no_freshness:
+        work = Path(tempfile.mkdtemp(prefix="intentlake-bench-freshness-"))
+        try:
+            result["freshness"] = run_freshness(args, work)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
