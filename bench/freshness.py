@@ -7,14 +7,17 @@ A simulated day is written to a staging folder in `files` NDJSON files (in arriv
 moved into the landing zone every `interval` seconds (a rename: never read half-written) while the three
 layers run as three streams of one Spark application, each with a processing-time trigger of `trigger`.
 Once the feed ends and every stream has caught up (each one idle after the one before it), the streams
-stop and the times are read back from the tables, so measuring adds no load while the feed runs:
+stop and the times are read back from the Delta logs and the queries' progress reports, so measuring adds no
+load while the feed runs:
 
-- landed: when the event's file was moved into the landing zone;
-- bronze: the commit time of the bronze.events version holding the event's row (from the Delta log);
-- silver: the first silver.sessions commit (its Change Data Feed) whose row for the event's device covers
-  the event's time, written by a silver batch that started after that bronze commit (so the batch read it);
-- gold: the first gold.session_scores commit (its Change Data Feed) whose row for that session covers the
-  event's time, written by a gold batch that started after that silver commit.
+- landed: when the event's file appeared in the landing zone;
+- bronze: the commit time of the bronze.events version that added the event's row (from the Delta log);
+- silver: the first silver.sessions commit made by the first silver batch whose trigger started after that
+  bronze commit (a batch reads what was committed before its trigger started; batches from the query's
+  progress reports), or that batch's end if it changed no row there;
+- gold: the same for gold.session_scores and the first gold batch that started after the silver commit.
+  A batch that read the change has scored the event's session even when the score did not move, so
+  this does not depend on a row changing (a session id may change when a late event moves its start).
 
 Late events (silver.late_events: recorded, never shown in a session) are left out, and so are the first
 `--skip` files (JVM warm-up, Python workers starting). The baseline is landing -> bronze, the floor every
@@ -28,16 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchlib import job_runs, percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
-from pyspark.sql import DataFrame, SparkSession
+from benchlib import percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -57,8 +61,8 @@ def _feed(staged: list[Path], landing: Path, interval: float, landed: dict[str, 
     start = time.time()
     for i, path in enumerate(staged):
         time.sleep(max(0.0, start + i * interval - time.time()))
-        landed[path.name] = time.time()
         path.rename(landing / path.name)
+        landed[path.name] = time.time()  # once the stream can see it
 
 
 def _idle_since(query: StreamingQuery, since: float) -> bool:
@@ -82,46 +86,52 @@ def _wait_idle(query: StreamingQuery, since: float) -> float:
     return time.time()
 
 
-def _file_commits(spark: SparkSession, table: Path) -> DataFrame:
-    """(data file name, commit time) for every file a version of the Delta table at `table` added."""
-    rows = []
-    for log in sorted((table / "_delta_log").glob("*.json")):
-        committed, added = None, []
+@dataclass(frozen=True)
+class Commit:
+    version: int
+    at: datetime
+    files: tuple[str, ...]  # data files it added
+
+
+def commits(table: Path) -> list[Commit]:
+    """A Delta table's commits from its log (commitInfo time, added data files), oldest first."""
+    found = []
+    for log in sorted(p for p in (table / "_delta_log").glob("*.json") if re.fullmatch(r"\d{20}\.json", p.name)):
+        at, files = None, []
         for line in log.read_text().splitlines():
             action = json.loads(line)
             if "commitInfo" in action:
-                committed = datetime.fromtimestamp(action["commitInfo"]["timestamp"] / 1000, UTC)
+                at = datetime.fromtimestamp(action["commitInfo"]["timestamp"] / 1000, UTC)
             if "add" in action:
-                added.append(Path(action["add"]["path"]).name)
-        rows += [(name, committed) for name in added]
-    return spark.createDataFrame(rows, "data_file STRING, bronze_at TIMESTAMP")
+                files.append(Path(action["add"]["path"]).name)
+        found.append(Commit(int(log.stem), at, tuple(files)))
+    return found
 
 
-def _batch_starts(spark: SparkSession, settings: Settings, job: str) -> DataFrame:
-    """A job's batches as [started_at, next batch's start): a commit in that span came from that batch."""
-    starts = sorted(r.started_at for r in job_runs(spark, settings, job))
-    spans = [(s, e) for s, e in zip(starts, [*starts[1:], datetime(9999, 1, 1)], strict=True)]
-    return spark.createDataFrame(spans, "batch_start TIMESTAMP, next_start TIMESTAMP")
+@dataclass(frozen=True)
+class Batch:
+    started: datetime  # the trigger's start: what was committed upstream before it, the batch read
+    ended: datetime
 
 
-def _post_images(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
-    """Every row version a table's commits wrote (inserts and updates), with the commit's time."""
-    return (
-        spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", 0)
-        .load(str(settings.table_path(table)))
-        .filter(F.col("_change_type").isin("insert", "update_postimage"))
-        .withColumnRenamed("_commit_timestamp", "committed_at")
-    )
+def batches(query: StreamingQuery) -> list[Batch]:
+    """The query's micro-batches that read input, from its progress reports."""
+    found = []
+    for progress in query.recentProgress:
+        if progress["numInputRows"] > 0:
+            started = datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00"))
+            found.append(Batch(started, started + timedelta(milliseconds=progress["durationMs"]["triggerExecution"])))
+    return sorted(found, key=lambda b: b.started)
 
 
-def _by_batch(commits: DataFrame, batches: DataFrame) -> DataFrame:
-    """Each commit with the start of the batch that wrote it."""
-    return commits.join(
-        F.broadcast(batches),
-        (commits.committed_at >= batches.batch_start) & (commits.committed_at < batches.next_start),
-    ).drop("next_start")
+def visible_at(upstream_at: datetime, layer: list[Batch], table: list[Commit]) -> datetime | None:
+    """When a change committed upstream at `upstream_at` became visible in the layer's table: the layer's
+    first commit to it in the first batch that started after `upstream_at` (that batch read the change),
+    or, if that batch wrote nothing there (no row of the table changed), the batch's end."""
+    batch = next((b for b in layer if b.started >= upstream_at), None)
+    if batch is None:
+        return None
+    return next((c.at for c in table if batch.started <= c.at <= batch.ended), batch.ended)
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -130,71 +140,57 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99), "max": max(values)}
 
 
-def measure(spark: SparkSession, settings: Settings, landed: dict[str, float], skip: int) -> dict:
-    """Per event: landing -> bronze -> silver session -> gold score, from the tables' commit times."""
+def measure(
+    spark: SparkSession, settings: Settings, landed: dict[str, float], skip: int, queries: dict[str, StreamingQuery]
+) -> dict:
+    """Per event: landing -> bronze commit -> silver.sessions -> gold.session_scores (see the module doc)."""
     table = settings.table_path
-    landed_at = spark.createDataFrame(
-        [(name, datetime.fromtimestamp(at, UTC)) for name, at in landed.items()], "file STRING, landed_at TIMESTAMP"
+    late = spark.read.format("delta").load(str(table("silver.late_events")))
+    events = spark.read.format("delta").load(str(table("bronze.events")))
+    same_event = (
+        (events.anonymous_id == late.anonymous_id)
+        & (events.event_id == late.event_id)
+        & events.session_id.eqNullSafe(late.session_id)
     )
-    late = spark.read.format("delta").load(str(table("silver.late_events"))).select("anonymous_id", "event_id")
-    events = (
-        spark.read.format("delta")
-        .load(str(table("bronze.events")))
+    rows = (
+        events.join(late, same_event, "left_anti")
         .select(
-            "anonymous_id",
-            "event_id",
-            "occurred_at",
             F.element_at(F.split("source_file", "/"), -1).alias("file"),
             F.col("_metadata.file_name").alias("data_file"),
         )
-        .join(landed_at, "file")
-        .join(_file_commits(spark, table("bronze.events")), "data_file")
-        .join(late, ["anonymous_id", "event_id"], "left_anti")
         .filter(~F.col("file").isin(*sorted(landed)[:skip]))
+        .groupBy("file", "data_file")
+        .count()
+        .collect()
     )
-    sessions = _by_batch(
-        _post_images(spark, settings, "silver.sessions").select(
-            "session_id", "anonymous_id", "session_start", "session_end", "committed_at"
-        ),
-        _batch_starts(spark, settings, "silver"),
-    )
-    in_silver = (
-        events.join(sessions, "anonymous_id")
-        .filter(F.col("occurred_at").between(F.col("session_start"), F.col("session_end")))
-        .filter(F.col("batch_start") >= F.col("bronze_at"))  # the batch that wrote it had read the event
-        .groupBy("anonymous_id", "event_id", "occurred_at", "landed_at", "bronze_at")
-        .agg(F.min_by(F.struct("committed_at", "session_id"), "committed_at").alias("first"))
-        .select("*", F.col("first.committed_at").alias("silver_at"), F.col("first.session_id").alias("session_id"))
-        .drop("first")
-    )
-    scores = _by_batch(
-        _post_images(spark, settings, "gold.session_scores").select(
-            "session_id", F.col("session_start").alias("s_start"), F.col("session_end").alias("s_end"), "committed_at"
-        ),
-        _batch_starts(spark, settings, "gold"),
-    )
-    in_gold = (
-        in_silver.join(scores, "session_id", "left")
-        .withColumn("covers", F.col("occurred_at").between(F.col("s_start"), F.col("s_end")))
-        .withColumn("ok", F.col("covers") & (F.col("batch_start") >= F.col("silver_at")))
-        .groupBy("anonymous_id", "event_id", "landed_at", "bronze_at", "silver_at")
-        .agg(F.min(F.when(F.col("ok"), F.col("committed_at"))).alias("gold_at"))
-    )
-    rows = in_gold.collect()
-    total = events.count()
-
-    def seconds(later: str, earlier: str) -> list[float]:
-        return [(r[later] - r[earlier]).total_seconds() for r in rows if r[later] is not None]
-
+    bronze_at = {f: c.at for c in commits(table("bronze.events")) for f in c.files}
+    silver_batches, gold_batches = batches(queries["silver"]), batches(queries["gold"])
+    silver_commits, gold_commits = commits(table("silver.sessions")), commits(table("gold.session_scores"))
+    spans: dict[str, list[float]] = {k: [] for k in ("bronze", "silver", "gold", "bronze_silver", "silver_gold")}
+    seen = {"silver": 0, "gold": 0}
+    total = 0
+    for row in rows:
+        total += row["count"]
+        arrived = datetime.fromtimestamp(landed[row.file], UTC)
+        in_bronze = bronze_at[row.data_file]
+        in_silver = visible_at(in_bronze, silver_batches, silver_commits)
+        in_gold = visible_at(in_silver, gold_batches, gold_commits) if in_silver else None
+        for key, later, earlier in (("bronze", in_bronze, arrived), ("silver", in_silver, arrived),
+                                    ("gold", in_gold, arrived), ("bronze_silver", in_silver, in_bronze),
+                                    ("silver_gold", in_gold, in_silver)):  # fmt: skip
+            if later is not None:
+                spans[key] += [(later - earlier).total_seconds()] * row["count"]
+        seen["silver"] += row["count"] if in_silver else 0
+        seen["gold"] += row["count"] if in_gold else 0
     result = {
         "events_measured": total,
-        "events_in_silver": len(rows),
-        "events_in_gold": sum(1 for r in rows if r.gold_at is not None),
-        "landing_to_bronze_s": _stats(seconds("bronze_at", "landed_at")),
-        "landing_to_silver_s": _stats(seconds("silver_at", "landed_at")),
-        "landing_to_gold_s": _stats(seconds("gold_at", "landed_at")),
-        "bronze_to_silver_s": _stats(seconds("silver_at", "bronze_at")),
-        "silver_to_gold_s": _stats(seconds("gold_at", "silver_at")),
+        "events_in_silver": seen["silver"],
+        "events_in_gold": seen["gold"],
+        "landing_to_bronze_s": _stats(spans["bronze"]),
+        "landing_to_silver_s": _stats(spans["silver"]),
+        "landing_to_gold_s": _stats(spans["gold"]),
+        "bronze_to_silver_s": _stats(spans["bronze_silver"]),
+        "silver_to_gold_s": _stats(spans["silver_gold"]),
     }
     floor = result["landing_to_bronze_s"]["p50"]
     for layer in ("silver", "gold"):
@@ -209,28 +205,28 @@ def run(base: Settings, events: int, files: int, interval: float, trigger: str, 
     summary = simulate(staging, base.lakehouse / "truth", events=events, seed=29, lines_per_file=-(-events // files))
     staged = sorted(staging.glob("events-*.ndjson"))
     spark = build_spark(settings, app_name="intentlake-bench-freshness")
+    spark.conf.set("spark.sql.streaming.numRecentProgressUpdates", "100000")  # every batch's progress is kept
     ensure_tables(spark, settings)
     settings.landing.mkdir(parents=True, exist_ok=True)
     landed: dict[str, float] = {}
-    queries = [
-        bronze.run(spark, settings, trigger=trigger, wait=False),
-        silver.run(spark, settings, trigger=trigger, wait=False),
-        gold.run(spark, settings, trigger=trigger, wait=False),
-    ]
+    queries = {
+        "bronze": bronze.run(spark, settings, trigger=trigger, wait=False),
+        "silver": silver.run(spark, settings, trigger=trigger, wait=False),
+        "gold": gold.run(spark, settings, trigger=trigger, wait=False),
+    }
     feeder = threading.Thread(target=_feed, args=(staged, settings.landing, interval, landed), daemon=True)
     feeder.start()
     feeder.join()
     fed = time.time()
     since = max(landed.values())
     try:
-        for query in queries:  # each stream idle after the one upstream of it was: all caught up
+        for query in queries.values():  # each stream idle after the one upstream of it was: all caught up
             since = _wait_idle(query, since)
     finally:
-        for query in queries:
+        for query in queries.values():
             query.stop()
     caught_up = since - fed
-    figures = measure(spark, settings, landed, skip)
-    batches = {job: len(job_runs(spark, settings, job)) for job in ("bronze", "silver", "gold")}
+    figures = measure(spark, settings, landed, skip, queries)
     spark.stop()
     return {
         "events": summary.events,
@@ -241,7 +237,7 @@ def run(base: Settings, events: int, files: int, interval: float, trigger: str, 
         "trigger": trigger,
         "skipped_files": skip,
         "caught_up_s_after_last_file": caught_up,
-        "batches": batches,
+        "batches": {layer: len(batches(query)) for layer, query in queries.items()},
         **figures,
     }
 

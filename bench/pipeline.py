@@ -152,6 +152,19 @@ def _child_env(lakehouse: Path) -> dict[str, str]:
     return env
 
 
+def phase_costs(pipeline_runs: Path) -> list[dict]:
+    """Where the layers' time went: every `<phase>_ms` figure the batches recorded in
+    ops.pipeline_runs.details (each job's phases do not overlap), summed per job and phase, largest first."""
+    runs = deltalake.DeltaTable(str(pipeline_runs)).to_pyarrow_table(columns=["job", "details"]).to_pylist()
+    totals: dict[tuple[str, str], int] = {}
+    for run in runs:
+        for key, value in run["details"]:
+            if key.endswith("_ms"):
+                totals[run["job"], key] = totals.get((run["job"], key), 0) + int(value)
+    ranked = sorted(totals.items(), key=lambda item: -item[1])
+    return [{"job": job, "phase": key.removesuffix("_ms"), "seconds": ms / 1000} for (job, key), ms in ranked]
+
+
 def _rate(events: int, seconds: float | None) -> float | None:
     return events / seconds if seconds else None
 
@@ -185,6 +198,7 @@ def run_scale(events_wanted: int, seed: int, references: list[str], flink_max_ev
         "events_per_s": _rate(events, run.wall_s),
         "events_per_s_by_layer": {layer: _rate(events, s) for layer, s in layer_s.items()},
         "cpu_s_per_million_events": run.cpu_s / events * 1e6,
+        "phases": phase_costs(paths.table_path("ops.pipeline_runs")),
     }
     intentlake.pop("output")
     print(f"  intentlake: {events:,} events, {len(silver):,} sessions in {run.wall_s:.1f}s "
@@ -284,7 +298,13 @@ def markdown(result: dict) -> str:
             for layer in LAYERS
             if layer in layers
         )
-        lines += ["", f"intentlake by layer: {per_layer}; start-up {il['startup_seconds']:.1f}s.", ""]
+        costs = ", ".join(f"{p['job']} {p['phase']} {p['seconds']:.1f}s" for p in il.get("phases", [])[:5])
+        lines += [
+            "",
+            f"intentlake by layer: {per_layer}; start-up {il['startup_seconds']:.1f}s.",
+            f"Largest phases (ops.pipeline_runs.details): {costs}.",
+            "",
+        ]
     if len(result["scales"]) > 1:
         lines += scaling_table(result["scales"])
     if result.get("freshness"):
@@ -308,23 +328,33 @@ def scaling_table(scales: list[dict]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
-        base = next((f for f in (figures(s, name) for s in scales) if f), None)
+        base = figures(first, name)  # growth only against the smallest scale's own run
         for scale in scales:
             run = figures(scale, name)
-            if run is None or base is None:
-                lines.append(f"| {name} | {scale['scale']}x | | left out | | | | |")
+            if run is None:
+                lines.append(f"| {name} | {scale['scale']}x | | left out or failed | | | | |")
                 continue
             events = scale["intentlake"]["events"]
+            time_growth = f"{run['wall_s'] / base['wall_s']:.2f}x" if base else ""
+            memory_growth = (
+                f"{run['peak_pss_bytes'] / base['peak_pss_bytes']:.2f}x" if base and base["peak_pss_bytes"] else ""
+            )
             lines.append(
-                f"| {name} | {scale['scale']}x | {events:,} | {run['wall_s']:.1f} | "
-                f"{run['wall_s'] / base['wall_s']:.2f}x | {_num(_rate(events, run['wall_s']))} | "
-                f"{_mb(run['peak_pss_bytes'])} | {run['peak_pss_bytes'] / base['peak_pss_bytes']:.2f}x |"
+                f"| {name} | {scale['scale']}x | {events:,} | {run['wall_s']:.1f} | {time_growth} | "
+                f"{_num(_rate(events, run['wall_s']))} | {_mb(run['peak_pss_bytes'])} | {memory_growth} |"
             )
     return [*lines, ""]
 
 
 def freshness_table(f: dict) -> list[str]:
     """Landing -> bronze / silver / gold at a steady rate (bench/freshness.py's figures)."""
+    if "error" in f:
+        return [
+            "## Freshness",
+            "",
+            f"bench/freshness.py failed (exit {f['returncode']}); see the JSON for its output.",
+            "",
+        ]
 
     def row(label: str, key: str, ratio: str | None) -> str:
         s = f[key]
@@ -358,8 +388,9 @@ def run_freshness(args: argparse.Namespace, work: Path) -> dict:
                "--skip", str(args.freshness_skip)]  # fmt: skip
     print(f"freshness: {args.freshness_files} files, one every {args.freshness_interval:.0f}s ...", flush=True)
     run = run_measured(command, _child_env(work / "lakehouse"), work / "freshness.log")
-    if run.returncode != 0:
-        raise SystemExit(f"bench/freshness.py failed ({run.returncode}); its output:\n{run.output[-4000:]}")
+    if run.returncode != 0:  # the scales' results are still written
+        print(f"  bench/freshness.py failed ({run.returncode}):\n{run.output[-4000:]}")
+        return {"error": run.output[-4000:], "returncode": run.returncode}
     figures = json.loads(next(line for line in reversed(run.output.splitlines()) if line.startswith("{")))
     measured = asdict(run)
     measured.pop("output")
@@ -397,6 +428,10 @@ def main() -> int:
     unknown = set(references) - set(REFERENCES)
     if unknown:
         parser.error(f"unknown references {sorted(unknown)}; choose from {sorted(REFERENCES)}")
+    if not args.no_freshness and not 0 <= args.freshness_skip < args.freshness_files:
+        parser.error(f"--freshness-skip {args.freshness_skip} leaves no file of --freshness-files to measure")
+    if not re.fullmatch(r"\d+(\.\d+)? ?(millisecond|second|minute|hour)s?", args.trigger):
+        parser.error(f"--trigger {args.trigger!r}: an interval such as '5 seconds'")
     if "flink" in references and not FLINK_PYTHON.exists():
         parser.error(f"the flink reference runs in {FLINK_PYTHON.parent.parent.name}: `make bench-flink` creates it")
     started = datetime.now(UTC)

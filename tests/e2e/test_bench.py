@@ -35,6 +35,8 @@ def test_bench_pipeline_smoke_run(tmp_path):
     assert intentlake["events"] > 1000 and intentlake["sessions"] > 0
     assert set(intentlake["layer_seconds"]) == {"bronze", "silver", "gold"}
     assert intentlake["peak_jvm_rss_bytes"] > 0 and intentlake["cpu_s"] > 0
+    assert {p["job"] for p in intentlake["phases"]} == {"bronze", "silver", "gold"}
+    assert sum(p["seconds"] for p in intentlake["phases"]) <= sum(intentlake["layer_seconds"].values())
     for name in ("pandas", "duckdb"):
         ref = scale["references"][name]
         assert ref["same_sessions"], (name, ref["comparison"])
@@ -48,5 +50,5 @@ def test_bench_pipeline_smoke_run(tmp_path):
     assert bronze["p50"] <= bronze["p99"] <= bronze["max"]
 
     table = written.with_suffix(".md").read_text()
-    assert "| pandas |" in table and "| duckdb |" in table and "## Freshness" in table
+    assert "| pandas |" in table and "| duckdb |" in table and "## Freshness" in table and "Largest phases" in table
     assert table in run.stdout
