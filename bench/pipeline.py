@@ -470,4 +470,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # delta-rs (deltalake) may abort in its own teardown at interpreter exit: skip the teardown
