@@ -165,11 +165,10 @@ def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ..
         return
     for schema in sorted({name.split(".")[0] for name in todo}):
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    from concurrent.futures import ThreadPoolExecutor
+    from spark_jobs.spark import each_table
 
-    with ThreadPoolExecutor(max_workers=min(4, len(todo)), thread_name_prefix="ensure-tables") as pool:
-        for _ in pool.map(lambda name: _ensure_table(spark, name, settings.table_path(name)), todo):
-            pass  # re-raises the first error; each table is created in one commit, never half-made
+    # each table is created in one commit, never half-made
+    each_table(lambda name: _ensure_table(spark, name, settings.table_path(name)), todo)
 
 
 def _is_registered(spark: SparkSession, name: str, location: Path) -> bool:

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import Settings
+from spark_jobs.spark import each_table
 
 TABLE = "ops.erasure_requests"
 SUBJECT_TYPES = ("user_id", "anonymous_id", "person_id")
@@ -172,6 +173,14 @@ def _delete(spark: SparkSession, settings: Settings, table: str, condition: Colu
     return deleted, int(last.version)
 
 
+def _delete_everywhere(
+    spark: SparkSession, settings: Settings, where: dict[str, Column]
+) -> dict[str, tuple[int, int | None]]:
+    """`_delete` in every table, a few tables at a time (independent Delta logs). A failure leaves the
+    request pending; the retry deletes again, and what an earlier try deleted is gone already."""
+    return dict(zip(where, each_table(lambda t: _delete(spark, settings, t, where[t]), where), strict=True))
+
+
 def scrub_landing(settings: Settings, texts: frozenset[str]) -> int:
     """Remove the lines naming any of `texts` from the landing zone's files (each file replaced atomically);
     returns the lines removed. Bronze has read these files already or will read the scrubbed version."""
@@ -223,13 +232,9 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
     for request in pending:
         at = max(_naive(now), request.requested_at)  # a backfilled run's interval may end before the request
         ids = resolve(spark, settings, request.subject_type, request.subject)
-        rows: dict[str, int] = {}
-        versions: dict[str, int] = {}
-        for table, condition in conditions(ids).items():
-            deleted, version = _delete(spark, settings, table, condition)
-            rows[table] = deleted
-            if version is not None:
-                versions[table] = version
+        done = _delete_everywhere(spark, settings, conditions(ids))
+        rows = {table: deleted for table, (deleted, _) in done.items()}
+        versions = {table: version for table, (_, version) in done.items() if version is not None}
         rows["landing"] = scrub_landing(settings, ids.texts)
         total += sum(rows.values())
         receipt = {
@@ -266,14 +271,14 @@ def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tupl
     if not due:
         return [], 0
     tables = sorted({t for r in due for t in (r.table_versions or {})})
-    files = sum(purge(spark, settings, t, hours) for t in tables)
+    files = purge(spark, settings, tables, hours)
     for r in due:
         at = max(_naive(now), r.erased_at)
         receipt = json.loads(r.receipt)
         receipt["purged_at"] = at.isoformat()
         _update(spark, settings, r.request_id, {"status": "purged", "purged_at": at,
                                                 "receipt": json.dumps(receipt, sort_keys=True)})  # fmt: skip
-    files += purge(spark, settings, TABLE, hours)  # the pending rows that named the persons
+    files += purge(spark, settings, [TABLE], hours)  # the pending rows that named the persons
     return [r.request_id for r in due], files
 
 

@@ -12,6 +12,7 @@ checkpoint, a long query or a time-travel read could lose files it needs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -75,21 +76,28 @@ def vacuum(spark: SparkSession, settings: Settings, table: str, retention_hours:
     return len(before - {p for p in location.rglob("*.parquet")})
 
 
-def purge(spark: SparkSession, settings: Settings, table: str, retention_hours: float) -> int:
+def purge(spark: SparkSession, settings: Settings, tables: Sequence[str], retention_hours: float) -> int:
     """VACUUM for erasures: like `vacuum`, but a retention below the floor is allowed (Delta's safety check is
-    lifted for this call only) because erased rows must not outlive their purge deadline in old versions.
-    Below the floor only run it with the pipeline paused. Returns the data files deleted."""
+    lifted for these calls only) because erased rows must not outlive their purge deadline in old versions.
+    Below the floor only run it with the pipeline paused. The tables are vacuumed a few at a time; returns
+    the data files deleted."""
     from delta.tables import DeltaTable
 
+    from spark_jobs.spark import each_table
+
     if retention_hours >= MIN_RETENTION_HOURS:
-        return vacuum(spark, settings, table, retention_hours)
-    key = "spark.databricks.delta.retentionDurationCheck.enabled"
+        return sum(each_table(lambda table: vacuum(spark, settings, table, retention_hours), tables))
+
+    def one(table: str) -> int:
+        location = settings.table_path(table)
+        files = {p for p in location.rglob("*.parquet")}
+        DeltaTable.forPath(spark, str(location)).vacuum(float(retention_hours))
+        return len(files - {p for p in location.rglob("*.parquet")})
+
+    key = "spark.databricks.delta.retentionDurationCheck.enabled"  # a session setting: set once around all
     before = spark.conf.get(key, "true")
-    location = settings.table_path(table)
-    files = {p for p in location.rglob("*.parquet")}
     spark.conf.set(key, "false")
     try:
-        DeltaTable.forPath(spark, str(location)).vacuum(float(retention_hours))
+        return sum(each_table(one, tables))
     finally:
         spark.conf.set(key, before)
-    return len(files - {p for p in location.rglob("*.parquet")})

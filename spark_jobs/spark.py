@@ -1,14 +1,18 @@
-"""Build the one Spark session every job, test and CLI command uses."""
+"""Build the one Spark session every job, test and CLI command uses; run table operations a few at a time."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from pyspark.sql import SparkSession
 
 from spark_jobs.settings import Settings
+
+T = TypeVar("T")
 
 
 class MissingJarsError(RuntimeError):
@@ -66,3 +70,19 @@ def build_spark(settings: Settings, app_name: str = "intentlake") -> SparkSessio
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def each_table(work: Callable[[str], T], tables: Iterable[str], workers: int = 4) -> list[T]:
+    """`work(table)` for each table, up to `workers` at once, results in the tables' order.
+
+    Delta tables are independent logs and most of a small table operation (log replay, commit, listing) is
+    driver-side waiting, so a few at a time finish about twice as fast on a small machine. The first error
+    is raised once the others have finished; each call must be safe to run beside the others.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(tables)
+    if not names:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix="each-table") as pool:
+        return list(pool.map(work, names))
