@@ -30,8 +30,9 @@ jars: $(JARS) ## resolve Delta and the Kafka connector from Maven Central into .
 demo: setup ## simulate ~200k events and run bronze -> silver -> gold into ./lakehouse
 	$(VENV)/bin/intentlake demo
 
-test: setup ## the whole suite (unit, spark, integration, e2e)
-	$(VENV)/bin/pytest
+TEST_WORKERS ?= 2
+test: setup ## the whole suite (unit, spark, integration, e2e), a test module per worker, TEST_WORKERS at once
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup ## the inner loop: pure unit tests only (seconds)
 	$(VENV)/bin/pytest -m unit -q
