@@ -41,8 +41,9 @@ FLINK_VENV := .venv-flink
 FLINK_INSTALLED := $(FLINK_VENV)/.installed
 .PHONY: bench-flink
 
-bench: setup $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events, then freshness (bench/README.md); results in bench/results/
-	$(PY) bench/pipeline.py
+BENCH_ARGS ?=
+bench: setup $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events, then freshness (bench/README.md; BENCH_ARGS="--scales 1,4,16" ...); results in bench/results/
+	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
 $(FLINK_INSTALLED): bench/requirements-flink.txt
 	@scripts/check_java.sh
