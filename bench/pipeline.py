@@ -152,6 +152,11 @@ def _child_env(lakehouse: Path) -> dict[str, str]:
     return env
 
 
+def last_json(output: str) -> dict:
+    """A child's own figures: the last line of its output that is a JSON object (a JVM may log after it)."""
+    return json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
+
+
 def phase_costs(pipeline_runs: Path) -> list[dict]:
     """Where the layers' time went: every `<phase>_ms` figure the batches recorded in
     ops.pipeline_runs.details (each job's phases do not overlap), summed per job and phase, largest first."""
@@ -221,8 +226,7 @@ def run_scale(events_wanted: int, seed: int, references: list[str], flink_max_ev
             continue
         check = compare_sessions(silver, pd.read_parquet(out))
         same = check["mismatches"] == 0
-        # its own figures: the last JSON line (a JVM may log after it)
-        own = json.loads(next(line for line in reversed(ref.output.splitlines()) if line.startswith("{")))
+        own = last_json(ref.output)
         refs[name] = {
             **asdict(ref),
             "own_seconds": own["seconds"],
@@ -391,7 +395,7 @@ def run_freshness(args: argparse.Namespace, work: Path) -> dict:
     if run.returncode != 0:  # the scales' results are still written
         print(f"  bench/freshness.py failed ({run.returncode}):\n{run.output[-4000:]}")
         return {"error": run.output[-4000:], "returncode": run.returncode}
-    figures = json.loads(next(line for line in reversed(run.output.splitlines()) if line.startswith("{")))
+    figures = last_json(run.output)
     measured = asdict(run)
     measured.pop("output")
     return {**figures, **measured}
