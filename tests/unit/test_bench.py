@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))  # the benchmarks are scripts, run with bench/ on the path
 from freshness import Batch, Commit, visible_at  # noqa: E402
-from pipeline import freshness_table, scaling_table  # noqa: E402
+from pipeline import freshness_table, run_freshness, scaling_table  # noqa: E402
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -56,5 +57,10 @@ def test_growth_is_only_against_the_smallest_scale_and_never_divides_by_zero():
     assert rows["duckdb", "4x"][3] == "2.0" and rows["duckdb", "4x"][4] == rows["duckdb", "4x"][7] == ""
 
 
-def test_a_failed_freshness_run_is_reported_not_raised():
-    assert "failed (exit 1)" in "\n".join(freshness_table({"error": "Traceback ...", "returncode": 1}))
+def test_a_failed_freshness_run_is_reported_not_raised(tmp_path):
+    # the child refuses its arguments before any Spark starts: the run's result says so, nothing is raised
+    args = SimpleNamespace(freshness_events=10, freshness_files=1, freshness_interval=1.0, trigger="5 seconds",
+                           freshness_skip=1)  # fmt: skip
+    failed = run_freshness(args, tmp_path)
+    assert failed["returncode"] == 2 and "leaves no file" in failed["error"]
+    assert "failed (exit 2)" in "\n".join(freshness_table(failed))
