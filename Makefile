@@ -62,7 +62,7 @@ lint: setup ## ruff check and format check
 kafka-up: setup ## start a local Kafka broker (KRaft, loopback, port 19092) from Maven Central jars
 	scripts/kafka.sh up
 
-airflow: setup ## start Airflow 3.3 on loopback (port 8080) with dags/; prints the UI address and login
+airflow: setup ## start Airflow 3.3 on loopback (AIRFLOW_PORT, default 8080) with dags/; prints the UI address and login
 	scripts/airflow.sh
 
 kafka-down: ## stop the local Kafka broker
