@@ -363,11 +363,17 @@ def process_bronze_batch(
 
 
 def landing_stream(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The landing zone as a stream of raw lines with the file each came from."""
+    """The landing zone as a stream of raw lines with the file each came from (gzip files decompressed).
+
+    Reads the files named as `landing.LANDING_SUFFIXES` says, and logs every other file there once.
+    """
+    from spark_jobs.bronze.landing import LANDING_GLOB, warn_unread_files
+
+    warn_unread_files(settings.landing)
     return (
         spark.readStream.format("text")
         .option("maxFilesPerTrigger", settings.max_files_per_trigger)
-        .option("pathGlobFilter", "*.ndjson")
+        .option("pathGlobFilter", LANDING_GLOB)
         .load(str(settings.landing))
         # bytes, not text: the parser decides what is valid UTF-8 and quarantines the rest
         .select(F.col("value").cast("binary").alias("value"), F.col("_metadata.file_path").alias("source_file"))
