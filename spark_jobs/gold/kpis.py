@@ -276,10 +276,17 @@ def _plots(history: Any, today: Any, cfg: KpiConfig) -> dict[str, bytes]:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, kpi in zip(axes, _TITLES, strict=True):
         series = history[(history.kpi == kpi) & (history.dimension == "all")].sort_values("kpi_date")
-        days = [d.strftime("%m-%d") for d in series.kpi_date]  # one tick per reported day
-        ax.plot(days, 100 * series.value, marker="o", color="#1f5fa8", label="measured")
+        slots = range(len(series))  # day i sits at x = i, one tick per reported day
+        ax.plot(slots, 100 * series.value, marker="o", color="#1f5fa8", label="measured")
         if series.target.notna().any():
-            ax.plot(days, 100 * series.target, linestyle="--", color="#c0392b", label="target (seeds)")
+            # Each day's target spans its whole slot (i - 0.5 .. i + 0.5) rather than joining day points: a single
+            # day still gets a line (one point draws nothing), and friction's target, which moves with its
+            # baseline, shows as steps. A day without a target leaves a gap.
+            edges = [x for i in slots for x in (i - 0.5, i + 0.5)]
+            levels = [100 * t for t in series.target for _ in range(2)]
+            ax.plot(edges, levels, linestyle="--", color="#c0392b", label="target (seeds)")
+        ax.set_xticks(list(slots), [d.strftime("%m-%d") for d in series.kpi_date])
+        ax.set_xlim(-0.5, max(len(series), 1) - 0.5)
         ax.set_title(_TITLES[kpi], fontsize=10)
         ax.set_ylabel("%")
         ax.set_ylim(0, 100)
