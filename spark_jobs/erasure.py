@@ -5,13 +5,26 @@
 2. `process_erasures(now)` (the lakehouse_maintenance DAG, or `intentlake erase --process`) resolves each
    pending request to every identifier of the person (silver.identity_map, and persons merged into or out of
    theirs in silver.identity_merges), then deletes their rows from every table that can hold them and the
-   lines naming them from the landing zone's files. The request becomes `erased`: the identifier itself is
-   dropped from the row, which keeps its sha256 and the receipt (rows deleted and the deleting version of each
-   table).
+   lines naming them from the landing zone's data files (plain or gzip-compressed). The request becomes
+   `erased`: the identifier itself is dropped from the row, which keeps its sha256 and the receipt (rows deleted
+   and the deleting version of each table).
 3. Deleted rows still live in the files of older table versions (time travel, the Change Data Feed). Once a
    request has been erased for `erasure_purge_hours`, the tables it touched are vacuumed with that
    retention, which deletes those files, and the request becomes `purged`: time travel no longer shows the
    person. ops.erasure_requests is vacuumed too, so the pending row that named them goes as well.
+
+Raw payloads (bronze.quarantine.raw, landing-zone lines) name the person when `names_person` says so; it
+compares whole identifier values, never substrings, so erasing user "42" leaves the lines of user "420", of
+event "e-4217" and of any time with 42 in it:
+- a line bronze's adapters can normalise (`normalize_records`, with bronze's schema registry but without its
+  size and time limits: a stale line names its person all the same) names the person when its canonical
+  anonymous_id or user_id is one of theirs, or, for a Segment alias, its previousId; a Segment batch names
+  them when any of its messages does;
+- a record the adapters reject but that parses as JSON (a schema violation, an unknown source) names them
+  when a string (or an integer, read as its digits) anywhere under one of the identifier fields of any source
+  format (`normalize.IDENTIFIER_FIELDS`: userId, anon, device_id, domain_userid ...) equals an identifier;
+- text that is not JSON at all (a truncated line) names them when it holds one of their identifiers as a
+  whole JSON string, with its quotes: `"42"` (or its JSON-escaped form), never 42 inside other text.
 
 Not reached from here (the receipt says so): the Kafka topic (its retention expires the events), Delta log
 statistics (min/max values of removed files, expired with the log retention) and copies outside the
@@ -20,17 +33,30 @@ lakehouse (destinations get their own deletion calls when syncs exist).
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import json
 import os
+import re
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType
 
+from spark_jobs.bronze.landing import is_landing_file
+from spark_jobs.bronze.normalize import (
+    BUNDLED_SCHEMAS,
+    IDENTIFIER_FIELDS,
+    Limits,
+    RejectedEvent,
+    SchemaRegistry,
+    normalize_records,
+)
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
@@ -127,18 +153,101 @@ def resolve(spark: SparkSession, settings: Settings, subject_type: str, subject:
                        frozenset(other))  # fmt: skip
 
 
+# Every source field that names a person, in any format bronze accepts (bronze's own table of them).
+_IDENTIFIER_KEYS = frozenset(f for columns in IDENTIFIER_FIELDS.values() for fields in columns.values() for f in fields)
+# Who a line names does not depend on whether bronze would accept it today: no size or time limits.
+_NO_LIMITS = Limits(max_record_bytes=sys.maxsize, max_clock_skew_s=sys.maxsize, max_event_age_s=sys.maxsize)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def names_person(
+    line: str | bytes | None, identifiers: frozenset[str], registry: SchemaRegistry = BUNDLED_SCHEMAS
+) -> bool:
+    """Whether one raw input line (a landing-zone line, a quarantined payload) names any of `identifiers`,
+    by whole values (the rule is in this module's docstring). The one decision for quarantine and landing."""
+    if not line or not identifiers:
+        return False
+    text = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line).rstrip("\r\n")
+    if "\\" not in text and not any(needle in text for needle in _needles(identifiers)):
+        return False  # holds none of them, not even JSON-escaped or derived: most lines stop here, unparsed
+    for raw, outcome in normalize_records(text, _NO_LIMITS, registry):
+        if isinstance(outcome, RejectedEvent):
+            if _rejected_names(raw, identifiers):
+                return True
+        elif not _canonical_ids(outcome).isdisjoint(identifiers):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=16)
+def _needles(identifiers: frozenset[str]) -> tuple[str, ...]:
+    """Texts of which a line naming any identifier holds at least one (unless it holds a JSON escape): each
+    identifier and, for one an adapter derives (Segment's `uid:<userId>` when a call carries only a login),
+    the source text after its first colon."""
+    return tuple(sorted({part for t in identifiers for part in (t, t.partition(":")[2]) if part}))
+
+
+def _canonical_ids(event: dict) -> set[object]:
+    found = {event.get("anonymous_id"), event.get("user_id")}
+    if (event.get("source") or {}).get("kind") == "segment":
+        found.add((event.get("properties") or {}).get("previous_id"))  # an alias names the id it replaces
+    return found
+
+
+def _rejected_names(raw: str, identifiers: frozenset[str]) -> bool:
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _holds_json_string(raw, identifiers)
+    stack: list[tuple[object, bool]] = [(payload, False)]  # (value, is under an identifier field)
+    while stack:  # iterative: no recursion on hostile input
+        value, is_identifier = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, is_identifier or k in _IDENTIFIER_KEYS) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, is_identifier) for v in value)
+        elif is_identifier and isinstance(value, str | int) and not isinstance(value, bool):
+            if str(value) in identifiers:
+                return True
+    return False
+
+
+def _holds_json_string(text: str, identifiers: frozenset[str]) -> bool:
+    """Whether text that is not JSON holds an identifier as a whole JSON string (`"42"`, quotes included)."""
+    for token in _JSON_STRING.finditer(text):  # read as strings from the first quote on ...
+        try:
+            if json.loads(token.group()) in identifiers:
+                return True
+        except ValueError:
+            continue
+    for t in identifiers:  # ... or from any quote: a broken line can put the reading out of step
+        for needle in {json.dumps(t), json.dumps(t, ensure_ascii=False)}:
+            at = text.find(needle)
+            while at >= 0:
+                if (at - len(text[:at].rstrip("\\"))) % 2 == 0:  # the quote itself is not escaped
+                    return True
+                at = text.find(needle, at + 1)
+    return False
+
+
+def payload_names(column: str, identifiers: frozenset[str], registry: SchemaRegistry = BUNDLED_SCHEMAS) -> Column:
+    """The rows whose raw payload in `column` names any of `identifiers` (`names_person`, run on the executors)."""
+    if not identifiers:
+        return F.lit(False)
+    return F.udf(lambda raw: names_person(raw, identifiers, registry), BooleanType())(F.col(column))
+
+
 def _isin(column: str, values: frozenset[str]) -> Column:
     return F.col(column).isin(sorted(values)) if values else F.lit(False)
 
 
-def conditions(ids: Identifiers) -> dict[str, Column]:
-    """Per table, the rows that belong to the person."""
+def conditions(ids: Identifiers, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> dict[str, Column]:
+    """Per table, the rows that belong to the person (`registry`: the canonical schemas bronze reads with)."""
     person, anon = _isin("person_id", ids.person_ids), _isin("anonymous_id", ids.anonymous_ids)
     names = ids.texts | ids.other | ids.person_ids
-    raw = reduce(lambda a, b: a | b, (F.instr("raw", t) > 0 for t in sorted(ids.texts)), F.lit(False))
     return {
         "bronze.events": anon | _isin("user_id", ids.user_ids),
-        "bronze.quarantine": raw,
+        "bronze.quarantine": payload_names("raw", ids.texts, registry),
         "silver.sessions": person | anon,
         "silver.micro_moments": person | anon,
         "silver.late_events": anon,
@@ -181,21 +290,34 @@ def _delete_everywhere(
     return dict(zip(where, each_table(lambda t: _delete(spark, settings, t, where[t]), where), strict=True))
 
 
-def scrub_landing(settings: Settings, texts: frozenset[str]) -> int:
-    """Remove the lines naming any of `texts` from the landing zone's files (each file replaced atomically);
-    returns the lines removed. Bronze has read these files already or will read the scrubbed version."""
+def scrub_landing(settings: Settings, texts: frozenset[str], registry: SchemaRegistry | None = None) -> int:
+    """Remove the lines naming any of `texts` (`names_person`) from the landing zone's data files, plain or
+    gzip-compressed, each file replaced atomically; returns the lines removed. Bronze has read these files
+    already or will read the scrubbed version. Files whose names are not landing data (`landing.is_landing_file`:
+    notes, in-progress copies) are left alone, in subfolders too."""
     if not texts or not settings.landing.exists():
         return 0
-    needles = [t.encode() for t in sorted(texts)]
+    registry = registry or SchemaRegistry.load(settings.schema_dir)
     removed = 0
-    for path in sorted(p for p in settings.landing.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        lines = path.read_bytes().splitlines(keepends=True)
-        kept = [line for line in lines if not any(n in line for n in needles)]
+    for path in sorted(p for p in settings.landing.rglob("*") if p.is_file() and is_landing_file(p.name)):
+        is_gzip = path.name.endswith(".gz")
+        content = path.read_bytes()
+        if is_gzip:
+            try:
+                content = gzip.decompress(content)
+            except (OSError, EOFError) as exc:
+                raise ErasureError(
+                    f"landing file {path}: not readable as gzip ({exc}), so the lines naming the person cannot be "
+                    "removed from it; repair or delete the file, and the next run erases the request again"
+                ) from None
+        lines = content.splitlines(keepends=True)
+        kept = [line for line in lines if not names_person(line, texts, registry)]
         if len(kept) == len(lines):
             continue
         removed += len(lines) - len(kept)
-        temporary = path.with_name(f".{path.name}.erasing")
-        temporary.write_bytes(b"".join(kept))
+        scrubbed = b"".join(kept)
+        temporary = path.with_name(f".{path.name}.erasing")  # hidden: Spark's file source skips it
+        temporary.write_bytes(gzip.compress(scrubbed, mtime=0) if is_gzip else scrubbed)
         os.replace(temporary, path)
     return removed
 
@@ -228,14 +350,15 @@ def _update(spark: SparkSession, settings: Settings, request_id: str, values: di
 def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tuple[list[str], int]:
     """Delete every pending request's person from every layer; (request ids erased, rows deleted)."""
     pending = _load(spark, settings, TABLE).where(F.col("status") == "pending").orderBy("requested_at").collect()
+    registry = SchemaRegistry.load(settings.schema_dir)  # raw payloads are read as bronze reads them
     erased, total = [], 0
     for request in pending:
         at = max(_naive(now), request.requested_at)  # a backfilled run's interval may end before the request
         ids = resolve(spark, settings, request.subject_type, request.subject)
-        done = _delete_everywhere(spark, settings, conditions(ids))
+        done = _delete_everywhere(spark, settings, conditions(ids, registry))
         rows = {table: deleted for table, (deleted, _) in done.items()}
         versions = {table: version for table, (_, version) in done.items() if version is not None}
-        rows["landing"] = scrub_landing(settings, ids.texts)
+        rows["landing"] = scrub_landing(settings, ids.texts, registry)
         total += sum(rows.values())
         receipt = {
             "request_id": request.request_id,

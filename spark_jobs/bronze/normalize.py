@@ -690,6 +690,20 @@ ADAPTERS = {
     "iot_beacon": from_iot_beacon,
 }
 
+# Per source format, the source fields that identify a person: canonical column (or, for a Segment alias,
+# properties.previous_id) -> the field(s) the adapter reads it from, first non-empty wins. Erasure finds a
+# person by these keys in lines the adapters reject; tests/unit/test_erasure_matching.py holds every
+# adapter to this table.
+IDENTIFIER_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "canonical": {"anonymous_id": ("anonymous_id",), "user_id": ("user_id",)},
+    "segment": {"anonymous_id": ("anonymousId",), "user_id": ("userId",), "previous_id": ("previousId",)},
+    "web_sdk": {"anonymous_id": ("anon",), "user_id": ("uid",)},
+    "mobile_sdk": {"anonymous_id": ("device_id",), "user_id": ("user_id",)},
+    "server_log": {"anonymous_id": ("anonymous_id",), "user_id": ("user_id",)},
+    "snowplow": {"anonymous_id": ("domain_userid", "network_userid"), "user_id": ("user_id",)},
+    "iot_beacon": {"anonymous_id": ("subject_id",), "user_id": ("user_id",)},
+}
+
 
 def detect_source(obj: dict) -> str:
     """Which adapter understands this object, judged by the fields each format always carries."""

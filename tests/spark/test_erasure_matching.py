@@ -1,0 +1,58 @@
+"""Erasing user "42" deletes exactly their quarantined payloads and landing lines; user "420" keeps theirs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date, datetime
+
+import pytest
+
+from spark_jobs import erasure
+from spark_jobs.contracts import ensure_tables, table_contract
+from tests.helpers import table
+
+pytestmark = pytest.mark.spark
+
+T = "2026-11-02T10:42:42Z"
+
+
+def segment(user_id: str, message_id: str) -> str:
+    return json.dumps({"type": "track", "event": "Product Viewed", "messageId": message_id, "anonymousId": "a-1",
+                       "userId": user_id, "timestamp": T})  # fmt: skip
+
+
+THEIRS = [  # quarantined for user "42"
+    '{"type":"track","userId":"42","messageId":"m-1","timestamp":"2026-11-0',  # malformed JSON
+    segment("42", "m-2").replace('"Product Viewed"', '"Teleported"'),  # schema violation
+    json.dumps({"event": "page_view", "collector_tstamp": T, "user_id": "42", "domain_userid": None}),  # Snowplow
+]
+OTHERS = [  # quarantined for other people, each holding the text 42 somewhere
+    '{"type":"track","userId":"420","messageId":"m-3","timestamp":"2026-11-0',
+    segment("142", "e-4217").replace('"Product Viewed"', '"Teleported"'),
+    json.dumps({"event": "page_view", "collector_tstamp": T, "user_id": "7", "page_urlpath": "/p/42"}),
+]
+
+
+def test_erasing_user_42_deletes_exactly_their_quarantine_rows_and_landing_lines(spark, settings):
+    ensure_tables(spark, settings, ("bronze.quarantine",))
+    schema = table_contract("bronze.quarantine").schema()
+    row = {"reason": "schema_violation", "detail": "d", "quarantined_at": datetime(2026, 11, 2, 11),
+           "quarantine_date": date(2026, 11, 2), "ingest_batch": "q/0"}  # fmt: skip
+    rows = [tuple({**row, "raw": raw}.get(f.name) for f in schema.fields) for raw in THEIRS + OTHERS]
+    rows_path = str(settings.table_path("bronze.quarantine"))
+    spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(rows_path)
+    landing = settings.landing
+    landing.mkdir(parents=True)
+    ours, theirs = segment("42", "m-4") + "\n", segment("420", "e-4217") + "\n"
+    (landing / "a.ndjson").write_text(theirs + ours + theirs)
+    (landing / "b.ndjson.gz").write_bytes(gzip.compress((ours + theirs + ours).encode()))
+
+    ids = erasure.Identifiers(frozenset(), frozenset(), frozenset({"42"}), frozenset())
+    deleted, _ = erasure._delete(spark, settings, "bronze.quarantine", erasure.conditions(ids)["bronze.quarantine"])
+    assert deleted == len(THEIRS)
+    assert sorted(r.raw for r in table(spark, settings, "bronze.quarantine").collect()) == sorted(OTHERS)
+
+    assert erasure.scrub_landing(settings, ids.texts) == 3
+    assert (landing / "a.ndjson").read_text() == theirs + theirs
+    assert gzip.decompress((landing / "b.ndjson.gz").read_bytes()).decode() == theirs
