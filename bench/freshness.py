@@ -47,7 +47,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.contracts import ensure_tables
-from spark_jobs.gold import scoring as gold
+from spark_jobs.gold import job as gold
 from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate

@@ -39,9 +39,10 @@ from pyspark.sql import functions as F
 
 from spark_jobs.config import load_models, load_scoring, load_segments
 from spark_jobs.contracts import ensure_tables, table_contract
-from spark_jobs.gold import scoring as gold
+from spark_jobs.gold import job as gold
+from spark_jobs.gold.job import process_gold_batch
 from spark_jobs.gold.models import WeightedScorer, resolve_champion
-from spark_jobs.gold.scoring import assign_segments, process_gold_batch, segment_inputs
+from spark_jobs.gold.scoring import assign_segments, segment_inputs
 from spark_jobs.gold.train import fit
 from spark_jobs.settings import Settings
 from spark_jobs.spark import build_spark

@@ -38,23 +38,26 @@ with DAG(
     @task(outlets=assets("gold.kpis_daily"))
     def compute_kpis(**context) -> dict:
         """KPIs of the day before the run's interval end into gold.kpis_daily (that day's rows replaced)."""
-        from spark_jobs.orchestration import kpis_for_day
+        from spark_jobs import operations as op
 
         end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
-        return kpis_for_day(end)
+        return op.kpis_for_interval(op.airflow(), end)
 
     @task
     def data_docs() -> dict:
         """Validate every table with its suite and rebuild the Data Docs site."""
-        from spark_jobs.orchestration import data_docs
+        from spark_jobs import operations as op
 
-        return data_docs()
+        return op.data_docs_summary(op.data_docs(op.airflow()))
 
     @task
     def render_report(kpis: dict, docs: dict) -> dict:
         """The day's HTML report with embedded PNG plots, linking the Data Docs."""
-        from spark_jobs.orchestration import kpi_report
+        from datetime import date
 
-        return kpi_report(kpis["day"])
+        from spark_jobs import operations as op
+
+        path = op.kpi_report(op.airflow(), date.fromisoformat(kpis["day"]))
+        return {"report": str(path), "bytes": path.stat().st_size}
 
     render_report(compute_kpis(), data_docs())

@@ -36,24 +36,24 @@ with DAG(
     @task(owner=OWNER, outlets=assets(*TABLES))
     def erase(**context) -> dict:
         """Erase pending requests from every layer; purge those erased long enough ago."""
-        from spark_jobs.orchestration import erasures
+        from spark_jobs import operations as op
 
         end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
-        return erasures(end)
+        return op.erasure_summary(op.erase(op.airflow(), end))
 
     @task(max_active_tis_per_dag=1, owner=OWNER, outlets=assets(*TABLES))
     def optimize(table: str) -> dict:
         """OPTIMIZE one table."""
-        from spark_jobs.orchestration import optimize_table
+        from spark_jobs import operations as op
 
-        return optimize_table(table)
+        return op.optimize_table(op.airflow(), table)
 
     @task(max_active_tis_per_dag=1, owner=OWNER)
     def vacuum(table: str) -> dict:
         """VACUUM one table (7-day retention)."""
-        from spark_jobs.orchestration import vacuum_table
+        from spark_jobs import operations as op
 
-        return vacuum_table(table)
+        return op.vacuum_table(op.airflow(), table)
 
     optimized = optimize.expand(table=list(TABLES))
     erase() >> optimized >> vacuum.expand(table=list(TABLES))

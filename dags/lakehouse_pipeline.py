@@ -27,7 +27,12 @@ fix (of the data or the suite) clearing the gate task, or the next run, checks t
 |---|---|---|
 | `bronze` / `gate_bronze` | landing files (or Kafka) → canonical, deduplicated events | `bronze.*` |
 | `silver` / `gate_silver` | sessions, micro-moments, identity | `silver.*` |
-| `gold` / `gate_gold` | scores (champion of `ops.models`), segments, history | `gold.*` |
+| `user_features` | per-person features through today (point in time) | `silver.user_features` |
+| `gold` / `gate_gold` | scores (champion of `ops.models`), segments (using that day's features), history | `gold.*` |
+
+A gold run that commits `gold.user_segments` triggers **`audience_inputs`** (scheduled on that Asset): send
+times, then content picks. The chain: `lakehouse_pipeline` → `gold.user_segments` → `audience_inputs` →
+`gold.send_times`, `gold.content_assignments`.
 
 Settings come from the worker's environment (`INTENTLAKE_*`, see the README). Runs never overlap
 (`max_active_runs=1`): the streams share their checkpoints.
@@ -45,23 +50,30 @@ with DAG(
     @task(outlets=assets("bronze.events", "bronze.quarantine", "ops.pipeline_runs"))
     def bronze() -> dict:
         """Catch bronze up: landing zone (or Kafka) -> bronze.events / bronze.quarantine."""
-        from spark_jobs.orchestration import run_layer
+        from spark_jobs import operations as op
 
-        return run_layer("bronze")
+        return op.layer_summary(op.run_layer(op.airflow(), "bronze"))
 
     @task(outlets=assets("silver.sessions", "silver.micro_moments", "silver.identity_map", "silver.late_events"))
     def silver() -> dict:
         """Catch silver up from bronze.events' new commits."""
-        from spark_jobs.orchestration import run_layer
+        from spark_jobs import operations as op
 
-        return run_layer("silver")
+        return op.layer_summary(op.run_layer(op.airflow(), "silver"))
+
+    @task(outlets=assets("silver.user_features"))
+    def user_features() -> dict:
+        """Extend silver.user_features through today, so gold's segments read the features of their day."""
+        from spark_jobs import operations as op
+
+        return op.features_summary(op.update_features(op.airflow()))
 
     @task(outlets=assets("gold.session_scores", "gold.user_segments", "gold.user_segments_history"))
     def gold() -> dict:
-        """Score changed sessions with the champion model and update segments (syncs schedule on this)."""
-        from spark_jobs.orchestration import run_layer
+        """Score changed sessions with the champion model and update segments (audience_inputs schedules on this)."""
+        from spark_jobs import operations as op
 
-        return run_layer("gold")
+        return op.layer_summary(op.run_layer(op.airflow(), "gold"))
 
     @task(outlets=assets("ops.quality_gates"))
     def gate(produced: dict) -> dict:
@@ -69,10 +81,11 @@ with DAG(
         and the keys of the failing rows."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from spark_jobs.orchestration import QualityGateFailed, quality_gate
+        from spark_jobs import operations as op
+        from spark_jobs.gates import QualityGateFailed
 
         try:
-            return quality_gate(produced["layer"])
+            return op.quality_gate(op.airflow(), produced["layer"])
         except QualityGateFailed as failed:  # data, not a transient fault: retrying would not help
             raise AirflowFailException(str(failed)) from failed
 
@@ -80,6 +93,8 @@ with DAG(
     silver_run = silver()
     bronze_gate >> silver_run
     silver_gate = gate.override(task_id="gate_silver")(silver_run)
+    features = user_features()
+    silver_gate >> features
     gold_run = gold()
-    silver_gate >> gold_run
+    features >> gold_run
     gate.override(task_id="gate_gold")(gold_run)

@@ -37,16 +37,16 @@ with DAG(
     def train_challenger(**context) -> dict:
         """Train on the closed sessions before the run's interval end (a manual run: its logical date, else
         when it was asked to run); register the challenger with its metrics."""
-        from spark_jobs.orchestration import train_challenger
+        from spark_jobs import operations as op
 
         end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
-        return train_challenger(end)
+        return op.train_summary(op.train_for_interval(op.airflow(), end))
 
     @task(outlets=assets("ops.models"))
     def promote_or_keep(trained: dict) -> dict:
         """Promote the challenger if it beats the champion by the margin; otherwise keep the champion."""
-        from spark_jobs.orchestration import promote_or_keep
+        from spark_jobs import operations as op
 
-        return promote_or_keep(trained["version"])
+        return op.promote_or_keep(op.airflow(), trained["version"])
 
     promote_or_keep(train_challenger())

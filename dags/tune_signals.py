@@ -51,9 +51,9 @@ with DAG(
     def propose_tuning(**context) -> dict:
         """Propose from the closed sessions before the run's interval end (a manual run: its logical date, else
         when it was asked to run); returns where the proposal is and its headline figures."""
-        from spark_jobs.gold.tuning import propose_for_interval
+        from spark_jobs import operations as op
 
         end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
-        return propose_for_interval(end)
+        return op.tune_for_interval(op.airflow(), end)
 
     propose_tuning()

@@ -4,99 +4,65 @@ features, train, models, evaluate, send-times, content-picks, kpis, erase, tune,
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import shutil
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from spark_jobs.settings import TABLES, Settings
+from spark_jobs import operations as op
+from spark_jobs.bronze.landing import LANDING_SUFFIXES
+from spark_jobs.bronze.replay import Selection
+from spark_jobs.config import InvalidConfigError
+from spark_jobs.erasure import ErasureError
+from spark_jobs.gold.evaluate import MissingTruthError
+from spark_jobs.gold.models import PromotionRefused, RegistryError
+from spark_jobs.gold.train import TrainingError
+from spark_jobs.gold.tuning import TuningRefused
+from spark_jobs.operations import LAYERS, Lakehouse, simulator_defaults
+from spark_jobs.settings import Settings
+from spark_jobs.silver.identity import UnknownMergeError
 
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
-LAYERS = ("bronze", "silver", "gold")
-
-
-def _spark(settings: Settings) -> SparkSession:
-    from spark_jobs.contracts import ensure_tables
-    from spark_jobs.spark import build_spark
-
-    spark = build_spark(settings)
-    ensure_tables(spark, settings)
-    return spark
-
-
-def _run_layer(spark: SparkSession, settings: Settings, layer: str, trigger: str | None, source: str = "files") -> None:
-    from spark_jobs.bronze import job as bronze
-    from spark_jobs.gold import scoring as gold
-    from spark_jobs.silver import job as silver
-
-    if layer == "bronze":
-        bronze.run(spark, settings, trigger, source=source)
-    else:
-        {"silver": silver.run, "gold": gold.run}[layer](spark, settings, trigger)
+__all__ = ["build_parser", "main", "simulator_defaults"]
 
 
-def simulator_defaults() -> dict[str, Any]:
-    """simulate()'s keyword defaults: the one place the simulator's knobs are set."""
-    from spark_jobs.simulate import simulate
-
-    return {n: p.default for n, p in inspect.signature(simulate).parameters.items() if p.default is not p.empty}
-
-
-def _simulate(settings: Settings, sink: str = "files", **knobs: Any) -> None:
-    """Simulate into the landing zone, or into an outbox that is then published to Kafka."""
-    from spark_jobs.simulate import simulate
-
-    t0 = time.monotonic()
-    to_kafka = sink == "kafka"
-    # For Kafka the files are an outbox: written, published line by line, then removed.
-    target = settings.lakehouse / "_outbox" if to_kafka else settings.landing
-    summary = simulate(target, settings.truth, **knobs)
+def _print_simulated(done: op.Simulated, settings: Settings) -> None:
+    summary = done.summary
     print(
         f"simulated {summary.events:,} events from {summary.users:,} users in {summary.sessions:,} sessions "
         f"({summary.lines:,} lines: +{summary.duplicates:,} duplicates, {summary.malformed:,} malformed; "
-        f"{summary.late:,} late) into {summary.files} files in {time.monotonic() - t0:.1f}s"
+        f"{summary.late:,} late) into {summary.files} files in {done.seconds:.1f}s"
     )
-    if to_kafka:
-        from spark_jobs.kafka import publish_files
-        from spark_jobs.spark import build_spark
-
-        files = sorted(target.glob("events-*.ndjson"))
-        published = publish_files(build_spark(settings), settings, files)
-        shutil.rmtree(target)
-        print(f"  published {published:,} records to {settings.kafka_topic} at {settings.kafka_bootstrap}")
+    if done.published is not None:
+        print(f"  published {done.published:,} records to {settings.kafka_topic} at {settings.kafka_bootstrap}")
     else:
         print(f"  landing: {summary.landing}")
     print(f"  truth:   {summary.truth}")
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    _simulate(settings, args.sink, **{name: getattr(args, name) for name in simulator_defaults()})
+    knobs = {name: getattr(args, name) for name in simulator_defaults()}
+    _print_simulated(op.simulate_events(settings, args.sink, **knobs), settings)
     return 0
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError
+def _print_step(step: op.LayerRun | Any) -> None:
+    if isinstance(step, op.LayerRun):
+        print(f"{step.layer}: done in {step.seconds:.1f}s")
+    else:
+        _print_features(step)
 
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     layers = LAYERS if args.layer == "all" else (args.layer,)
     if args.trigger and args.trigger != "availableNow" and len(layers) > 1:
         print("a processing-time trigger runs one layer until stopped; name the layer", file=sys.stderr)
         return 2
-    spark = _spark(settings)
     try:
-        if "gold" in layers:  # a bad config must stop the run before any layer moves data
-            from spark_jobs.gold.scoring import load_config
-
-            load_config(spark, settings)
-        for layer in layers:
-            t0 = time.monotonic()
-            _run_layer(spark, settings, layer, args.trigger, args.source)
-            print(f"{layer}: done in {time.monotonic() - t0:.1f}s")
+        for step in op.run_pipeline(Lakehouse(settings), layers, args.trigger, args.source):
+            _print_step(step)
     except InvalidConfigError as exc:
         print(f"config error, nothing ran: {exc}", file=sys.stderr)
         return 2
@@ -104,8 +70,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    spark = _spark(settings)
-    result = spark.sql(args.query)
+    try:
+        result = op.sql(Lakehouse(settings), args.query, write=args.write)
+    except op.ReadOnlyError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     if args.format == "csv":
         print(result.limit(args.limit).toPandas().to_csv(index=False), end="")
     else:
@@ -114,14 +83,12 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    spark = _spark(settings)
-    print("tables:")
-    for name in TABLES:
-        print(f"  {name:<22} {spark.table(name).count():>10,} rows   {settings.table_path(name)}")
-    latest = spark.sql(
-        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC, batch_id DESC) AS n "
-        "FROM ops.pipeline_runs) WHERE n = 1 ORDER BY job"
-    ).collect()
+    state = op.status(Lakehouse(settings))
+    print("tables (rows, location, written by; gated by a layer's quality gate):")
+    for t in state.tables:
+        gate = f"; gate {t.gated_by}" if t.gated_by else ""
+        print(f"  {t.name:<26} {t.rows:>10,} rows   {t.location}   ({', '.join(t.producers)}{gate})")
+    latest = state.latest_batches
     print("streams (latest batch of each job in ops.pipeline_runs):" if latest else "streams: no batch has run yet")
     for r in latest:
         print(
@@ -144,6 +111,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if r.quality_status:
             failing = ", ".join(f"{k} ({len(v)})" for k, v in sorted((r.quality_failures or {}).items()))
             print(f"      quality gate: {r.quality_status}" + (f"; failing: {failing}" if failing else ""))
+    if state.unread_landing:
+        print(
+            f"landing files bronze does not read ({len(state.unread_landing)}; it reads {', '.join(LANDING_SUFFIXES)}):"
+        )
+        for path in state.unread_landing[:20]:
+            print(f"  {path}")
+        if len(state.unread_landing) > 20:
+            print(f"  ... and {len(state.unread_landing) - 20} more")
     return 0
 
 
@@ -153,8 +128,6 @@ def _utc(text: str) -> datetime:
 
 
 def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.bronze.replay import Selection, replay_quarantine
-
     selection = Selection(
         reasons=tuple(args.reason or ()),
         since=_utc(args.since) if args.since else None,
@@ -162,46 +135,24 @@ def cmd_replay_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         ingest_batch=args.ingest_batch,
         event_ids=tuple(args.event_id or ()),
     )
-    result = replay_quarantine(_spark(settings), settings, selection, dry_run=args.dry_run)
+    result = op.replay(Lakehouse(settings), selection, dry_run=args.dry_run)
     print(("dry run, nothing written: " if args.dry_run else "") + result.summary())
     return 0
 
 
 def cmd_validate_config(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError, check_rules_compile, load_models, load_scoring, load_segments
-    from spark_jobs.gold.content import load_content_rules
-    from spark_jobs.gold.kpis import load_kpi_config
-    from spark_jobs.silver.job import SilverConfig
-
     try:
-        model = load_scoring(settings.scoring_file)
-        rules = load_segments(settings.segments_file)
-        learned = load_models(settings.models_file)
-        content = load_content_rules(settings.content_rules_file)
-        kpis = load_kpi_config(settings.kpis_file)
-        SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
-        if not args.no_spark:
-            from spark_jobs.spark import build_spark
-
-            check_rules_compile(build_spark(settings), settings.segments_file, rules)
+        spark = None if args.no_spark else Lakehouse(settings).spark
+        passed = op.validate_config(settings, spark)
     except InvalidConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
-    print(f"ok: {settings.scoring_file} ({model.model_version}, {len(model.signals)} signals)")
-    print(f"ok: {settings.segments_file} ({', '.join(r.name for r in rules)})")
-    print(f"ok: {settings.models_file} ({len(learned.features)} learned features, margin {learned.margin:g})")
-    print(f"ok: {settings.content_rules_file} ({len(content.rules)} rules for {', '.join(content.channels)})")
-    print(f"ok: {settings.kpis_file} (version {kpis.version}, targets from the seeds)")
-    for path in (settings.micro_moments_file, settings.context_file, settings.ip_timezones_file):
-        print(f"ok: {path}")
+    for line in passed:
+        print(f"ok: {line}")
     return 0
 
 
-def _update_features(spark: SparkSession, settings: Settings, through: date | None, start: date | None = None) -> None:
-    from spark_jobs.silver.user_features import update_user_features
-
-    through = through or datetime.now(UTC).date()
-    result = update_user_features(spark, settings, through, start=start)
+def _print_features(result: Any) -> None:
     span = f"{result.dates[0]} .. {result.dates[-1]}" if result.dates else "no new dates"
     counts = result.counts
     print(
@@ -215,10 +166,8 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.gold.evaluate import MissingTruthError, evaluate
-
     try:
-        result = evaluate(_spark(settings), settings, args.truth)
+        result = op.evaluate_scores(Lakehouse(settings), args.truth)
     except MissingTruthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -240,11 +189,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_send_times(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError
-    from spark_jobs.gold.rhythm import update_send_times
-
     try:
-        result = update_send_times(_spark(settings), settings, args.now)
+        result = op.send_times(Lakehouse(settings), args.now)
     except InvalidConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
@@ -262,13 +208,9 @@ def _print_metrics(label: str, version: str, m: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError
-    from spark_jobs.gold.models import PromotionRefused, RegistryError
-    from spark_jobs.gold.train import TrainingError, promote_version, train
-
-    spark = _spark(settings)
+    lh = Lakehouse(settings)
     try:
-        result = train(spark, settings)
+        result = op.train_model(lh)
     except (InvalidConfigError, TrainingError) as exc:
         print(f"error, nothing registered: {exc}", file=sys.stderr)
         return 2
@@ -281,7 +223,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     print(f"registered in ops.models as a challenger: {result.version}")
     if args.promote:
         try:
-            replaced = promote_version(spark, settings, result.version)
+            replaced = op.promote(lh, result.version)
         except (PromotionRefused, RegistryError) as exc:
             print(f"not promoted: {exc}")
             return 0
@@ -290,22 +232,19 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.gold import models
-    from spark_jobs.gold.train import TrainingError, promote_version
-
-    spark = _spark(settings)
+    lh = Lakehouse(settings)
     try:
         if args.action == "promote":
             if not args.version:
                 print("error: promote needs a version (`intentlake models list`)", file=sys.stderr)
                 return 2
-            replaced = promote_version(spark, settings, args.version)
+            replaced = op.promote(lh, args.version)
             print(f"champion: {args.version} (retired {replaced or 'none'}); gold rescores on its next run")
         elif args.action == "rollback":
-            restored, retired = models.rollback(spark, settings)
+            restored, retired = op.rollback(lh)
             print(f"champion: {restored} (restored; retired {retired}); gold rescores on its next run")
-        rows = models.as_listing(models.versions(spark, settings))
-    except (models.RegistryError, TrainingError) as exc:
+        rows = op.model_listing(lh)
+    except (RegistryError, TrainingError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -319,15 +258,11 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_content_picks(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError
-    from spark_jobs.gold.content import assign_content, load_content_rules
-
     try:
-        rules = load_content_rules(settings.content_rules_file)
+        result = op.content_picks(Lakehouse(settings))
     except InvalidConfigError as exc:
         print(f"config error, nothing written: {exc}", file=sys.stderr)
         return 2
-    result = assign_content(_spark(settings), settings, rules)
     m = result.merge
     print(f"gold.content_assignments: {result.persons:,} persons, rules {result.rules_version} "
           f"({m.inserted:,} picks new, {m.updated:,} changed, {m.deleted:,} gone)")  # fmt: skip
@@ -340,48 +275,34 @@ def cmd_content_picks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_kpis(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import timedelta
-
-    from spark_jobs.config import InvalidConfigError
-    from spark_jobs.gold.kpis import load_kpi_config, render_report, run_kpis
-
+    lh = Lakehouse(settings)
+    day = args.date or datetime.now(UTC).date() - timedelta(days=1)
     try:
-        cfg = load_kpi_config(settings.kpis_file)
+        done = op.kpis(lh, day)
     except InvalidConfigError as exc:
         print(f"config error, nothing written: {exc}", file=sys.stderr)
         return 2
-    day = args.date or datetime.now(UTC).date() - timedelta(days=1)
-    end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    spark = _spark(settings)
-    done = run_kpis(spark, settings, day, as_of=end, cfg=cfg)
     print(f"gold.kpis_daily: {done.rows} rows for {day} (table version {done.version})")
     for kpi, value in done.figures.items():
         print(f"  {kpi:<22} {'n/a' if value is None else f'{100 * value:.1f} %'}")
-    docs = settings.data_docs_dir / "index.html"
     if args.data_docs:
-        from spark_jobs.data_docs import build_data_docs
-
-        built = build_data_docs(spark, settings, settings.data_docs_dir)
+        built = op.data_docs(lh)
         failing = ", ".join(built["failing"]) or "none"
         print(f"data docs: {built['index']} ({len(built['tables'])} tables, failing: {failing})")
     if args.report:
-        path = render_report(spark, settings, day, settings.reports_dir / "kpi", docs, cfg)
-        print(f"report: {path}")
+        print(f"report: {op.kpi_report(lh, day)}")
     return 0
 
 
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
-    _update_features(_spark(settings), settings, args.through, args.start)
+    _print_features(op.update_features(Lakehouse(settings), args.through, args.start))
     return 0
 
 
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError
-    from spark_jobs.gold.tuning import TuningRefused, propose
-
     until = args.until or datetime.now(UTC).date()
     try:
-        proposal = propose(_spark(settings), settings, until, args.out)
+        proposal = op.tune(Lakehouse(settings), until, args.out)
     except (InvalidConfigError, TuningRefused) as exc:
         print(f"no proposal, nothing written: {exc}", file=sys.stderr)
         return 2
@@ -401,21 +322,19 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.erasure import ErasureError, file_request, process_erasures, receipt
-
-    spark = _spark(settings)
+    lh = Lakehouse(settings)
     now = datetime.now(UTC)
     subjects = [(kind, getattr(args, kind)) for kind in ("user_id", "anonymous_id", "person_id") if getattr(args, kind)]
     try:
         for kind, subject in subjects:
-            request_id = file_request(spark, settings, kind, subject, now)
+            request_id = op.file_erasure(lh, kind, subject, now)
             print(f"erasure request {request_id} filed for a {kind} (pending; the daily maintenance carries it out)")
         if args.process:
-            done = process_erasures(spark, settings, now)
+            done = op.erase(lh, now)
             print(f"erased {len(done.erased)} requests ({done.rows_deleted:,} rows and landing lines deleted); "
                   f"purged {len(done.purged)} ({done.files_vacuumed:,} files vacuumed)")  # fmt: skip
         if args.status:
-            print(json.dumps(receipt(spark, settings, args.status), indent=2))
+            print(json.dumps(op.erasure_receipt(lh, args.status), indent=2))
     except ErasureError as exc:
         print(f"erasure: {exc}", file=sys.stderr)
         return 2
@@ -426,31 +345,21 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_undo_merge(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.silver.identity import UnknownMergeError, undo_merge
-    from spark_jobs.silver.job import reattribute
-
-    spark = _spark(settings)
     try:
-        changes = undo_merge(spark, settings, args.merge_id, args.reason)
+        done = op.undo_merge(Lakehouse(settings), args.merge_id, args.reason)
     except UnknownMergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    identity_map = spark.read.format("delta").load(str(settings.table_path("silver.identity_map")))
-    nothing = spark.createDataFrame([], "session_id STRING, anonymous_id STRING")
-    moved = reattribute(spark, settings, changes, identity_map, nothing)
     print(
-        f"merge {args.merge_id} undone: {len(changes.anonymous_ids):,} devices and {len(changes.user_ids):,} logins "
-        f"changed person; {moved:,} sessions re-attributed"
+        f"merge {args.merge_id} undone: {done.devices:,} devices and {done.logins:,} logins "
+        f"changed person; {done.sessions_moved:,} sessions re-attributed"
     )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from spark_jobs.config import InvalidConfigError, load_scoring, load_segments
-
     try:  # fail on a bad config before generating or moving anything
-        load_scoring(settings.scoring_file)
-        load_segments(settings.segments_file)
+        op.validate_config(settings)
     except InvalidConfigError as exc:
         print(f"config error, nothing ran: {exc}", file=sys.stderr)
         return 2
@@ -458,62 +367,43 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"resetting the demo lakehouse at {settings.lakehouse} (use --keep to add to it)")
         shutil.rmtree(settings.lakehouse)
     started = time.monotonic()
-    _simulate(settings, events=args.events, seed=args.seed)  # every other knob at simulate()'s default
+    _print_simulated(op.simulate_events(settings, events=args.events, seed=args.seed), settings)
     print("starting Spark ...")
-    spark = _spark(settings)
+    lh = Lakehouse(settings)
     timings: dict[str, float] = {}
-    for layer in LAYERS:
+    t0 = time.monotonic()
+    for step in op.run_pipeline(lh):
+        timings[step.layer if isinstance(step, op.LayerRun) else "user features"] = time.monotonic() - t0
         t0 = time.monotonic()
-        _run_layer(spark, settings, layer, "availableNow")
-        timings[layer] = time.monotonic() - t0
-        if layer == "silver":
-            t0 = time.monotonic()
-            _update_features(spark, settings, through=None)
-            timings["user features"] = time.monotonic() - t0
-    total = time.monotonic() - started
-    _print_demo_report(spark, settings, timings, total)
+    op.audience_inputs(lh, now=op.newest_session_end(lh))  # the simulated days, not today: send times' window
+    timings["send times, content"] = time.monotonic() - t0
+    _print_demo_report(lh, op.demo_report(lh), timings, time.monotonic() - started)
     return 0
 
 
-def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[str, float], total: float) -> None:
-    counts = {name: spark.table(name).count() for name in TABLES}
+def _print_demo_report(lh: Lakehouse, report: op.DemoReport, timings: dict[str, float], total: float) -> None:
+    settings = lh.settings
+    counts = report.counts
     events = counts["bronze.events"]
     print("\n== intentlake demo ==")
     print("rows per table:")
-    for name in TABLES:
-        print(f"  {name:<22} {counts[name]:>9,}   {settings.table_path(name)}")
-    runs = spark.sql(
-        "SELECT sum(input_rows) i, sum(accepted_rows) a, sum(quarantined_rows) q, sum(duplicate_rows) d "
-        "FROM ops.pipeline_runs WHERE job IN ('bronze', 'bronze-kafka')"
-    ).collect()[0]
+    for name, n in counts.items():
+        print(f"  {name:<26} {n:>9,}   {settings.table_path(name)}")
+    runs = report.bronze
     print(
         f"bronze accounting: {runs.i:,} input lines = {runs.a:,} accepted + {runs.q:,} quarantined "
         f"+ {runs.d:,} duplicates"
     )
     print("quarantine reasons:")
-    for row in spark.sql(
-        "SELECT reason, count(*) n, min(detail) example FROM bronze.quarantine GROUP BY reason ORDER BY n DESC"
-    ).collect():
+    for row in report.quarantine:
         print(f"  {row.reason:<18} {row.n:>6,}   e.g. {row.example[:70]}")
     print("micro-moments (silver.micro_moments):")
-    for row in spark.sql(
-        "SELECT moment_type, count(*) n, count(DISTINCT session_id) s FROM silver.micro_moments "
-        "GROUP BY moment_type ORDER BY n DESC"
-    ).collect():
+    for row in report.moments:
         print(f"  {row.moment_type:<22} {row.n:>7,} in {row.s:,} sessions")
-    silver = spark.sql(
-        "SELECT count(*) n, count_if(is_closed) closed, count(DISTINCT person_id) people, "
-        "count_if(timezone_source = 'event') tz_event, count_if(timezone_source = 'geo') tz_geo, "
-        "count_if(timezone_source = 'ip') tz_ip, count_if(sessionized_by = 'max_length') split "
-        "FROM silver.sessions"
-    ).first()
-    late = spark.table("silver.late_events").count()
-    merged = spark.sql(
-        "SELECT count_if(status = 'active') a, count_if(status = 'undone') u FROM silver.identity_merges"
-    ).first()
+    silver, merged = report.silver, report.merges
     print(
         f"silver sessions: {silver.n:,} ({silver.closed:,} closed, {silver.n - silver.closed:,} still open), "
-        f"{silver.split:,} split at the maximum length, {late:,} late events kept aside"
+        f"{silver.split:,} split at the maximum length, {report.late_events:,} late events kept aside"
     )
     print(
         f"  time zone from the event {silver.tz_event:,}, from lat/lon {silver.tz_geo:,}, "
@@ -521,20 +411,14 @@ def _print_demo_report(spark: SparkSession, settings: Settings, timings: dict[st
         f"({merged.a:,} merges, {merged.u:,} undone)"
     )
     print("  sessions by phase and device:")
-    for row in spark.sql(
-        "SELECT session_phase, device_type, count(*) n, round(avg(engaged_seconds)) engaged FROM silver.sessions "
-        "GROUP BY 1, 2 ORDER BY n DESC LIMIT 8"
-    ).collect():
+    for row in report.phases:
         print(f"    {row.session_phase:<9} {row.device_type or '?':<8} {row.n:>6,}   mean engaged {row.engaged}s")
     print("segments (people, by current segment):")
-    for row in spark.sql(
-        "SELECT segment, count(*) n, round(avg(intent_score), 1) score FROM gold.user_segments "
-        "GROUP BY segment ORDER BY n DESC"
-    ).collect():
+    for row in report.segments:
         print(f"  {row.segment:<14} {row.n:>7,} people   mean intent score {row.score}")
     print("time taken:")
-    for layer, seconds in timings.items():
-        print(f"  {layer:<13} {seconds:6.1f}s   {events / seconds:>9,.0f} events/s")
+    for step, seconds in timings.items():
+        print(f"  {step:<20} {seconds:6.1f}s   {events / max(seconds, 1e-9):>9,.0f} events/s")
     print(f"  total   {total:6.1f}s (simulation, Spark start-up and all layers)")
     print(f"\nThe tables are Delta tables under {settings.lakehouse}; query them with, for example:")
     print('  .venv/bin/intentlake sql "SELECT segment, count(*) FROM gold.user_segments GROUP BY segment"')
@@ -592,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--limit", type=int, default=20, help="rows to print (default 20)")
     sql.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
     sql.add_argument("--truncate", action="store_true", help="truncate long values in table output")
+    sql.add_argument(
+        "--write", action="store_true", help="allow statements that change tables (default: read-only, refused)"
+    )
 
     add("status", "row counts per table and the latest batch of every stream (counts, watermark, offsets)", cmd_status)
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from spark_jobs.contracts import table_contract
+from spark_jobs.errors import InvalidConfigError
+from spark_jobs.silver.moments import MOMENT_TYPES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -29,14 +31,6 @@ _SQL_WORDS = {
     "else", "end", "as", "ilike", "div", "distinct",
 }  # fmt: skip
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class InvalidConfigError(ValueError):
-    """A config file is wrong; the message names the file, the rule and the problem."""
-
-    def __init__(self, path: Path, where: str, problem: str) -> None:
-        super().__init__(f"{path}: {where}: {problem}")
-        self.path, self.where, self.problem = path, where, problem
 
 
 @dataclass(frozen=True)
@@ -163,8 +157,6 @@ def rule_input_schema() -> StructType:
     Needs a Spark session (the contracts' DDL is parsed by Spark); `rule_columns` gives the names without."""
     from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
-    from spark_jobs.silver.moments import MOMENT_TYPES  # silver.moments imports this module
-
     features = table_contract("silver.user_features").schema().fields
     return StructType([
         *table_contract("silver.sessions").schema().fields,
@@ -176,7 +168,6 @@ def rule_input_schema() -> StructType:
 
 def rule_columns() -> set[str]:
     """The names of `rule_input_schema`, read from the contracts without Spark (config loads before it)."""
-    from spark_jobs.silver.moments import MOMENT_TYPES
 
     features = table_contract("silver.user_features").column_names
     return {
@@ -377,7 +368,6 @@ def load_models(path: Path) -> ModelsConfig:
 
 def _model_input_types() -> dict[str, str]:
     """Columns a learned model may read, with their contract types (rule inputs minus keys and times)."""
-    from spark_jobs.silver.moments import MOMENT_TYPES
 
     types = dict(table_contract("silver.sessions").column_types)
     types.update({f"moments_{kind}": "INT" for kind in MOMENT_TYPES})

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.settings import REPO_ROOT, TABLES, Settings
+from spark_jobs.registry import TABLES, TABLES_DIR
+from spark_jobs.settings import Settings
+from spark_jobs.spark import each_table
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-TABLES_DIR = REPO_ROOT / "tables"
 # Every canonical_event.v<N>.schema.json in tables/events/ (the files are the one list of versions).
 CANONICAL_SCHEMA_VERSIONS = tuple(
     sorted(int(p.name.split(".")[1][1:]) for p in (TABLES_DIR / "events").glob("canonical_event.v*.schema.json"))
@@ -165,7 +166,6 @@ def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ..
         return
     for schema in sorted({name.split(".")[0] for name in todo}):
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    from spark_jobs.spark import each_table
 
     # each table is created in one commit, never half-made
     each_table(lambda name: _ensure_table(spark, name, settings.table_path(name)), todo)
@@ -184,3 +184,21 @@ def _ensure_table(spark: SparkSession, name: str, location: Path) -> None:
     else:
         spark.sql(table_contract(name).create_statement(location))
     _registered[(id(spark), name)] = location
+
+
+def read_table(spark: SparkSession, settings: Settings, name: str, version: int | None = None) -> DataFrame:
+    """A lakehouse table as a DataFrame, read by its location (`version`: time travel to that version).
+
+    The one way code reads a table: by path, so it needs no catalog and works on object storage alike.
+    """
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(str(settings.table_path(name)))
+
+
+def table_version(spark: SparkSession, settings: Settings, name: str) -> int:
+    """The table's latest committed version."""
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, str(settings.table_path(name))).history(1).first().version)

@@ -11,14 +11,23 @@ the site is rendered: only row counts and shares stay (no observed values: a min
 value), and the message and traceback of an expectation that could not run are withheld, since Spark
 errors may quote a value (an ANSI cast error does). The GX context, its stores and the raw results live
 in a temporary directory that is deleted afterwards. Analytics stay off and building sends nothing
-anywhere. GX's page template points its logo at a GX web server with the context id and a time in the
-URL, so the pages use the site's own copy of the logo; the pages still load Bootstrap, jQuery and
-Font Awesome from public CDNs when opened in a browser (GX's templates; offline they show unstyled).
+anywhere.
+
+Offline: GX's page templates load their stylesheets and scripts from public CDNs and its logo from a GX
+web server (with the context id and a time in the URL). The built pages load nothing from the network
+instead (`localize_pages`): Bootstrap 4, jQuery and Font Awesome are copied into static/vendor/ from
+their XStatic packages on PyPI (the `platform` extra pins them), the logo is the site's own copy, and
+bootstrap-table, which no PyPI package carries, is replaced by a small stand-in (`TABLE_JS`) that draws
+the index's tables sorted, searchable and with row links, but without filter controls or paging. What
+the pages never need offline is left out: Popper (inside Bootstrap's bundle), the date picker of the
+filter controls, Vega (charts; counts-only pages have none) and the dark theme (the pages stay light,
+GX's own dark-mode overrides switched off with it).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import os
 import re
@@ -56,6 +65,109 @@ _COUNTS = frozenset(
 )
 WITHHELD = "the expectation could not run; the error is withheld from Data Docs (it may quote row values)"
 _GX_WEB_ASSET = re.compile(r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/([\w.-]+)[^\"']*")
+_GX_IMAGE_ALIASES = {"full_logo_dark.png": "logo-long.png"}  # the dark theme's logo is not in GX's package
+# GX's own dark-mode overrides assume the dark Bootstrap theme, which is not on PyPI: alone they would put
+# dark tables and a black footer on a light page, so the pages stay light whatever the browser prefers.
+_DARK_MODE = re.compile(r"@media\s*\(prefers-color-scheme:\s*dark\)")
+
+VENDOR = Path("static") / "vendor"
+# static/vendor/<folder>: files copied from the data folder of an XStatic package (PyPI: XStatic-<name>),
+# as {folder: (xstatic.pkg module, PyPI name, [files or folders])}. A stylesheet's fonts keep their place
+# beside it (Font Awesome's css/ refers to ../webfonts/).
+VENDORED = {
+    "bootstrap": ("bootstrap", "xstatic-bootstrap", ["css/bootstrap.min.css", "js/bootstrap.bundle.min.js"]),
+    "jquery": ("jquery", "xstatic-jquery", ["jquery.min.js"]),
+    "font-awesome": ("font_awesome", "xstatic-font-awesome", ["css/all.min.css", "webfonts"]),
+}
+TABLE_JS = "intentlake/bootstrap-table-lite.js"  # under static/vendor/, written from TABLE_JS_SOURCE
+# Each CDN asset of GX's page templates, by a pattern of its URL: the local file under static/vendor/ that
+# replaces it, or None when the pages do without it offline (see the module docstring).
+OFFLINE = (
+    (re.compile(r"/bootstrap/4\.[\d.]+/css/bootstrap(\.min)?\.css$"), "bootstrap/css/bootstrap.min.css"),
+    (re.compile(r"/bootstrap/4\.[\d.]+/js/bootstrap(\.min)?\.js$"), "bootstrap/js/bootstrap.bundle.min.js"),
+    (re.compile(r"/popper\.js/1\.[\d.]+/"), None),
+    (re.compile(r"/jquery-3\.[\d.]+(\.min)?\.js$"), "jquery/jquery.min.js"),
+    (re.compile(r"/font-awesome/6\.[\d.]+/css/all(\.min)?\.css$"), "font-awesome/css/all.min.css"),
+    (re.compile(r"/bootstrap-table@[\d.]+/dist/bootstrap-table(\.min)?\.js$"), TABLE_JS),
+    (re.compile(r"/bootstrap-table@[\d.]+/dist/"), None),  # its stylesheet and filter-control extension
+    (re.compile(r"/bootstrap-datepicker/"), None),
+    (re.compile(r"/vega(-lite|-embed)?@\d+$"), None),
+    (re.compile(r"/bootstrap-dark@[\d.]+/"), None),
+)
+_REMOTE_TAG = re.compile(
+    r"(?P<indent>[ \t]*)<(?P<tag>script|link)\b[^>]*?\b(?:src|href)=\"(?P<url>https?://[^\"]+)\"[^>]*>(?:\s*</script>)?\n?"
+)
+log = logging.getLogger(__name__)
+
+TABLE_JS_SOURCE = """\
+/* intentlake's stand-in for bootstrap-table (no PyPI package carries it), so that Data Docs' tables show
+   offline: GX calls $(table).bootstrapTable({columns, data, ...}); this draws a plain Bootstrap table in
+   the asked order (a sortable header re-sorts on click), with a search box if asked and GX's row links.
+   Filter controls and paging are not drawn. */
+(function ($) {
+  "use strict";
+  function on(value) { return value === true || value === "true"; }
+  function sortKey(columns, field) {
+    var column = columns.filter(function (c) { return c.field === field; })[0];
+    return (column && column.sortName) || field;
+  }
+  function compare(a, b) {
+    if (a === b) return 0;
+    if (a === undefined || a === null) return -1;
+    if (b === undefined || b === null) return 1;
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    return String(a).localeCompare(String(b), undefined, {numeric: true});
+  }
+  function call(name, args) {
+    var f = typeof name === "function" ? name : window[name];
+    return typeof f === "function" ? f.apply(null, args) : null;
+  }
+  $.fn.bootstrapTable = function (options) {
+    if (typeof options === "string") return this;  /* methods such as clearFilterControl: nothing to clear */
+    return this.each(function () {
+      var $table = $(this).empty().addClass("table table-sm table-hover");
+      var columns = options.columns || [], rows = (options.data || []).slice();
+      var key = options.sortName ? sortKey(columns, options.sortName) : null;
+      var descending = options.sortOrder === "desc", query = "";
+      var $head = $("<tr>").appendTo($("<thead>").appendTo($table));
+      var $body = $("<tbody>").appendTo($table);
+      $(options.toolbar).empty();  /* its Clear Filters button: there are no filter controls */
+      function draw() {
+        if (key) rows.sort(function (a, b) { var c = compare(a[key], b[key]); return descending ? -c : c; });
+        $body.empty();
+        rows.forEach(function (row, index) {
+          var $tr = $("<tr>");
+          columns.forEach(function (c) {
+            $("<td>").html(row[c.field] == null ? "" : String(row[c.field])).appendTo($tr);
+          });
+          if (query && $tr.text().toLowerCase().indexOf(query) < 0) return;
+          var attributes = call(options.rowAttributes, [row, index]), style = call(options.rowStyle, [row, index]);
+          if (attributes) $tr.attr(attributes);
+          if (style && style.css) $tr.css(style.css);
+          if (style && style.classes) $tr.addClass(style.classes);
+          $tr.on("click", function () { $table.trigger("click-row.bs.table", [row, $tr]); });
+          $body.append($tr);
+        });
+      }
+      columns.forEach(function (column) {
+        var $th = $("<th>").html(column.title || "").appendTo($head);
+        if (!on(column.sortable)) return;
+        $th.css("cursor", "pointer").on("click", function () {
+          var k = sortKey(columns, column.field);
+          descending = key === k ? !descending : false;
+          key = k;
+          draw();
+        });
+      });
+      if (on(options.search)) {
+        $('<input type="search" class="form-control form-control-sm mb-2" placeholder="Search">')
+          .insertBefore($table).on("input", function () { query = this.value.toLowerCase(); draw(); });
+      }
+      draw();
+    });
+  };
+})(jQuery);
+"""
 
 
 def _scrub(result: Any) -> Any:
@@ -77,18 +189,77 @@ def _scrub(result: Any) -> Any:
     return result
 
 
-def _local_assets(site: Path) -> None:
-    """Point GX's remote logo (URL with the context id and a time) at the site's own static/images copy."""
+def vendor_assets(site: Path) -> dict[str, Path]:
+    """Copy the pages' third-party assets into site/static/vendor/; {file under static/vendor: its copy}.
+
+    A file whose package is not installed is missing from the answer (localize_pages then keeps its CDN
+    link and says which package to install).
+    """
+    copied: dict[str, Path] = {}
+    for folder, (module, distribution, entries) in VENDORED.items():
+        try:
+            data = Path(importlib.import_module(f"xstatic.pkg.{module}").BASE_DIR)
+        except ImportError:
+            log.warning("Data Docs: %s is not installed (pip install 'intentlake[platform]'); its pages load "
+                        "%s from a CDN", distribution, folder)  # fmt: skip
+            continue
+        for entry in entries:
+            source, target = data / entry, site / VENDOR / folder / entry
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            else:
+                shutil.copyfile(source, target)
+            copied[f"{folder}/{entry}"] = target
+    table_js = site / VENDOR / TABLE_JS
+    table_js.parent.mkdir(parents=True, exist_ok=True)
+    table_js.write_text(TABLE_JS_SOURCE)
+    copied[TABLE_JS] = table_js
+    return copied
+
+
+def localize_pages(site: Path, local: dict[str, Path]) -> list[str]:
+    """Rewrite every page of the site to load nothing from the network; returns the remote URLs kept.
+
+    CDN scripts and stylesheets become the local copies in `local` ({file under static/vendor: path}) or are
+    dropped (OFFLINE); GX's logo, which carries the context id and a time in its URL, becomes the site's
+    own static/images copy. A URL no rule knows (a newer GX's template) is kept and logged.
+    """
+    kept: set[str] = set()
     for page in site.rglob("*.html"):
         text = page.read_text()
 
-        def local(match: re.Match[str], page: Path = page) -> str:
-            image = site / "static" / "images" / match.group(1)
-            return os.path.relpath(image, page.parent) if image.is_file() else match.group(0).split("?")[0]
+        def relative(path: Path, page: Path = page) -> str:
+            return os.path.relpath(path, page.parent)
 
-        fixed = _GX_WEB_ASSET.sub(local, text)
+        def image(match: re.Match[str]) -> str:
+            name = _GX_IMAGE_ALIASES.get(match.group(1), match.group(1))
+            own = site / "static" / "images" / name
+            return relative(own) if own.is_file() else match.group(0)
+
+        def asset(match: re.Match[str]) -> str:
+            url = match["url"]
+            for pattern, file in OFFLINE:
+                if pattern.search(url.split("?")[0]):
+                    if file is None:
+                        return ""
+                    if file in local:  # no integrity attribute: the hash was the CDN file's
+                        ref = relative(local[file])
+                        tag = (f'<script src="{ref}"></script>' if match["tag"] == "script"
+                               else f'<link rel="stylesheet" href="{ref}">')  # fmt: skip
+                        return f"{match['indent']}{tag}\n"
+                    break
+            kept.add(url)
+            return match.group(0)
+
+        fixed = _REMOTE_TAG.sub(asset, _GX_WEB_ASSET.sub(image, text))
+        fixed = _DARK_MODE.sub("@media not all", fixed)
+        kept.update(m.group(0) for m in _GX_WEB_ASSET.finditer(fixed))
         if fixed != text:
             page.write_text(fixed)
+    for url in sorted(kept):
+        log.warning("Data Docs: the pages still load %s from the network (no local copy for it)", url)
+    return sorted(kept)
 
 
 def _context(work: Path, site: Path) -> Any:
@@ -162,7 +333,7 @@ def build_data_docs(spark: SparkSession, settings: Settings, out_dir: Path) -> d
         for key in store.list_keys():  # what GX stored is what the site renders: scrub it first
             store.set(key, _scrub(store.get(key)))
         context.build_data_docs(site_names=[SITE])
-        _local_assets(site)
+        localize_pages(site, vendor_assets(site))
         out_dir.mkdir(parents=True, exist_ok=True)
         for entry in site.iterdir():  # replace what an earlier build left, keep anything else in out_dir
             target = out_dir / entry.name

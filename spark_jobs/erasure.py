@@ -43,8 +43,9 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType
 
@@ -57,7 +58,9 @@ from spark_jobs.bronze.normalize import (
     SchemaRegistry,
     normalize_records,
 )
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.maintenance import purge
+from spark_jobs.registry import PersonKey, person_tables, table_info
 from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
 
@@ -96,10 +99,6 @@ def subject_hash(subject_type: str, subject: str) -> str:
     return hashlib.sha256(f"{subject_type}:{subject}".encode()).hexdigest()
 
 
-def _load(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
-    return spark.read.format("delta").load(str(settings.table_path(table)))
-
-
 def file_request(
     spark: SparkSession, settings: Settings, subject_type: str, subject: str, requested_at: datetime
 ) -> str:
@@ -110,7 +109,9 @@ def file_request(
         raise ErasureError(f"erasure by {subject_type}: the identifier is empty")
     ensure_tables(spark, settings, (TABLE,))
     digest = subject_hash(subject_type, subject)
-    pending = _load(spark, settings, TABLE).where((F.col("subject_hash") == digest) & (F.col("status") == "pending"))
+    pending = read_table(spark, settings, TABLE).where(
+        (F.col("subject_hash") == digest) & (F.col("status") == "pending")
+    )
     found = pending.select("request_id").first()
     if found is not None:
         return found.request_id
@@ -129,13 +130,15 @@ def _naive(moment: datetime) -> datetime:
 
 def resolve(spark: SparkSession, settings: Settings, subject_type: str, subject: str) -> Identifiers:
     """The person behind the identifier and every identifier of theirs (the subject itself always counts)."""
-    ids = _load(spark, settings, "silver.identity_map")
+    ids = read_table(spark, settings, "silver.identity_map")
     if subject_type == "person_id":
         persons = {subject}
     else:
         rows = ids.where((F.col("identifier_type") == subject_type) & (F.col("identifier") == subject))
         persons = {r.person_id for r in rows.select("person_id").distinct().collect()}
-    merges = _load(spark, settings, "silver.identity_merges").select("kept_person_id", "retired_person_id").collect()
+    merges = (
+        read_table(spark, settings, "silver.identity_merges").select("kept_person_id", "retired_person_id").collect()
+    )
     grown = True
     while grown:  # persons merged into or out of theirs (a retired person id can linger in older rows)
         linked = {m.retired_person_id for m in merges if m.kept_person_id in persons}
@@ -242,25 +245,26 @@ def _isin(column: str, values: frozenset[str]) -> Column:
 
 
 def conditions(ids: Identifiers, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> dict[str, Column]:
-    """Per table, the rows that belong to the person (`registry`: the canonical schemas bronze reads with)."""
-    person, anon = _isin("person_id", ids.person_ids), _isin("anonymous_id", ids.anonymous_ids)
-    names = ids.texts | ids.other | ids.person_ids
+    """Per table that can hold a person's rows, the rows that belong to this person: a row belongs to them
+    when one of the table's person keys (`-- @person:` in its contract, spark_jobs/registry.py) names them.
+    `registry`: the canonical schemas bronze reads raw payloads with."""
+    values = {
+        "person_id": ids.person_ids,
+        "anonymous_id": ids.anonymous_ids,
+        "user_id": ids.user_ids,
+        "identifier": ids.texts | ids.other | ids.person_ids,
+    }
+
+    def names(key: PersonKey) -> Column:
+        if key.kind == "payload":
+            held = payload_names(key.column, ids.texts, registry)
+        else:
+            held = _isin(key.column, values[key.kind])
+        return held if key.when is None else F.expr(key.when) & held
+
     return {
-        "bronze.events": anon | _isin("user_id", ids.user_ids),
-        "bronze.quarantine": payload_names("raw", ids.texts, registry),
-        "silver.sessions": person | anon,
-        "silver.micro_moments": person | anon,
-        "silver.late_events": anon,
-        "silver.identity_edges": anon | _isin("identifier", names),
-        "silver.identity_map": person | _isin("identifier", names),
-        "silver.identity_merges": _isin("kept_person_id", ids.person_ids) | _isin("retired_person_id", ids.person_ids),
-        "silver.user_features": person,
-        "gold.session_scores": person,
-        "gold.user_segments": person,
-        "gold.user_segments_history": person,
-        "gold.engagement_rhythm": (F.col("scope") == "person") & _isin("scope_key", ids.person_ids),
-        "gold.send_times": person,
-        "gold.content_assignments": person,
+        table: reduce(lambda a, b: a | b, (names(k) for k in table_info(table).person_keys))
+        for table in person_tables()
     }
 
 
@@ -269,7 +273,7 @@ def _delete(spark: SparkSession, settings: Settings, table: str, condition: Colu
     from delta.tables import DeltaTable
 
     location = str(settings.table_path(table))
-    if _load(spark, settings, table).where(condition).limit(1).count() == 0:
+    if read_table(spark, settings, table).where(condition).limit(1).count() == 0:
         return 0, None
     delta = DeltaTable.forPath(spark, location)
     delta.delete(condition)
@@ -349,7 +353,7 @@ def _update(spark: SparkSession, settings: Settings, request_id: str, values: di
 
 def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tuple[list[str], int]:
     """Delete every pending request's person from every layer; (request ids erased, rows deleted)."""
-    pending = _load(spark, settings, TABLE).where(F.col("status") == "pending").orderBy("requested_at").collect()
+    pending = read_table(spark, settings, TABLE).where(F.col("status") == "pending").orderBy("requested_at").collect()
     registry = SchemaRegistry.load(settings.schema_dir)  # raw payloads are read as bronze reads them
     erased, total = [], 0
     for request in pending:
@@ -382,11 +386,10 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
 
 def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tuple[list[str], int]:
     """Vacuum the tables of every request erased at least `erasure_purge_hours` ago; (ids purged, files)."""
-    from spark_jobs.maintenance import purge
 
     hours = settings.erasure_purge_hours
     due = (
-        _load(spark, settings, TABLE)
+        read_table(spark, settings, TABLE)
         .where(F.col("status") == "erased")
         .where((F.col("erased_at") <= F.lit(_naive(now) - timedelta(hours=hours))) | F.lit(hours == 0))
         .collect()
@@ -417,7 +420,7 @@ def process_erasures(spark: SparkSession, settings: Settings, now: datetime) -> 
 def receipt(spark: SparkSession, settings: Settings, request_id: str) -> dict:
     """The request's receipt (status and, once erased, what was deleted where)."""
     ensure_tables(spark, settings, (TABLE,))
-    row = _load(spark, settings, TABLE).where(F.col("request_id") == request_id).first()
+    row = read_table(spark, settings, TABLE).where(F.col("request_id") == request_id).first()
     if row is None:
         raise ErasureError(f"no erasure request {request_id!r} in {TABLE}")
     body = json.loads(row.receipt) if row.receipt else {}

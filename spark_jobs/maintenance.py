@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from spark_jobs.settings import Settings
+from spark_jobs.spark import each_table
 
 MIN_RETENTION_HOURS = 168
 ZORDER = {
@@ -82,8 +83,6 @@ def purge(spark: SparkSession, settings: Settings, tables: Sequence[str], retent
     Below the floor only run it with the pipeline paused. The tables are vacuumed a few at a time; returns
     the data files deleted."""
     from delta.tables import DeltaTable
-
-    from spark_jobs.spark import each_table
 
     if retention_hours >= MIN_RETENTION_HOURS:
         return sum(each_table(lambda table: vacuum(spark, settings, table, retention_hours), tables))

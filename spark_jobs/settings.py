@@ -10,30 +10,12 @@ import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
+from spark_jobs.registry import TABLES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-TABLES = (
-    "bronze.events",
-    "bronze.quarantine",
-    "silver.sessions",
-    "silver.micro_moments",
-    "silver.late_events",
-    "silver.identity_edges",
-    "silver.identity_map",
-    "silver.identity_merges",
-    "silver.user_features",
-    "gold.session_scores",
-    "gold.user_segments",
-    "gold.user_segments_history",
-    "gold.engagement_rhythm",
-    "gold.send_times",
-    "gold.content_assignments",
-    "gold.kpis_daily",
-    "ops.pipeline_runs",
-    "ops.models",
-    "ops.quality_gates",
-    "ops.erasure_requests",
-)
+# TABLES: every table, in data-flow order, from the contracts in tables/ (spark_jobs/registry.py)
+__all__ = ["REPO_ROOT", "TABLES", "Settings", "SettingsError", "interval_seconds", "setting_default"]
 
 
 # Settings holding a duration such as "5 minutes"; checked when Settings is built.

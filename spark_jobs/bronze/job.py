@@ -37,7 +37,8 @@ from spark_jobs.bronze.normalize import (
     decode_record,
     normalize_records,
 )
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.kafka import kafka_lines
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.settings import Settings, interval_seconds, setting_default
 from spark_jobs.streaming import BatchRecord, idempotent_append, run_stream
@@ -185,8 +186,7 @@ class Watermark:
         if self._known is not None and self._known[0] == batch_id - 1:
             return self._known[1]
         previous = (
-            self.spark.read.format("delta")
-            .load(str(self.settings.table_path("ops.pipeline_runs")))
+            read_table(self.spark, self.settings, "ops.pipeline_runs")
             .filter((F.col("job") == self.job) & (F.col("query_id") == self.query_id) & (F.col("batch_id") < batch_id))
             .orderBy(F.col("batch_id").desc())
             .select("max_event_time")
@@ -194,7 +194,7 @@ class Watermark:
         )
         if previous is not None:
             return previous.max_event_time
-        bronze = self.spark.read.format("delta").load(str(self.settings.table_path("bronze.events")))
+        bronze = read_table(self.spark, self.settings, "bronze.events")
         return bronze.filter(F.col("ingest_batch") != F.lit(this_batch)).agg(F.max("occurred_at")).first()[0]
 
     def advance(self, batch_id: int, max_event_time: datetime | None) -> None:
@@ -319,7 +319,7 @@ def process_bronze_batch(
         if accepted_in:
             earliest = min(r.min_occurred for r in summary if r.is_accepted)
             since = earliest - watermark.window
-            bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
+            bronze = read_table(spark, settings, "bronze.events")
             fresh = not_yet_in_bronze(first_of_each_event(parsed.filter("is_accepted"), keys), bronze, since,
                                       ingest_batch, keys)  # fmt: skip
             fresh_rows = rows = to_bronze_rows(fresh, record.started_at, ingest_batch).persist()
@@ -401,8 +401,6 @@ def run(
         settings.landing.mkdir(parents=True, exist_ok=True)
         lines, name = landing_stream(spark, settings), JOB
     else:
-        from spark_jobs.kafka import kafka_lines
-
         lines, name = kafka_lines(spark, settings), f"{JOB}-kafka"
 
     check_dedup_keys(settings.checkpoint(name), settings.dedup_key_columns)

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.bronze.job import first_of_each_event, not_yet_in_bronze, parse_lines, to_bronze_rows
 from spark_jobs.bronze.normalize import Limits, Reason, SchemaRegistry
-from spark_jobs.contracts import ensure_tables
+from spark_jobs.contracts import ensure_tables, read_table
 from spark_jobs.quality import QualityGate
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, idempotent_append
@@ -89,7 +89,7 @@ def replay_quarantine(
     keys = settings.dedup_key_columns
     quarantine_path = settings.table_path("bronze.quarantine")
     selected = (
-        selection.apply(spark.read.format("delta").load(str(quarantine_path)))
+        selection.apply(read_table(spark, settings, "bronze.quarantine"))
         .withColumn("_key", _row_key(F.col("ingest_batch"), F.col("source_file"), F.col("raw")))
         .persist()
     )
@@ -107,7 +107,7 @@ def replay_quarantine(
             .join(selected.select("_key", "source_file").dropDuplicates(["_key"]), "_key")
             .persist()
         )
-        bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
+        bronze = read_table(spark, settings, "bronze.events")
         accepted = parsed.filter("is_accepted")
         candidates = not_yet_in_bronze(first_of_each_event(accepted, keys), bronze, None, ingest_batch, keys)
         candidates = candidates.persist()

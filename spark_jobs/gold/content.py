@@ -23,8 +23,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.config import InvalidConfigError, read_mapping
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.gold.scoring import moment_counts
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
+from spark_jobs.silver.moments import MOMENT_TYPES
 
 TABLE = "gold.content_assignments"
 ADAPTATIONS = ("tone", "format", "cta")
@@ -36,7 +39,6 @@ _INTS = ("sessions", "local_hour", "local_weekday", "cart_adds", "product_views"
 
 
 def _variables() -> dict[str, str]:
-    from spark_jobs.silver.moments import MOMENT_TYPES
 
     types = {name: "string" for name in _STRINGS}
     types.update({name: "int" for name in _INTS})
@@ -146,18 +148,16 @@ def load_content_rules(path: Path) -> ContentRules:
 
 def person_contexts(spark: SparkSession, settings: Settings) -> DataFrame:
     """One row per person in gold.user_segments with every trigger variable (nulls where unknown)."""
-    from spark_jobs.gold.scoring import moment_counts
-
-    def load(name: str) -> DataFrame:
-        return spark.read.format("delta").load(str(settings.table_path(name)))
-
-    segments = load("gold.user_segments").select("person_id", "segment", "intent_score", "session_id", "sessions",
-                                                 "model_version")  # fmt: skip
-    silver = load("silver.sessions")
+    segments = read_table(spark, settings, "gold.user_segments").select(
+        "person_id", "segment", "intent_score", "session_id", "sessions", "model_version"
+    )
+    silver = read_table(spark, settings, "silver.sessions")
     wanted = [c for c in (*_STRINGS, *_INTS, "converted") if c in silver.columns and c not in segments.columns]
     sessions = silver.select("session_id", "person_id", *wanted)
     moments = moment_counts(spark, settings, segments, ["session_id"])
-    send = load("gold.send_times").select("person_id", "best_local_hour", F.col("source").alias("send_time_source"))
+    send = read_table(spark, settings, "gold.send_times").select(
+        "person_id", "best_local_hour", F.col("source").alias("send_time_source")
+    )
     joined = (
         segments.join(sessions, ["session_id", "person_id"], "left")
         .join(moments, "session_id", "left")
@@ -238,7 +238,6 @@ def assign_content(
     spark: SparkSession, settings: Settings, rules: ContentRules | None = None, now: datetime | None = None
 ) -> ContentRun:
     """Evaluate the rules for every person in gold.user_segments and make gold.content_assignments match."""
-    from spark_jobs.contracts import ensure_tables, table_contract
 
     rules = rules or load_content_rules(settings.content_rules_file)
     ensure_tables(spark, settings)
@@ -259,7 +258,7 @@ def assign_content(
     )
     # every person evaluated now, and everyone with a pick already: a person no longer in gold.user_segments
     # (erased) is a scope with no fresh rows, so the same MERGE deletes their picks
-    stored = spark.read.format("delta").load(str(settings.table_path(TABLE))).select("person_id")
+    stored = read_table(spark, settings, TABLE).select("person_id")
     scopes = one_row_per_person.select("person_id").unionByName(stored).distinct()
     counts = replace_scopes(spark, settings, TABLE, assignments, ("person_id", "channel"), "person_id",
                             scopes, unchanged_unless=("evaluated_at",))  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.contracts import read_table
 from spark_jobs.settings import Settings
 
 HIGH_INTENT_SEGMENT, HIGH_INTENT_PERSONA = "High Intent", "high_intent_buyer"
@@ -72,10 +73,7 @@ def evaluate(spark: SparkSession, settings: Settings, truth_dir: Path | None = N
         truth_rows, "anonymous_id STRING, start STRING, end STRING, persona STRING, bought BOOLEAN"
     )
 
-    def load(name: str):
-        return spark.read.format("delta").load(str(settings.table_path(name)))
-
-    sessions = load("silver.sessions").select(
+    sessions = read_table(spark, settings, "silver.sessions").select(
         "session_id",
         "person_id",
         "anonymous_id",
@@ -83,7 +81,7 @@ def evaluate(spark: SparkSession, settings: Settings, truth_dir: Path | None = N
         F.date_format("session_end", _TIME).alias("end"),
     )
     scored = (
-        load("gold.session_scores")
+        read_table(spark, settings, "gold.session_scores")
         .select("session_id", "person_id", "intent_score", "segment", "model_version")
         .join(sessions, ["session_id", "person_id"])
     )

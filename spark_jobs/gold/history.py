@@ -15,17 +15,13 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts
 from spark_jobs.settings import Settings
 
 SOURCE = "gold.user_segments"
 HISTORY = "gold.user_segments_history"
 _CARRIED = ("intent_score", "session_id", "model_version")
-
-
-def _load(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
-    return spark.read.format("delta").load(str(settings.table_path(table)))
 
 
 def _changes_from(spark: SparkSession, settings: Settings, start: int) -> DataFrame:
@@ -49,7 +45,7 @@ def _changes_from(spark: SparkSession, settings: Settings, start: int) -> DataFr
 def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCounts:
     """Open and close spells for every gold.user_segments version the history has not seen yet."""
     ensure_tables(spark, settings, (SOURCE, HISTORY))
-    history = _load(spark, settings, HISTORY)
+    history = read_table(spark, settings, HISTORY)
     seen = history.agg(F.max(F.greatest("source_version", F.coalesce("closed_version", F.lit(-1))))).first()[0]
     latest = DeltaTable.forPath(spark, str(settings.table_path(SOURCE))).history(1).first().version
     start = 0 if seen is None else seen + 1  # versions before it are applied (later ones may be, per person)
@@ -117,7 +113,7 @@ def members_at(spark: SparkSession, settings: Settings, segment: str, at: dateti
     """person_id of everyone in `segment` at `at` (a naive time is UTC), from the history."""
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # F.lit would read a naive time as driver-local
     return (
-        _load(spark, settings, HISTORY)
+        read_table(spark, settings, HISTORY)
         .filter(
             (F.col("segment") == segment)
             & (F.col("valid_from") <= F.lit(at))

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import InvalidConfigError, load_models, read_mapping
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.settings import REPO_ROOT, Settings
 
 TABLE = "gold.kpis_daily"
@@ -106,10 +106,6 @@ def _row(kpi: str, dimension: str, numerator: int, denominator: int, value: floa
             "denominator": int(denominator), "target": target, "target_met": met}  # fmt: skip
 
 
-def _load(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
-    return spark.read.format("delta").load(str(settings.table_path(table)))
-
-
 def _abandonment(sessions: DataFrame, moments: DataFrame) -> tuple[int, int]:
     """(triggered closed sessions without a purchase, triggered closed sessions)."""
     triggered = sessions.join(moments.select("session_id").distinct(), "session_id", "left_semi")
@@ -127,14 +123,14 @@ def compute_day(spark: SparkSession, settings: Settings, day: date, cfg: KpiConf
     for column in signals:
         micro = micro | (F.col(column) if types[column] == "BOOLEAN" else F.col(column) > 0)
 
-    silver = _load(spark, settings, "silver.sessions")
+    silver = read_table(spark, settings, "silver.sessions")
     day_sessions = silver.where(F.col("session_date") == F.lit(day)).select(
         "session_id", "person_id", "is_closed", "converted", "local_hour", "engaged_seconds", micro.alias("micro")
     ).localCheckpoint()  # fmt: skip
     closed = day_sessions.where("is_closed")
     # a session that started on D can have moments detected up to a max session length later
     moments = (
-        _load(spark, settings, "silver.micro_moments")
+        read_table(spark, settings, "silver.micro_moments")
         .where(F.col("moment_date").between(F.lit(day), F.lit(day + timedelta(days=1))))
         .select("session_id", "moment_type")
         .distinct()
@@ -150,7 +146,7 @@ def compute_day(spark: SparkSession, settings: Settings, day: date, cfg: KpiConf
 
     # intent accuracy: score >= threshold against the purchase, on the day's closed scored sessions
     scored = (
-        _load(spark, settings, "gold.session_scores")
+        read_table(spark, settings, "gold.session_scores")
         .where((F.col("session_date") == F.lit(day)) & F.col("is_closed"))
         .select("session_id", (F.col("intent_score") >= threshold).alias("predicted"))
         .join(closed.select("session_id", "converted"), "session_id")
@@ -170,7 +166,7 @@ def compute_day(spark: SparkSession, settings: Settings, day: date, cfg: KpiConf
     base_start = day - timedelta(days=cfg.friction_baseline_days)
     baseline_sessions = silver.where(F.col("session_date").between(F.lit(base_start), F.lit(day - timedelta(days=1))))
     baseline_sessions = baseline_sessions.where("is_closed").select("session_id", "converted")
-    baseline_moments = _load(spark, settings, "silver.micro_moments").where(
+    baseline_moments = read_table(spark, settings, "silver.micro_moments").where(
         F.col("moment_date").between(F.lit(base_start), F.lit(day)))  # fmt: skip
     base_n, base_d = _abandonment(baseline_sessions, baseline_moments)
     target = (base_n / base_d) * (1 - cfg.friction_improvement) if base_d else None
@@ -181,7 +177,7 @@ def compute_day(spark: SparkSession, settings: Settings, day: date, cfg: KpiConf
     rows += [_row("trigger_abandonment", r.moment_type, r.n, r.d) for r in by_type.orderBy("moment_type").collect()]
 
     # segments at the end of D and the moves during D, in event time
-    scores = _load(spark, settings, "gold.session_scores").where(F.col("session_end") < F.lit(end))
+    scores = read_table(spark, settings, "gold.session_scores").where(F.col("session_end") < F.lit(end))
     latest = Window.partitionBy("person_id").orderBy(F.col("session_end").desc(), F.col("session_id").desc())
     now = scores.withColumn("_n", F.row_number().over(latest)).where("_n = 1")
     before = (
@@ -335,7 +331,7 @@ def render_report(spark: SparkSession, settings: Settings, day: date, out_dir: P
     """Write <out_dir>/kpi_report_<day>.html from gold.kpis_daily (the day and the trend days before it)."""
     cfg = cfg or load_kpi_config(settings.kpis_file)
     first = day - timedelta(days=cfg.report_days - 1)
-    history = _load(spark, settings, TABLE).where(F.col("kpi_date").between(F.lit(first), F.lit(day))).toPandas()
+    history = read_table(spark, settings, TABLE).where(F.col("kpi_date").between(F.lit(first), F.lit(day))).toPandas()
     today = history[history.kpi_date == day]
     if today.empty:
         raise ValueError(f"gold.kpis_daily has no rows for {day}: run the KPIs for that day first")

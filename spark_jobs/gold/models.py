@@ -30,7 +30,8 @@ from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.config import InvalidConfigError, LearnedFeature, ScoringModel, Signal
-from spark_jobs.contracts import table_contract
+from spark_jobs.contracts import read_table, table_contract
+from spark_jobs.gold.scoring import score_sessions
 from spark_jobs.settings import Settings
 
 REGISTRY = "ops.models"
@@ -68,7 +69,6 @@ class WeightedScorer:
         return json.dumps({"signals": signals}, sort_keys=True)
 
     def score(self, sessions: DataFrame) -> DataFrame:
-        from spark_jobs.gold.scoring import score_sessions
 
         return score_sessions(sessions, self.model)
 
@@ -172,7 +172,7 @@ def _table(spark: SparkSession, settings: Settings) -> DeltaTable:
 
 def versions(spark: SparkSession, settings: Settings) -> list[Row]:
     """Every registered version, newest first."""
-    frame = spark.read.format("delta").load(str(settings.table_path(REGISTRY)))
+    frame = read_table(spark, settings, REGISTRY)
     return frame.orderBy(F.col("registered_at").desc(), F.col("model_version").desc()).collect()
 
 

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import InvalidConfigError, read_mapping
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.settings import Settings
 
 RHYTHM, SEND_TIMES = "gold.engagement_rhythm", "gold.send_times"
@@ -180,10 +180,10 @@ def update_send_times(spark: SparkSession, settings: Settings, now: datetime | N
     end = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)  # naive = UTC; aware for F.lit
     window = (end - timedelta(days=cfg.window_days), end)
 
-    def load(name: str) -> DataFrame:
-        return spark.read.format("delta").load(str(settings.table_path(name)))
-
-    sessions, segments = load("silver.sessions"), load("gold.user_segments")
+    sessions, segments = (
+        read_table(spark, settings, "silver.sessions"),
+        read_table(spark, settings, "gold.user_segments"),
+    )
     rhythm = build_rhythm(sessions, segments, window).localCheckpoint(eager=True)
     send_times = build_send_times(rhythm, sessions, segments, cfg, end).localCheckpoint(eager=True)
     rhythm.write.format("delta").mode("overwrite").save(str(settings.table_path(RHYTHM)))

@@ -1,4 +1,7 @@
-"""Gold: silver.sessions -> gold.session_scores (explainable 0-100 intent) and gold.user_segments.
+"""Gold's transforms: signals, the weighted score, segment inputs and rules, each person's current segment.
+
+Pure DataFrame -> DataFrame functions (moment_counts and segment_inputs read silver tables they join);
+the gold job (spark_jobs/gold/job.py) runs them on each micro-batch.
 
 Each micro-batch of silver changes (Change Data Feed) names the persons whose sessions changed; their
 sessions are rescored with the registry's champion (ops.models, spark_jobs/gold/models.py: the weighted
@@ -13,28 +16,11 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
 
-from spark_jobs.config import (
-    ScoringModel,
-    SegmentRule,
-    Signal,
-    check_rules_compile,
-    load_models,
-    load_scoring,
-    load_segments,
-    rule_columns,
-    rule_condition,
-)
-from spark_jobs.contracts import ensure_tables, table_contract
-from spark_jobs.gold.content import load_content_rules
-from spark_jobs.gold.history import update_segment_history
-from spark_jobs.gold.models import Scorer, check_config_version, resolve_champion
-from spark_jobs.merge import replace_scopes
+from spark_jobs.config import ScoringModel, SegmentRule, Signal, rule_columns, rule_condition
+from spark_jobs.contracts import read_table, table_contract
 from spark_jobs.settings import Settings
-from spark_jobs.streaming import BatchRecord, run_stream
-
-JOB = "gold"
+from spark_jobs.silver.moments import MOMENT_TYPES
 
 
 def signal_value(signal: Signal) -> Column:
@@ -63,11 +49,8 @@ def moment_counts(spark: SparkSession, settings: Settings, sessions: DataFrame, 
     """How many micro-moments of each type the sessions in `sessions` had: `keys` plus moments_<type>.
     Sessions without any moment are absent, and a type a session did not have is null: left-join the
     result and coalesce to 0."""
-    from spark_jobs.silver.moments import MOMENT_TYPES
-
     return (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.micro_moments")))
+        read_table(spark, settings, "silver.micro_moments")
         .join(sessions.select(*keys), keys, "left_semi")
         .groupBy(*keys)
         .pivot("moment_type", list(MOMENT_TYPES))
@@ -80,12 +63,10 @@ def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -
     """Scored sessions plus what else a segment rule may use (`config.rule_input_schema`): moments_<type>, the
     session's micro-moments of each type, and the person's silver.user_features as of the session's UTC
     day (point in time: sessions ended before that day; null where `intentlake features` has not run)."""
-    from spark_jobs.silver.moments import MOMENT_TYPES
-
     keys = ["session_id", "anonymous_id"]
     counts = moment_counts(spark, settings, scored, keys)
     moment_columns = [F.coalesce(F.col(f"moments_{t}"), F.lit(0)).alias(f"moments_{t}") for t in MOMENT_TYPES]
-    features = spark.read.format("delta").load(str(settings.table_path("silver.user_features")))
+    features = read_table(spark, settings, "silver.user_features")
     allowed = rule_columns()
     feature_columns = [c for c in features.columns if c in allowed and c != "person_id"]
     features = features.select(
@@ -119,117 +100,3 @@ def current_segments(scores: DataFrame) -> DataFrame:
         .withColumn("last_seen_at", F.col("session_end"))
         .select(*table_contract("gold.user_segments").column_names)
     )
-
-
-def process_gold_batch(
-    spark: SparkSession,
-    settings: Settings,
-    changes: DataFrame,
-    batch_id: int,
-    query_id: str,
-    model: Scorer,
-    rules: tuple[SegmentRule, ...],
-) -> BatchRecord:
-    """Rescore every person whose silver sessions changed in this batch (`changes` needs person_id only)
-    with the champion `model`, and merge scores and segments."""
-    record = BatchRecord(JOB, query_id, batch_id)
-    persons = changes.select("person_id").distinct().persist()
-    try:
-        with record.phase("read"):
-            record.input_rows = changes.count()
-        sessions = (
-            spark.read.format("delta")
-            .load(str(settings.table_path("silver.sessions")))
-            .join(persons, "person_id", "left_semi")
-        )
-        scores = assign_segments(model.score(segment_inputs(spark, settings, sessions)), rules)
-        scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
-        with record.phase("merge_scores"):
-            counts = replace_scopes(
-                spark,
-                settings,
-                "gold.session_scores",
-                scores,
-                ("session_id", "person_id"),
-                "person_id",
-                persons,
-            )
-        with record.phase("merge_segments"):
-            segments = replace_scopes(
-                spark,
-                settings,
-                "gold.user_segments",
-                current_segments(scores),
-                ("person_id",),
-                "person_id",
-                persons,
-            )
-        scores.unpersist()
-        with record.phase("segment_history"):
-            history = update_segment_history(spark, settings)
-        record.accepted_rows = counts.inserted + counts.updated
-        record.details.update(
-            **counts.as_details("scores"),
-            **segments.as_details("segments"),
-            **history.as_details("history"),
-            model_version=model.version,
-        )
-        record.write(spark, settings)
-        return record
-    finally:
-        persons.unpersist()
-
-
-def silver_changes(spark: SparkSession, settings: Settings) -> DataFrame:
-    """silver.sessions' Change Data Feed as a stream (inserts, updates and deletes)."""
-    return (
-        spark.readStream.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", 0)
-        .load(str(settings.table_path("silver.sessions")))
-    )
-
-
-def load_config(spark: SparkSession, settings: Settings) -> tuple[ScoringModel, tuple[SegmentRule, ...]]:
-    """Read and check the gold configs (and the config's weights against the registry); raises
-    InvalidConfigError before anything runs or is written."""
-    model = load_scoring(settings.scoring_file)
-    rules = load_segments(settings.segments_file)
-    check_rules_compile(spark, settings.segments_file, rules)
-    load_models(settings.models_file)
-    load_content_rules(settings.content_rules_file)  # content-picks runs after gold: fail here, not there
-    ensure_tables(spark, settings, ("ops.models",))
-    check_config_version(spark, settings, model)
-    return model, rules
-
-
-def rescore_stale(
-    spark: SparkSession, settings: Settings, scorer: Scorer, rules: tuple[SegmentRule, ...]
-) -> BatchRecord | None:
-    """Rescore every person with a score from another model than the champion (after a promotion, a
-    rollback or new weights), so the tables agree with the registry from this run on."""
-    stale = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("gold.session_scores")))
-        .filter(F.col("model_version") != F.lit(scorer.version))
-        .select("person_id")
-        .distinct()
-        .localCheckpoint(eager=True)  # fixed now: the scores MERGE below changes what the filter selects
-    )
-    if stale.isEmpty():
-        return None
-    query_id = f"rescore:{scorer.version}"
-    return process_gold_batch(spark, settings, stale, 0, query_id, scorer, rules)
-
-
-def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:
-    """Start the gold stream (availableNow by default: catch up, then stop) with the registry's champion."""
-    model, rules = load_config(spark, settings)
-    ensure_tables(spark, settings)
-    scorer = resolve_champion(spark, settings, model)
-    rescore_stale(spark, settings, scorer, rules)
-
-    def process(changes: DataFrame, batch_id: int, query_id: str) -> None:
-        process_gold_batch(spark, settings, changes, batch_id, query_id, scorer, rules)
-
-    return run_stream(silver_changes(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

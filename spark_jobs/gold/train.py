@@ -21,8 +21,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.config import ModelsConfig, load_models, load_scoring
+from spark_jobs.contracts import read_table
 from spark_jobs.gold import models
 from spark_jobs.gold.models import CHALLENGER, LearnedScorer, Scorer, Term, feature_value
+from spark_jobs.gold.scoring import segment_inputs
 from spark_jobs.settings import Settings
 
 CALIBRATION_BINS = 10
@@ -63,12 +65,9 @@ class TrainResult:
 
 def examples(spark: SparkSession, settings: Settings, first: date, last: date) -> DataFrame:
     """Closed sessions whose day is in [first, last], with every input a model may read and `label`."""
-    from spark_jobs.gold.scoring import segment_inputs
 
-    sessions = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.sessions")))
-        .filter(F.col("is_closed") & F.col("session_date").between(F.lit(first), F.lit(last)))
+    sessions = read_table(spark, settings, "silver.sessions").filter(
+        F.col("is_closed") & F.col("session_date").between(F.lit(first), F.lit(last))
     )
     return segment_inputs(spark, settings, sessions).withColumn("label", F.col("converted").cast("double"))
 
@@ -122,8 +121,7 @@ def windows(
     sessions, widened back a day at a time until they hold `min_holdout_rows` sessions (the newest UTC day
     is often a sliver of the world's evening); training takes the days of the window before them."""
     per_day = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.sessions")))
+        read_table(spark, settings, "silver.sessions")
         .filter(F.col("is_closed") & (F.col("session_date") <= F.lit(until or date.max)))
         .groupBy("session_date")
         .count()

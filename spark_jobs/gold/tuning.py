@@ -43,7 +43,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,9 @@ from spark_jobs.config import (
     load_scoring,
     load_segments,
 )
+from spark_jobs.gold import models
+from spark_jobs.gold.scoring import assign_segments, score_sessions, signal_value
+from spark_jobs.gold.train import examples, measure
 from spark_jobs.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -336,8 +339,6 @@ def _fit_weights(data: DataFrame, model: ScoringModel, cfg: ModelsConfig) -> tup
     from pyspark.ml.feature import VectorAssembler
     from pyspark.ml.linalg import Matrices
 
-    from spark_jobs.gold.scoring import signal_value
-
     names = [f"_s{i}" for i in range(len(model.signals))]
     inputs = data.select(*(signal_value(s).alias(n) for s, n in zip(model.signals, names, strict=True)), "label")
     # one partition: the gradient sums then add up in one fixed order, so the same data gives the same weights
@@ -379,8 +380,6 @@ def _holds(expression: str) -> Column:
 def _segment_fit(scored: DataFrame, rules: tuple[SegmentRule, ...], positives: int) -> dict[str, dict[str, Any]]:
     """Per segment: its sessions and how well "in this segment" finds converted sessions."""
     from pyspark.sql import functions as F
-
-    from spark_jobs.gold.scoring import assign_segments
 
     counts = (
         assign_segments(scored, rules).groupBy("segment").agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("p"))
@@ -429,7 +428,6 @@ def _tune_rules(scored: DataFrame, rules: tuple[SegmentRule, ...], positives: in
 
 
 def _champion(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
-    from spark_jobs.gold import models
 
     if not (settings.table_path(models.REGISTRY) / "_delta_log").is_dir():
         return None
@@ -439,7 +437,6 @@ def _champion(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
 
 def _validate(spark: SparkSession, settings: Settings, texts: dict[str, str], expect: dict[str, Any]) -> None:
     """Load the proposed files with the loaders gold uses and check they say what was meant."""
-    from spark_jobs.gold import models
 
     with tempfile.TemporaryDirectory(prefix="tune-signals-") as tmp:
         paths = {name: Path(tmp) / name for name in texts}
@@ -471,9 +468,6 @@ def propose(spark: SparkSession, settings: Settings, until: date, out_dir: Path 
     """Propose weights and thresholds from the window before `until` and write them to `out_dir` (module
     docstring); config/ is only read. Raises TuningRefused (nothing written) when the data is too thin."""
     from pyspark.sql import functions as F
-
-    from spark_jobs.gold.scoring import score_sessions
-    from spark_jobs.gold.train import examples, measure
 
     current = load_scoring(settings.scoring_file)
     rules = load_segments(settings.segments_file)
@@ -608,17 +602,3 @@ def _report(p: Proposal, coefficients: list[float], intercept: float,
         "notes": notes,
         "how_to_apply": HOW_TO_APPLY,
     }
-
-
-def propose_for_interval(interval_end: datetime) -> dict[str, Any]:
-    """What the tune_signals DAG runs: a proposal for the day the run's data interval ends (the window ends the
-    day before), with Settings from INTENTLAKE_*; a refusal is returned (status refused), not raised."""
-    from spark_jobs.spark import build_spark
-
-    until = datetime.fromtimestamp(interval_end.timestamp(), UTC).date()  # Airflow hands a pendulum time
-    settings = Settings.from_env()
-    spark = build_spark(settings, app_name="intentlake-airflow")  # tables are read by path: no catalog set-up
-    try:
-        return propose(spark, settings, until).summary()
-    except TuningRefused as refused:
-        return {"status": "refused", "until": until.isoformat(), "why": str(refused)}

@@ -45,7 +45,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StructField, StructType
 
 from spark_jobs.config import InvalidConfigError
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
 
@@ -696,10 +696,6 @@ def edges_of(events: DataFrame) -> DataFrame:
     )
 
 
-def _load(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
-    return spark.read.format("delta").load(str(settings.table_path(table)))
-
-
 def _ensure(spark: SparkSession, settings: Settings) -> None:
     ensure_tables(spark, settings, IDENTITY_TABLES)  # cheap once done: ensure_tables remembers what it created
 
@@ -717,7 +713,7 @@ def merge_edges(
     _ensure(spark, settings)
     devices = new_events.select("anonymous_id").distinct()
     if history is None:
-        history = _load(spark, settings, "bronze.events").join(devices, "anonymous_id", "left_semi")
+        history = read_table(spark, settings, "bronze.events").join(devices, "anonymous_id", "left_semi")
     return replace_scopes(
         spark, settings, "silver.identity_edges", edges_of(history), EDGE_KEYS, "anonymous_id", devices
     )
@@ -731,7 +727,7 @@ def _utc(micros: int) -> datetime:
 def read_edges(spark: SparkSession, settings: Settings) -> list[Edge]:
     """Every silver.identity_edges row, on the driver."""
     rows = (
-        _load(spark, settings, "silver.identity_edges")
+        read_table(spark, settings, "silver.identity_edges")
         .select(*EDGE_KEYS, F.unix_micros("first_seen").alias("f"), F.unix_micros("last_seen").alias("l"), "events")
         .collect()
     )
@@ -741,7 +737,7 @@ def read_edges(spark: SparkSession, settings: Settings) -> list[Edge]:
 def read_identity_map(spark: SparkSession, settings: Settings) -> dict[Ident, IdentityRow]:
     """silver.identity_map on the driver, by identifier."""
     rows = (
-        _load(spark, settings, "silver.identity_map")
+        read_table(spark, settings, "silver.identity_map")
         .select(
             *MAP_KEYS,
             "person_id",
@@ -764,7 +760,7 @@ def read_merges(spark: SparkSession, settings: Settings) -> list[MergeRecord]:
     """silver.identity_merges on the driver."""
     columns = table_contract("silver.identity_merges").column_names
     times = ("merged_at", "undone_at")
-    frame = _load(spark, settings, "silver.identity_merges").select(
+    frame = read_table(spark, settings, "silver.identity_merges").select(
         *(F.unix_micros(c).alias(c) if c in times else F.col(c) for c in columns)
     )
     records = []
@@ -835,7 +831,7 @@ class PendingIdentity:
     def identity_map(self, spark: SparkSession, settings: Settings) -> DataFrame:
         """silver.identity_map as it will be once written: the table with this plan's rows swapped in."""
         contract = table_contract("silver.identity_map")
-        current = _load(spark, settings, "silver.identity_map").select(*contract.column_names)
+        current = read_table(spark, settings, "silver.identity_map").select(*contract.column_names)
         if not (self.plan.upserts or self.plan.deletes):
             return current
         rows = [{**asdict(r), "_keep": True} for r in self.plan.upserts]

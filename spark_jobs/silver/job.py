@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.settings import Settings, interval_seconds
@@ -84,8 +84,7 @@ def _previous_max_event_time(spark: SparkSession, settings: Settings, query_id: 
     """The newest event time this query had seen before `batch_id` (None for a query's first batch: a new
     checkpoint re-reads bronze from the start and rebuilds, so nothing is late to it)."""
     previous = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("ops.pipeline_runs")))
+        read_table(spark, settings, "ops.pipeline_runs")
         .filter((F.col("job") == JOB) & (F.col("query_id") == query_id) & (F.col("batch_id") < batch_id))
         .orderBy(F.col("batch_id").desc())
         .select("max_event_time")
@@ -135,8 +134,7 @@ def recompute_scope(
         F.collect_set("session_id").alias("new_client_ids"),
     )
     sessions = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.sessions")))
+        read_table(spark, settings, "silver.sessions")
         .select("anonymous_id", "session_id", "session_start", "session_end", "sessionized_by")
         .join(devices.select("anonymous_id"), "anonymous_id", "left_semi")
     )
@@ -265,14 +263,12 @@ def _orphaned_moment_sessions(spark: SparkSession, settings: Settings, scope: Da
     the sessions, and this is how their moments still go."""
     devices = scope.select("anonymous_id")
     moments = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.micro_moments")))
+        read_table(spark, settings, "silver.micro_moments")
         .join(devices, "anonymous_id", "left_semi")
         .select("session_id", "anonymous_id")
     )
     sessions = (
-        spark.read.format("delta")
-        .load(str(settings.table_path("silver.sessions")))
+        read_table(spark, settings, "silver.sessions")
         .join(devices, "anonymous_id", "left_semi")
         .select("session_id", "anonymous_id")
     )
@@ -330,8 +326,8 @@ def process_silver_batch(
             _record_late(spark, settings, late_rows, record.late_rows)
             record.write(spark, settings)
             return record
-        bronze = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
-        late_known = spark.read.format("delta").load(str(settings.table_path("silver.late_events")))
+        bronze = read_table(spark, settings, "bronze.events")
+        late_known = read_table(spark, settings, "silver.late_events")
         if late_rows is not None and record.late_rows:
             late_known = late_known.unionByName(late_rows)
         history = (
@@ -379,8 +375,7 @@ def process_silver_batch(
                 raise QualityGateHalted(JOB, batch_id, failures, key="session_id")
         # rows in scope: the device's sessions from the anchor on, and the recomputed client sessions
         existing = (
-            spark.read.format("delta")
-            .load(str(settings.table_path("silver.sessions")))
+            read_table(spark, settings, "silver.sessions")
             .join(scope, "anonymous_id")
             .filter((F.col("session_start") >= F.col("anchor")) | F.array_contains("client_ids", F.col("session_id")))
             .select("session_id", "anonymous_id")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from spark_jobs.config import InvalidConfigError
+from spark_jobs.errors import InvalidConfigError
 
 MOMENT_TYPES = (
     "rapid_scroll_burst",

@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import InvalidConfigError, read_mapping
-from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
 
@@ -240,14 +240,12 @@ def update_user_features(
     if not DeltaTable.isDeltaTable(spark, sessions_path):
         raise FileNotFoundError(f"{SESSIONS}: no Delta table at {sessions_path}; run silver first")
     ensure_tables(spark, settings, (TABLE,))
-    sessions = spark.read.format("delta").load(sessions_path)
+    sessions = read_table(spark, settings, SESSIONS)
     bounds = sessions.agg(
         F.min("session_date").alias("first_session"),
         _utc_day(F.min(F.when(~F.col("is_closed"), F.col("session_end")))).alias("open_session_day"),
     ).collect()[0]  # a global aggregate: always one row
-    last_done = (
-        spark.read.format("delta").load(str(settings.table_path(TABLE))).agg(F.max("as_of_date")).collect()[0][0]
-    )
+    last_done = read_table(spark, settings, TABLE).agg(F.max("as_of_date")).collect()[0][0]
     plan = plan_as_of_dates(
         through,
         last_done=last_done,
@@ -261,7 +259,7 @@ def update_user_features(
     scopes = spark.createDataFrame([(d,) for d in plan.dates], "as_of_date DATE")
     fresh = build_user_features(sessions, scopes, cfg).persist()  # compared, then read more than once by MERGE
     try:
-        target = spark.read.format("delta").load(str(settings.table_path(TABLE)))
+        target = read_table(spark, settings, TABLE)
         stored = target.join(scopes, "as_of_date", "left_semi")
         if _same_rows(fresh, stored):  # a MERGE that changes nothing still commits a table version
             return UserFeaturesRun(plan.dates, MergeCounts(0, 0, 0), plan.held_back)

@@ -1,6 +1,10 @@
 -- bronze.events: every accepted behaviour event, normalised onto the canonical event (v1 or v2; see
 -- tables/events/) and deduplicated by (session_id, event_id), or event_id alone when the source sends no
 -- session id (INTENTLAKE_DEDUP_KEYS). One row per distinct event. Appended by `intentlake run bronze`.
+-- @producer: bronze
+-- @gated: bronze
+-- @person: anonymous_id = anonymous_id
+-- @person: user_id = user_id
 CREATE TABLE IF NOT EXISTS bronze.events (
   event_id        STRING    NOT NULL COMMENT 'Client or source event id; unique per session_id in this table',
   event_type      STRING    NOT NULL COMMENT 'Canonical type: page_view, product_view, scroll, click, search, cart_add, wishlist_add, purchase, identify, location (v2)',

@@ -1,5 +1,7 @@
 -- bronze.quarantine: every input line that could not be accepted, with the raw payload and the reason,
 -- so it can be inspected, fixed and replayed. Nothing rejected is ever dropped silently.
+-- @producer: bronze, replay_quarantine
+-- @person: raw = payload
 CREATE TABLE IF NOT EXISTS bronze.quarantine (
   raw             STRING    NOT NULL COMMENT 'The input line exactly as received (may hold personal data; access-restricted)',
   reason          STRING    NOT NULL COMMENT 'Enumerated reason: malformed_json, not_an_object, unknown_source, schema_violation, bad_timestamp, future_timestamp, stale_timestamp, oversize_record, invalid_encoding, too_late_for_watermark, quality_check_failed',

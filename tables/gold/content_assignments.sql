@@ -2,6 +2,8 @@
 -- highest-priority rule of config/content_rules.yaml whose CEL trigger holds for the person's current
 -- segment and context, with its adaptations. Rewritten by `intentlake content-picks`; a person no rule
 -- matches has no row for that channel.
+-- @producer: content_picks
+-- @person: person_id = person_id
 CREATE TABLE IF NOT EXISTS gold.content_assignments (
   person_id        STRING    NOT NULL COMMENT 'Stable person key (gold.user_segments.person_id)',
   channel          STRING    NOT NULL COMMENT 'Batch channel (config/content_rules.yaml channels)',

@@ -1,6 +1,8 @@
 -- gold.engagement_rhythm: when people engage, by local start hour and weekday, per person and per
 -- segment (their current gold.user_segments segment), over config/send_times.yaml's window. Only the
 -- hours and weekdays with sessions have a row. Rewritten whole by `intentlake send-times`.
+-- @producer: send_times
+-- @person: scope_key = person_id when scope = 'person'
 CREATE TABLE IF NOT EXISTS gold.engagement_rhythm (
   scope          STRING    NOT NULL COMMENT 'person or segment',
   scope_key      STRING    NOT NULL COMMENT 'person_id, or the segment name',

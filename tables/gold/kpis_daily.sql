@@ -8,6 +8,8 @@
 --   segment_size            dimension a segment  persons in the segment at the end of the day (UTC)
 --   segment_flow            dimension 'from>to'  persons who moved between segments during the day ('(new)' enters)
 --   engagement_by_hour      dimension local hour sessions that started in that local hour; value = mean engaged seconds
+-- @producer: kpis
+-- @person: none (daily aggregates; no row names a person)
 CREATE TABLE IF NOT EXISTS gold.kpis_daily (
   kpi_date        DATE      NOT NULL COMMENT 'The UTC day the KPI describes',
   kpi             STRING    NOT NULL COMMENT 'KPI name (see the table comment and config/kpis.yaml)',

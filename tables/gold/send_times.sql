@@ -1,6 +1,8 @@
 -- gold.send_times: the best local hour to reach each person (the hour their sessions most often start
 -- in), falling back to their segment's when they have too few sessions (config/send_times.yaml), with
 -- how sure that is. Rewritten whole by `intentlake send-times`; email/CRM syncs read it.
+-- @producer: send_times
+-- @person: person_id = person_id
 CREATE TABLE IF NOT EXISTS gold.send_times (
   person_id        STRING    NOT NULL COMMENT 'Stable person key (gold.user_segments.person_id)',
   best_local_hour  INT       NOT NULL COMMENT 'Hour 0-23 in the person''s own zone (ties: the earlier hour)',

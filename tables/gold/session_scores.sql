@@ -1,5 +1,8 @@
 -- gold.session_scores: a 0-100 intent score per session, the model that produced it and each
 -- signal's contribution (contributions add up to the score), plus the segment the session falls in.
+-- @producer: gold
+-- @gated: gold
+-- @person: person_id = person_id
 CREATE TABLE IF NOT EXISTS gold.session_scores (
   session_id     STRING    NOT NULL COMMENT 'silver.sessions.session_id',
   person_id      STRING    NOT NULL COMMENT 'silver.sessions.person_id',

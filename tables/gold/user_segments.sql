@@ -1,5 +1,8 @@
 -- gold.user_segments: the current segment of each person, from their most recent session.
 -- Change Data Feed is on, so syncs and analysts can read exactly who entered or left a segment.
+-- @producer: gold
+-- @gated: gold
+-- @person: person_id = person_id
 CREATE TABLE IF NOT EXISTS gold.user_segments (
   person_id      STRING    NOT NULL COMMENT 'Stable person key (see silver.sessions.person_id)',
   segment        STRING    NOT NULL COMMENT 'Current segment name (config/segments.yaml)',

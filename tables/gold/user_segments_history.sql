@@ -4,6 +4,8 @@
 --   who was in X at T:  WHERE segment = X AND valid_from <= T AND (valid_to IS NULL OR valid_to > T)
 --   when did P enter X: WHERE person_id = P AND segment = X  (valid_from of each spell)
 -- Times are gold.user_segments commit times, so "as of T" here equals that table's TIMESTAMP AS OF T.
+-- @producer: gold
+-- @person: person_id = person_id
 CREATE TABLE IF NOT EXISTS gold.user_segments_history (
   person_id       STRING    NOT NULL COMMENT 'Stable person key (gold.user_segments.person_id)',
   segment         STRING    NOT NULL COMMENT 'Segment of this spell (config/segments.yaml)',

@@ -3,6 +3,9 @@
 -- `intentlake erase --process`: the person's rows are deleted from every layer (status erased), then the
 -- files of older table versions that still hold them are vacuumed (status purged), so time travel no longer
 -- shows them. The identifier itself is kept only while the request is pending; the receipt keeps its hash.
+-- @producer: erase
+-- @person: none (the requests themselves; the subject is blanked once erased)
+-- @person-exempt: subject (blanked by the erasure that carries the request out)
 CREATE TABLE IF NOT EXISTS ops.erasure_requests (
   request_id      STRING    NOT NULL COMMENT 'Request id (uuid) handed to the requester',
   subject_type    STRING    NOT NULL COMMENT 'user_id, anonymous_id or person_id: what the requester identified the person by',

@@ -2,6 +2,8 @@
 -- with what it reads, its parameters, the window it was trained and judged on, its metrics and its status.
 -- Exactly one row is the champion (gold scores with it); `intentlake models promote` and `rollback` move
 -- the status, and the table's Delta history keeps every change.
+-- @producer: train, promote, rollback
+-- @person: none (model versions, parameters and metrics)
 CREATE TABLE IF NOT EXISTS ops.models (
   model_version   STRING    NOT NULL COMMENT 'Unique name: scoring.yaml model_version, or learned-lr-<UTC time> from intentlake train',
   kind            STRING    NOT NULL COMMENT 'weighted (config weights) or learned (MLlib logistic regression)',

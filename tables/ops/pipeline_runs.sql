@@ -1,5 +1,7 @@
 -- ops.pipeline_runs: one row per micro-batch of every job. For bronze the counts prove that nothing
 -- is lost: input_rows = accepted_rows + quarantined_rows + duplicate_rows.
+-- @producer: bronze, silver, gold, replay_quarantine
+-- @person: none (counts, offsets and failing keys per batch)
 CREATE TABLE IF NOT EXISTS ops.pipeline_runs (
   job              STRING    NOT NULL COMMENT 'bronze, bronze-kafka, silver, gold or replay-quarantine',
   query_id         STRING    NOT NULL COMMENT 'Streaming query id (stable across restarts on one checkpoint)',

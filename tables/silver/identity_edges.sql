@@ -4,6 +4,9 @@
 -- stored), properties.device_fingerprint, and sha256(context.ip | device.user_agent) when both are sent.
 -- The silver job recomputes the rows of every device in a micro-batch from all of that device's bronze
 -- events, so a replayed or re-run batch leaves the table as it was.
+-- @producer: silver
+-- @person: anonymous_id = anonymous_id
+-- @person: identifier = identifier
 CREATE TABLE IF NOT EXISTS silver.identity_edges (
   anonymous_id     STRING    NOT NULL COMMENT 'Browser / device id the identifier was seen on',
   identifier_type  STRING    NOT NULL COMMENT 'anonymous_id (the device itself), user_id, email_hash, fingerprint or ip_ua',

@@ -4,6 +4,10 @@
 -- real changes. person_id is 'p-' + 24 hex of sha256 of the person's anchor identifier (the earliest-seen
 -- user_id, else the earliest-seen email hash, else the earliest-seen device), so a re-run from scratch on
 -- the same input gives the same ids; when two persons merge, the one whose anchor wins keeps its id.
+-- @producer: silver, undo_merge
+-- @gated: silver
+-- @person: person_id = person_id
+-- @person: identifier = identifier
 CREATE TABLE IF NOT EXISTS silver.identity_map (
   identifier_type  STRING    NOT NULL COMMENT 'anonymous_id, user_id or email_hash',
   identifier       STRING    NOT NULL COMMENT 'The device id, login id or sha256 email hash',

@@ -2,6 +2,10 @@
 -- with the evidence, and whether the merge still holds. A merge is undone by evidence when a later resolution
 -- no longer joins the two sides (the device logged in as someone else, became a shared device, ...), or by an
 -- operator (`undo_merge`): a manual undo is a do-not-link rule that resolution honours from then on.
+-- @producer: silver, undo_merge
+-- @gated: silver
+-- @person: kept_person_id = person_id
+-- @person: retired_person_id = person_id
 CREATE TABLE IF NOT EXISTS silver.identity_merges (
   merge_id             STRING    NOT NULL COMMENT 'Stable id: m- + 24 hex of sha256(kept_person_id|retired_person_id)',
   kept_person_id       STRING    NOT NULL COMMENT 'The person the identifiers joined (its anchor won)',

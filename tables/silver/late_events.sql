@@ -2,6 +2,9 @@
 -- (occurred_at < newest event time seen before their batch - INTENTLAKE_ALLOWED_LATENESS). Sessions they
 -- belong to may already be closed and final, so they are recorded here instead of changing them: nothing
 -- is silently lost. One row per late event; re-running a batch adds nothing.
+-- @producer: silver
+-- @gated: silver
+-- @person: anonymous_id = anonymous_id
 CREATE TABLE IF NOT EXISTS silver.late_events (
   event_id         STRING    NOT NULL COMMENT 'bronze.events event_id',
   anonymous_id     STRING    NOT NULL COMMENT 'Browser / device id',

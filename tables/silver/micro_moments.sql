@@ -1,6 +1,10 @@
 -- silver.micro_moments: in-session triggers, one row per detection with its evidence. Detected by the
 -- silver job in every session it recomputes, with the thresholds in config/micro_moments.yaml, so a late
 -- event can create, change or remove a detection; a re-run gives the same moment_ids.
+-- @producer: silver
+-- @gated: silver
+-- @person: person_id = person_id
+-- @person: anonymous_id = anonymous_id
 CREATE TABLE IF NOT EXISTS silver.micro_moments (
   moment_id     STRING    NOT NULL COMMENT 'Stable id: hash of session_id, moment_type and the first evidence event',
   moment_type   STRING    NOT NULL COMMENT 'rapid_scroll_burst, search_refinement, repeat_product_view, location_shift, cart_abandonment_risk or ad_fatigue',

@@ -6,6 +6,11 @@
 -- Sources: every count comes from bronze.events event_type; dwell/engaged time from occurred_at gaps;
 -- scroll figures from properties.scroll_depth; products from properties.product_id; context from the
 -- event's timezone / geo / ip and device.user_agent (config/context.yaml, config/ip_timezones.csv).
+-- @producer: silver
+-- @gated: silver
+-- @person: person_id = person_id
+-- @person: anonymous_id = anonymous_id
+-- @person: user_id = user_id
 CREATE TABLE IF NOT EXISTS silver.sessions (
   session_id           STRING    NOT NULL COMMENT 'Client session id when sent, else a stable hash of anonymous_id and session_start',
   person_id            STRING    NOT NULL COMMENT 'Stable person key from silver.identity_map (login, else device), as of the last recompute',

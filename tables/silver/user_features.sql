@@ -11,6 +11,8 @@
 -- Rows: a person has a row for an as_of_date when at least one of their sessions ended in
 -- [as_of - 28 days, as_of). Such a row can show 0 sessions_28d (the session started before the window).
 -- Written by spark_jobs/silver/user_features.py (update_user_features), merged per as_of_date partition.
+-- @producer: features
+-- @person: person_id = person_id
 CREATE TABLE IF NOT EXISTS silver.user_features (
   person_id               STRING     NOT NULL COMMENT 'Person key, as in silver.sessions (silver.identity_map)',
   sessions_7d             INT        NOT NULL COMMENT 'Sessions started in [as_of - 7 days, as_of) and ended before as_of',

@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs.bronze import job as bronze
+from spark_jobs.gold import job as gold
 from spark_jobs.gold import models
-from spark_jobs.gold import scoring as gold
 from spark_jobs.gold.content import assign_content
 from spark_jobs.gold.train import promote_version, train
 from spark_jobs.silver import job as silver

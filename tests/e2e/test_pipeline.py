@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs.bronze import job as bronze
-from spark_jobs.gold import scoring as gold
+from spark_jobs.gold import job as gold
 from spark_jobs.settings import TABLES
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate

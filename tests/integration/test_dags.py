@@ -48,6 +48,7 @@ def test_the_dags_parse_without_spark_and_are_documented(tmp_path, settings):
     assert not report["spark"]  # no DAG file imports Spark at parse time
     assert set(report["dags"]) == {
         "lakehouse_pipeline", "retrain_intent_model", "lakehouse_maintenance", "kpi_report", "tune_signals",
+        "audience_inputs",
     }  # fmt: skip
     for dag_id, dag in report["dags"].items():
         assert dag["doc"], f"{dag_id} has no Markdown doc"
@@ -58,11 +59,8 @@ def test_the_dags_parse_without_spark_and_are_documented(tmp_path, settings):
 @pytest.fixture(scope="module")
 def piped(spark, tmp_path_factory):
     """600 simulated events through lakehouse_pipeline twice: first with a tightened identity-map suite (the
-    silver gate fails), then with the shipped suites; then the batch jobs the other DAGs read."""
-    from spark_jobs.gold.content import assign_content, load_content_rules
-    from spark_jobs.gold.rhythm import update_send_times
-    from spark_jobs.silver.user_features import update_user_features
-
+    silver gate fails), then with the shipped suites (user features run in it); then audience_inputs, the DAG
+    scheduled on gold.user_segments (send times and content picks)."""
     root = tmp_path_factory.mktemp("dags")
     settings = replace(Settings.from_env().with_root(root / "lakehouse"), shuffle_partitions=2)
     simulate(settings.landing, settings.truth, events=600, seed=3, lines_per_file=300)
@@ -79,11 +77,12 @@ def piped(spark, tmp_path_factory):
     gold_after_failure = table(spark, settings, "gold.session_scores").count()
     # the suite fixed: the next run re-checks the same rows (the gate's mark did not move) and goes through
     passed, _ = run_dag(airflow_env(root / "airflow", settings.lakehouse), "lakehouse_pipeline")
-    update_user_features(spark, settings, date(2026, 11, 3))
-    update_send_times(spark, settings, datetime(2026, 11, 4, tzinfo=UTC))
-    assign_content(spark, settings, load_content_rules(settings.content_rules_file))
+    audience, audience_log = run_dag(
+        airflow_env(root / "airflow", settings.lakehouse), "audience_inputs", "2026-11-04T00:00:00+00:00"
+    )
     return SimpleNamespace(settings=settings, root=root, failed=failed, failed_log=failed_log,
-                           gold_after_failure=gold_after_failure, passed=passed)  # fmt: skip
+                           gold_after_failure=gold_after_failure, passed=passed, audience=audience,
+                           audience_log=audience_log)  # fmt: skip
 
 
 def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(spark, piped):
@@ -91,7 +90,7 @@ def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(
     assert piped.failed["state"] == "failed"
     assert piped.failed["tasks"] == {
         "bronze": "success", "gate_bronze": "success", "silver": "success", "gate_silver": "failed",
-        "gold": "upstream_failed", "gate_gold": "upstream_failed",
+        "user_features": "upstream_failed", "gold": "upstream_failed", "gate_gold": "upstream_failed",
     }  # fmt: skip
     assert "silver quality gate failed" in piped.failed_log
     assert "silver.identity_map: expect_column_values_to_be_in_set(identifier_type) failed for" in piped.failed_log
@@ -103,6 +102,20 @@ def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(
     marks = {r.table_name: r for r in table(spark, settings, "ops.quality_gates").collect()}
     assert marks["silver.identity_map"].checked_rows == table(spark, settings, "silver.identity_map").count()
     assert {"bronze.events", "silver.sessions", "gold.session_scores", "gold.user_segments"} <= marks.keys()
+    # the features gold's segments read were produced by the same run, through today
+    features = table(spark, settings, "silver.user_features")
+    assert features.count() > 0 and features.agg({"as_of_date": "max"}).first()[0] == datetime.now(UTC).date()
+
+
+def test_audience_inputs_run_on_gold_segments_and_write_send_times_and_content_picks(spark, piped):
+    settings = piped.settings
+    assert piped.audience == {"state": "success", "tasks": {"send_times": "success", "content_picks": "success"}}, (
+        piped.audience_log[-3000:]
+    )
+    persons = table(spark, settings, "gold.user_segments").count()
+    assert table(spark, settings, "gold.send_times").count() == persons > 0
+    picks = table(spark, settings, "gold.content_assignments")
+    assert 0 < picks.select("person_id").distinct().count() <= persons
 
 
 def test_kpi_report_writes_the_days_kpis_and_a_report_whose_images_render(spark, piped):

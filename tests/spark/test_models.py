@@ -13,8 +13,8 @@ import yaml
 
 from spark_jobs.config import InvalidConfigError, LearnedFeature, load_scoring
 from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.gold import job as gold
 from spark_jobs.gold import models
-from spark_jobs.gold import scoring as gold
 from spark_jobs.gold.models import BASELINE, LearnedScorer, Term
 from spark_jobs.gold.train import examples
 from spark_jobs.settings import REPO_ROOT
