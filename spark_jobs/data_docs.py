@@ -66,6 +66,9 @@ _COUNTS = frozenset(
 WITHHELD = "the expectation could not run; the error is withheld from Data Docs (it may quote row values)"
 _GX_WEB_ASSET = re.compile(r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/([\w.-]+)[^\"']*")
 _GX_IMAGE_ALIASES = {"full_logo_dark.png": "logo-long.png"}  # the dark theme's logo is not in GX's package
+# A reference to the site's own static/ folder, to be made relative to the page afresh: GX writes a validation
+# page's favicon link one folder short.
+_SITE_STATIC = re.compile(r'\b(?P<attr>src|href)="(?:\.\.?/)*static/(?P<path>[^"?#]+)"')
 # GX's own dark-mode overrides assume the dark Bootstrap theme, which is not on PyPI: alone they would put
 # dark tables and a black footer on a light page, so the pages stay light whatever the browser prefers.
 _DARK_MODE = re.compile(r"@media\s*\(prefers-color-scheme:\s*dark\)")
@@ -223,7 +226,8 @@ def localize_pages(site: Path, local: dict[str, Path]) -> list[str]:
 
     CDN scripts and stylesheets become the local copies in `local` ({file under static/vendor: path}) or are
     dropped (OFFLINE); GX's logo, which carries the context id and a time in its URL, becomes the site's
-    own static/images copy. A URL no rule knows (a newer GX's template) is kept and logged.
+    own static/images copy, and every link into static/ is made relative to its page. A URL no rule knows
+    (a newer GX's template) is kept and logged.
     """
     kept: set[str] = set()
     for page in site.rglob("*.html"):
@@ -252,7 +256,12 @@ def localize_pages(site: Path, local: dict[str, Path]) -> list[str]:
             kept.add(url)
             return match.group(0)
 
+        def static(match: re.Match[str]) -> str:
+            own = site / "static" / match["path"]
+            return f'{match["attr"]}="{relative(own)}"' if own.is_file() else match.group(0)
+
         fixed = _REMOTE_TAG.sub(asset, _GX_WEB_ASSET.sub(image, text))
+        fixed = _SITE_STATIC.sub(static, fixed)
         fixed = _DARK_MODE.sub("@media not all", fixed)
         kept.update(m.group(0) for m in _GX_WEB_ASSET.finditer(fixed))
         if fixed != text:

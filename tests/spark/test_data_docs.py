@@ -1,4 +1,5 @@
-"""Great Expectations Data Docs of the lakehouse: every table's snapshot, counts only, never a row value."""
+"""Great Expectations Data Docs of the lakehouse: every table's snapshot, counts only, never a row value,
+readable offline."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.data_docs import build_data_docs
 from spark_jobs.settings import TABLES
+from tests.unit.test_data_docs_offline import offline_problems
 
 pytestmark = pytest.mark.spark
 
@@ -67,6 +69,10 @@ def test_data_docs_report_each_table_and_failures_without_row_values(spark, sett
     leaked = [str(p.relative_to(out)) for p in files if PLANTED.encode() in p.read_bytes()]
     assert leaked == [], f"row values in Data Docs: {leaked}"
     assert not [p for p in out.rglob("*.html") if "dataContextId" in p.read_text()]
+    # offline: every page is styled and scripted from the site itself, and each file it loads is there
+    assert offline_problems(out) == []
+    assert '<script src="static/vendor/jquery/jquery.min.js"></script>' in index
+    assert "static/vendor/intentlake/bootstrap-table-lite.js" in index  # draws the tables checked above
 
 
 def test_data_docs_withhold_errors_that_quote_a_row_value(spark, settings, tmp_path):
