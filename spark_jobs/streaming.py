@@ -108,6 +108,47 @@ class BatchRecord:
         idempotent_append(df, settings.table_path("ops.pipeline_runs"), app_id, self.batch_id)
 
 
+CHECKPOINT_MARKER = "intentlake.json"  # beside Spark's own files in the checkpoint folder
+
+
+class CheckpointSettingsChanged(SettingsError):
+    """A setting that gives an existing checkpoint its meaning differs from the one it was built with."""
+
+
+def pin_checkpoint_settings(checkpoint: Path, pinned: dict[str, str]) -> None:
+    """Record the settings that give a checkpoint its meaning; refuse to resume it when one has changed.
+
+    What the checkpoint's offsets and the tables' open state mean depends on them: the landing folder or
+    Kafka topic its offsets point into, bronze's dedup window (its watermark), silver's session timeout,
+    maximum length and allowed lateness (which sessions are still open and may grow). Resuming after a
+    change would mix two meanings in one table, silently. A checkpoint made before these were recorded
+    adopts the current values. (Shuffle partitions are not pinned: no job keeps streaming state in the
+    checkpoint, all state lives in Delta tables, so a new partition count changes no result.)
+    """
+    marker = checkpoint / CHECKPOINT_MARKER
+    data = json.loads(marker.read_text()) if marker.exists() else {}
+    recorded: dict[str, str] = data.get("settings", {})
+    changed = {name: (recorded[name], value) for name, value in pinned.items() if recorded.get(name, value) != value}
+    if changed:
+        lines = [
+            f"INTENTLAKE_{name.upper()} was {before!r} when checkpoint {checkpoint} was made, and is now {after!r}"
+            for name, (before, after) in sorted(changed.items())
+        ]
+        raise CheckpointSettingsChanged(
+            "; ".join(lines)
+            + ". Resuming would mix two meanings of the same stream in its tables. Either set "
+            + " and ".join(f"INTENTLAKE_{name.upper()}={before!r}" for name, (before, _) in sorted(changed.items()))
+            + f" again, or move {checkpoint} aside to start a new checkpoint (the job then reads its source from "
+            "the start; what its tables already hold is deduplicated or rewritten, not doubled)."
+        )
+    if any(name not in recorded for name in pinned):
+        data["settings"] = {**recorded, **pinned}
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        temporary = marker.with_name(f".{marker.name}.tmp")
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        temporary.replace(marker)
+
+
 def run_stream(
     source: DataFrame,
     name: str,
@@ -115,12 +156,16 @@ def run_stream(
     process_batch: Callable[[DataFrame, int, str], None],
     trigger: str | None = None,
     wait: bool = True,
+    pinned: dict[str, str] | None = None,
 ) -> StreamingQuery:
     """Start `source` -> foreachBatch(process_batch(batch, batch_id, query_id)) with the job's checkpoint.
 
-    With an availableNow trigger and wait=True this returns once everything available is processed.
+    `pinned`: the settings that give the checkpoint its meaning (pin_checkpoint_settings), checked before
+    the stream starts. With an availableNow trigger and wait=True this returns once everything available
+    is processed.
     """
     checkpoint = settings.checkpoint(name)
+    pin_checkpoint_settings(checkpoint, pinned or {})
     query_id: dict[str, str] = {}
 
     def batch(df: DataFrame, batch_id: int) -> None:

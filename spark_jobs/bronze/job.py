@@ -41,7 +41,7 @@ from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.kafka import kafka_lines
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.settings import Settings, interval_seconds, setting_default
-from spark_jobs.streaming import BatchRecord, idempotent_append, run_stream
+from spark_jobs.streaming import CHECKPOINT_MARKER, BatchRecord, idempotent_append, run_stream
 
 JOB = "bronze"
 LINEAGE_COLUMNS = ("event_date", "ingested_at", "source_file", "ingest_batch")
@@ -151,14 +151,15 @@ def check_dedup_keys(checkpoint: Path, keys: tuple[str, ...]) -> None:
 
     Checkpoints made before the keys were configurable deduplicated by event_id alone.
     """
-    marker = checkpoint / "intentlake.json"
-    if marker.exists():
-        recorded = tuple(json.loads(marker.read_text())["dedup_keys"])
+    marker = checkpoint / CHECKPOINT_MARKER
+    recorded_json = json.loads(marker.read_text()) if marker.exists() else {}
+    if "dedup_keys" in recorded_json:
+        recorded = tuple(recorded_json["dedup_keys"])
     elif (checkpoint / "offsets").is_dir() and any((checkpoint / "offsets").iterdir()):
         recorded = ("event_id",)
     else:
         checkpoint.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"dedup_keys": list(keys)}) + "\n")
+        marker.write_text(json.dumps({**recorded_json, "dedup_keys": list(keys)}) + "\n")
         return
     if recorded != keys:
         raise DedupKeysChanged(
@@ -412,4 +413,6 @@ def run(
         process_bronze_batch(spark, settings, batch, batch_id, query_id, job=name, source=source,
                              watermark=watermark, gate=gate)  # fmt: skip
 
-    return run_stream(lines, name, settings, process, trigger or settings.trigger, wait)
+    source_setting = {"landing": str(settings.landing)} if source == "files" else {"kafka_topic": settings.kafka_topic}
+    pinned = {"dedup_window": settings.dedup_window, **source_setting}
+    return run_stream(lines, name, settings, process, trigger or settings.trigger, wait, pinned)

@@ -434,4 +434,5 @@ def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wai
     def process(events: DataFrame, batch_id: int, query_id: str) -> None:
         process_silver_batch(spark, settings, events, batch_id, query_id, config)
 
-    return run_stream(bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)
+    pinned = {name: getattr(settings, name) for name in ("session_timeout", "max_session_length", "allowed_lateness")}
+    return run_stream(bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait, pinned)

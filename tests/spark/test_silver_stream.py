@@ -176,3 +176,14 @@ def test_a_failing_session_suite_halts_silver_before_anything_is_merged(stream):
     assert stream.sessions() == [("a1", at(0), 1, False)]
     halted = table(stream.spark, stream.settings, "ops.pipeline_runs").filter("quality_status = 'halted'").first()
     assert list(halted.quality_failures) == ["expect_column_values_to_be_between(max_scroll_depth)"]
+
+
+def test_a_changed_session_timeout_refuses_to_resume_the_checkpoint_before_any_batch(spark, settings):
+    from spark_jobs.streaming import CheckpointSettingsChanged
+
+    ensure_tables(spark, settings)
+    silver.run(spark, settings)  # the stream's checkpoint now exists, made with a 5-minute timeout
+    runs = table(spark, settings, "ops.pipeline_runs").count()
+    with pytest.raises(CheckpointSettingsChanged, match="INTENTLAKE_SESSION_TIMEOUT was '5 minutes'"):
+        silver.run(spark, replace(settings, session_timeout="10 minutes"))
+    assert table(spark, settings, "ops.pipeline_runs").count() == runs
