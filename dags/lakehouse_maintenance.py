@@ -13,7 +13,7 @@ DOC = """
 - **erase** (first): carries out the pending erasure requests in `ops.erasure_requests` (filed with
   `intentlake erase --user-id ...`): the person is resolved to every identifier of theirs and their rows
   are deleted from every layer, the landing files included; the request keeps a receipt (rows and
-  deleting version per table, the identifier's sha256 only). Requests erased at least
+  deleting version per table, the identifier only as a keyed hash). Requests erased at least
   `INTENTLAKE_ERASURE_PURGE_HOURS` (default 168) before the run's interval end are then purged: the tables
   they touched are vacuumed with that retention, so time travel no longer shows the person.
 - **optimize** (one mapped task per table): compacts the small files streaming micro-batches leave

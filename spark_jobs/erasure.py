@@ -6,7 +6,7 @@
    pending request to every identifier of the person (silver.identity_map, and persons merged into or out of
    theirs in silver.identity_merges), then deletes their rows from every table that can hold them and the
    lines naming them from the landing zone's data files (plain or gzip-compressed). The request becomes
-   `erased`: the identifier itself is dropped from the row, which keeps its sha256 and the receipt (rows deleted
+   `erased`: the identifier itself is dropped from the row, which keeps its keyed hash and the receipt (rows deleted
    and the deleting version of each table).
 3. Deleted rows still live in the files of older table versions (time travel, the Change Data Feed). Once a
    request has been erased for `erasure_purge_hours`, the tables it touched are vacuumed with that
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -60,6 +59,7 @@ from spark_jobs.bronze.normalize import (
 )
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.maintenance import purge
+from spark_jobs.privacy import hash_key, keyed_hash
 from spark_jobs.registry import PersonKey, person_tables, table_info
 from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
@@ -95,8 +95,11 @@ class Identifiers:
         return self.anonymous_ids | self.user_ids
 
 
-def subject_hash(subject_type: str, subject: str) -> str:
-    return hashlib.sha256(f"{subject_type}:{subject}".encode()).hexdigest()
+def subject_hash(subject_type: str, subject: str, key: bytes) -> str:
+    """The request's `subject_hash` (and its receipt's `subject_sha256`, a name kept for the receipts already
+    handed out): HMAC-SHA256 of '<subject_type>:<subject>' under the hash key (`privacy.hash_key`). It answers
+    "was X erased?" for whoever holds the key; a bare sha256 would answer it for anyone holding X."""
+    return keyed_hash(f"{subject_type}:{subject}", key)
 
 
 def file_request(
@@ -108,7 +111,7 @@ def file_request(
     if not isinstance(subject, str) or not subject.strip():
         raise ErasureError(f"erasure by {subject_type}: the identifier is empty")
     ensure_tables(spark, settings, (TABLE,))
-    digest = subject_hash(subject_type, subject)
+    digest = subject_hash(subject_type, subject, hash_key(settings))
     pending = read_table(spark, settings, TABLE).where(
         (F.col("subject_hash") == digest) & (F.col("status") == "pending")
     )

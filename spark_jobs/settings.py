@@ -33,6 +33,7 @@ INTERVAL_SETTINGS = (
 # id), or event_id alone for sources whose ids are globally unique.
 DEDUP_KEY_CHOICES = ("session_id,event_id", "event_id")
 QUALITY_POLICIES = ("quarantine", "halt")
+MIN_HASH_KEY_CHARS = 32  # INTENTLAKE_HASH_KEY is refused when shorter (spark_jobs/privacy.py uses it)
 
 
 class SettingsError(ValueError):
@@ -108,8 +109,14 @@ class Settings:
     # Privacy: hours between an erasure and the VACUUM that removes older table versions holding the person
     # (below 168 the pipeline must be paused: streams and time-travel reads lose files they may still need)
     erasure_purge_hours: int = 168
+    # Privacy: the secret key of every keyed hash (email identifiers, erasure subjects; spark_jobs/privacy.py).
+    # Unset, one is generated once into <lakehouse>/_secrets/hash_key. Never in repr, logs or errors.
+    hash_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
+        if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret
+            raise SettingsError(f"INTENTLAKE_HASH_KEY has {len(self.hash_key)} characters: use at least "
+                                f"{MIN_HASH_KEY_CHARS}, e.g. the output of `openssl rand -hex 32`")  # fmt: skip
         for name in INTERVAL_SETTINGS:  # a bad interval is named at start-up, not mid-stream
             interval_seconds(getattr(self, name), f"INTENTLAKE_{name.upper()}")
         for name, choices in (("dedup_keys", DEDUP_KEY_CHOICES), ("quality_policy", QUALITY_POLICIES)):

@@ -4,10 +4,10 @@ Three steps, each with its table:
 
 1. Evidence (silver.identity_edges). `edges_of` turns bronze events into one row per (device, identifier):
    the device itself (so every device that sent an event has a map row and its own person until linked),
-   the login, an email hash (never the raw email), a device fingerprint and a hash of IP + user agent, each
-   with first_seen, last_seen and an event count. `merge_edges` recomputes the edges of every device in a
-   micro-batch from all of that device's bronze events and replaces its rows, so a replayed, re-run or
-   split batch leaves the table exactly as it was (counts are never added twice).
+   the login, a keyed email hash (never the raw email, nor its bare sha256), a device fingerprint and a hash
+   of IP + user agent, each with first_seen, last_seen and an event count. `merge_edges` recomputes the
+   edges of every device in a micro-batch from all of that device's bronze events and replaces its rows, so
+   a replayed, re-run or split batch leaves the table exactly as it was (counts are never added twice).
 2. Resolution (silver.identity_map). `resolve` is pure Python over the edges: union-find over devices,
    logins and email hashes. Deterministic links first (device-login, device-email), then probabilistic
    ones (shared fingerprint; same IP + user agent with activity within a window), strongest first. A
@@ -47,6 +47,7 @@ from pyspark.sql.types import BooleanType, StructField, StructType
 from spark_jobs.config import InvalidConfigError
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
+from spark_jobs.privacy import hash_key, keyed_hash_column
 from spark_jobs.settings import Settings
 
 IDENTITY_TABLES = ("silver.identity_edges", "silver.identity_map", "silver.identity_merges")
@@ -657,18 +658,23 @@ def _present(column: Column) -> Column:
     return F.when(F.trim(column) != "", column)
 
 
-def edges_of(events: DataFrame) -> DataFrame:
+def edges_of(events: DataFrame, key: bytes) -> DataFrame:
     """Bronze events -> silver.identity_edges rows: one per (device, identifier) with first/last seen and events.
 
     Identifiers: the device itself (anonymous_id: its whole activity, so every device reaches the map and
     a device's own person id, once visible in silver, is retired by a recorded merge when it joins
-    another person); the login (user_id); the email hash (properties.email_hash, else sha256 of the lower-cased,
-    trimmed properties.email - the raw email is never output); properties.device_fingerprint; and sha256 of
+    another person); the login (user_id); the email hash; properties.device_fingerprint; and sha256 of
     context.ip|device.user_agent when both are sent. Blank values are no evidence.
+
+    The email hash is HMAC-SHA256 under `key` (`privacy.hash_key`) of the plain sha256 hex of the address: of
+    properties.email_hash as the client sent it (the lower-cased sha256 of the normalised address, as ad
+    platforms take it), else of sha256(lower(trim(properties.email))). So a hashed and a raw email of one
+    address link, the raw email is never output, and nobody without the key can recompute the identifier.
     """
     props = F.col("properties")
     email = _present(props["email"])
-    email_hash = F.coalesce(F.lower(F.trim(_present(props["email_hash"]))), F.sha2(F.lower(F.trim(email)), 256))
+    plain_hash = F.coalesce(F.lower(F.trim(_present(props["email_hash"]))), F.sha2(F.lower(F.trim(email)), 256))
+    email_hash = keyed_hash_column(plain_hash, key)
     ip, user_agent = _present(F.col("context.ip")), _present(F.col("device.user_agent"))
     ip_ua = F.when(ip.isNotNull() & user_agent.isNotNull(), F.sha2(F.concat_ws("|", ip, user_agent), 256))
     evidence = F.array(
@@ -714,9 +720,8 @@ def merge_edges(
     devices = new_events.select("anonymous_id").distinct()
     if history is None:
         history = read_table(spark, settings, "bronze.events").join(devices, "anonymous_id", "left_semi")
-    return replace_scopes(
-        spark, settings, "silver.identity_edges", edges_of(history), EDGE_KEYS, "anonymous_id", devices
-    )
+    edges = edges_of(history, hash_key(settings))
+    return replace_scopes(spark, settings, "silver.identity_edges", edges, EDGE_KEYS, "anonymous_id", devices)
 
 
 def _utc(micros: int) -> datetime:

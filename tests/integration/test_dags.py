@@ -156,6 +156,7 @@ def _parquet_text(path) -> str:
 
 def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark, piped):
     from spark_jobs import erasure
+    from spark_jobs.privacy import hash_key
 
     settings = piped.settings
     mapping = table(spark, settings, "silver.identity_map")
@@ -183,7 +184,8 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
         assert table(spark, settings, name).where(condition).count() == 0, name
         assert table(spark, settings, name).count() == totals[name] - before[name], name
     receipt = erasure.receipt(spark, settings, request)
-    assert receipt["status"] == "purged" and receipt["subject_sha256"] == erasure.subject_hash("user_id", user_id)
+    subject = erasure.subject_hash("user_id", user_id, hash_key(settings))  # keyed: HMAC-SHA256
+    assert receipt["status"] == "purged" and receipt["subject_sha256"] == subject
     assert {t: n for t, n in receipt["rows_deleted"].items() if t != "landing"} == before
     assert receipt["rows_deleted"]["landing"] > 0
     assert table(spark, settings, "ops.erasure_requests").where("subject IS NOT NULL").count() == 0

@@ -11,6 +11,7 @@ from delta.tables import DeltaTable
 
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.merge import MergeCounts
+from spark_jobs.privacy import hash_key, keyed_hash
 from spark_jobs.silver.identity import (
     IDENTITY_TABLES,
     Ident,
@@ -86,14 +87,15 @@ def test_edges_from_two_batches_count_each_event_once_even_when_a_batch_is_rerun
     merge_edges(spark, settings, second)
     assert merge_edges(spark, settings, first) == MergeCounts(0, 0, 0)  # a replayed batch changes nothing
 
+    key = hash_key(settings)
     expected = spark.createDataFrame(
         [
             ("a1", "anonymous_id", "a1", at(0), at(31), 4),  # the device itself: all of its events
-            ("a1", "email_hash", sha("ann@example.com"), at(0), at(0), 1),
+            ("a1", "email_hash", keyed_hash(sha("ann@example.com"), key), at(0), at(0), 1),  # keyed, of the plain hash
             ("a1", "ip_ua", sha(f"{IP}|{UA}"), at(0), at(5), 2),
             ("a1", "user_id", "u1", at(0), at(30), 3),
             ("a2", "anonymous_id", "a2", at(7), at(7), 1),
-            ("a2", "email_hash", "abc123", at(7), at(7), 1),
+            ("a2", "email_hash", keyed_hash("abc123", key), at(7), at(7), 1),
             ("a2", "fingerprint", "fp-1", at(7), at(7), 1),
             ("a3", "anonymous_id", "a3", at(40), at(40), 1),
             ("a3", "fingerprint", "fp-1", at(40), at(40), 1),
@@ -103,6 +105,28 @@ def test_edges_from_two_batches_count_each_event_once_even_when_a_batch_is_rerun
     edges = table(spark, settings, "silver.identity_edges")
     assert_df_equality(edges, expected, ignore_row_order=True, ignore_nullable=True)
     assert not any("example" in str(value).lower() for row in edges.collect() for value in row)  # no raw email
+
+
+def test_a_raw_and_a_hashed_email_of_one_address_link_under_a_keyed_identifier(spark, settings, lake):
+    plain = sha("ann@example.com")  # what an ad platform or a client SDK sends as email_hash
+    events = lake(
+        ev("e1", "a1", 0, props={"email": " Ann@Example.COM "}),
+        ev("e2", "a2", 10, props={"email_hash": plain.upper()}),
+        ev("e3", "a3", 20, props={"email": "bob@example.com"}),
+    )
+    merge_edges(spark, settings, events)
+    resolve_identities(spark, settings)
+
+    identity_map = {
+        (r.identifier_type, r.identifier): r for r in table(spark, settings, "silver.identity_map").collect()
+    }
+    stored = keyed_hash(plain, hash_key(settings))
+    assert identity_map[("anonymous_id", "a1")].person_id == identity_map[("anonymous_id", "a2")].person_id
+    assert identity_map[("anonymous_id", "a2")].method == "email_hash"
+    assert identity_map[("anonymous_id", "a3")].person_id != identity_map[("anonymous_id", "a1")].person_id
+    assert ("email_hash", stored) in identity_map
+    values = {r.identifier for r in table(spark, settings, "silver.identity_edges").collect()}
+    assert plain not in values and sha("bob@example.com") not in values  # no bare sha256 anyone could recompute
 
 
 def test_resolution_writes_the_map_and_a_second_run_without_new_evidence_commits_nothing(spark, settings, lake):
