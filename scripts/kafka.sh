@@ -8,12 +8,21 @@
 #
 # INTENTLAKE_KAFKA_DIR (default .kafka) holds its config, data, log and pid file;
 # INTENTLAKE_KAFKA_PORT (default 19092) is the client port, the controller uses the next one.
+#
+# Secured listeners, each off unless its port is given (for trying or testing SASL/TLS clients):
+# INTENTLAKE_KAFKA_SASL_PORT      a SASL_PLAINTEXT listener (mechanism PLAIN)
+# INTENTLAKE_KAFKA_SASL_SSL_PORT  a SASL_SSL listener (PLAIN over TLS) with a self-signed certificate made
+#                                 once by keytool; clients trust $dir/tls/ca.pem (truststore type PEM)
+# Both accept one user: INTENTLAKE_KAFKA_SASL_USERNAME / INTENTLAKE_KAFKA_SASL_PASSWORD, the same variables
+# the clients read. The password is written only to $dir/server.properties (mode 600), never printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 dir=${INTENTLAKE_KAFKA_DIR:-$root/.kafka}
 port=${INTENTLAKE_KAFKA_PORT:-19092}
 controller_port=$((port + 1))
+sasl_port=${INTENTLAKE_KAFKA_SASL_PORT:-}
+sasl_ssl_port=${INTENTLAKE_KAFKA_SASL_SSL_PORT:-}
 libs=$root/.cache/kafka/libs
 pidfile=$dir/kafka.pid
 
@@ -33,19 +42,59 @@ resolve_jars() {
   fi
 }
 
+secured_listeners() {  # the extra server.properties lines for the SASL listeners asked for, if any
+  [ -n "$sasl_port$sasl_ssl_port" ] || return 0
+  local user=${INTENTLAKE_KAFKA_SASL_USERNAME:-} password=${INTENTLAKE_KAFKA_SASL_PASSWORD:-}
+  if [[ ! "$user" =~ ^[A-Za-z0-9._-]+$ ]]; then
+    echo "kafka: a SASL listener needs INTENTLAKE_KAFKA_SASL_USERNAME (letters, digits, . _ -)" >&2; return 1
+  fi
+  if [ -z "$password" ] || [[ "$password" == *[\\\"]* ]] || [[ "$password" == *$'\n'* ]]; then
+    echo "kafka: a SASL listener needs INTENTLAKE_KAFKA_SASL_PASSWORD (this script takes none with \\, \" or a newline)" >&2
+    return 1
+  fi
+  local jaas="org.apache.kafka.common.security.plain.PlainLoginModule required user_$user=\"$password\";"
+  echo "sasl.enabled.mechanisms=PLAIN"
+  if [ -n "$sasl_port" ]; then
+    echo "listener.name.sasl_plaintext.plain.sasl.jaas.config=$jaas"
+  fi
+  if [ -n "$sasl_ssl_port" ]; then
+    local tls=$dir/tls
+    if [ ! -f "$tls/ca.pem" ]; then  # a self-signed certificate for 127.0.0.1, made once
+      (umask 077; mkdir -p "$tls"; od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$tls/storepass")
+      rm -f "$tls/broker.p12"
+      keytool -genkeypair -alias broker -keyalg EC -groupname secp256r1 -validity 3650 -dname "CN=localhost" \
+        -ext "SAN=IP:127.0.0.1,DNS:localhost" -storetype PKCS12 -keystore "$tls/broker.p12" \
+        -storepass "$(cat "$tls/storepass")" -noprompt >"$tls/keytool.log" 2>&1 &&
+      keytool -exportcert -rfc -alias broker -keystore "$tls/broker.p12" -storepass "$(cat "$tls/storepass")" \
+        -file "$tls/ca.pem" >>"$tls/keytool.log" 2>&1 ||
+        { echo "kafka: keytool could not make the TLS certificate; see $tls/keytool.log" >&2; return 1; }
+    fi
+    echo "listener.name.sasl_ssl.plain.sasl.jaas.config=$jaas"
+    echo "listener.name.sasl_ssl.ssl.keystore.location=$tls/broker.p12"
+    echo "listener.name.sasl_ssl.ssl.keystore.type=PKCS12"
+    echo "listener.name.sasl_ssl.ssl.keystore.password=$(cat "$tls/storepass")"
+  fi
+}
+
 up() {
   if running; then echo "kafka: already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return 0; fi
   scripts/check_java.sh >/dev/null
   resolve_jars
   mkdir -p "$dir"
+  local listeners=PLAINTEXT://127.0.0.1:$port  # also the advertised ones
+  [ -z "$sasl_port" ] || listeners+=,SASL_PLAINTEXT://127.0.0.1:$sasl_port
+  [ -z "$sasl_ssl_port" ] || listeners+=,SASL_SSL://127.0.0.1:$sasl_ssl_port
+  local secured
+  secured=$(secured_listeners) || return 1
+  (umask 077; : > "$dir/server.properties")  # it may hold the SASL password: only its owner reads it
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=2
@@ -55,6 +104,7 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 PROPS
+  [ -z "$secured" ] || printf '%s\n' "$secured" >> "$dir/server.properties"
   cat > "$dir/log4j.properties" <<'PROPS'
 log4j.rootLogger=WARN, file
 log4j.logger.kafka.server.KafkaRaftServer=INFO
@@ -73,7 +123,7 @@ PROPS
   echo $! > "$pidfile"
   for _ in $(seq 1 120); do
     if answers "$port" && grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; then
-      echo "kafka: up on 127.0.0.1:$port (pid $(cat "$pidfile"), data in $dir)"
+      echo "kafka: up on $listeners (pid $(cat "$pidfile"), data in $dir)"
       return 0
     fi
     if ! running; then

@@ -15,7 +15,15 @@ from spark_jobs.registry import TABLES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # TABLES: every table, in data-flow order, from the contracts in tables/ (spark_jobs/registry.py)
-__all__ = ["REPO_ROOT", "TABLES", "Settings", "SettingsError", "interval_seconds", "setting_default"]
+__all__ = [
+    "REPO_ROOT",
+    "TABLES",
+    "Settings",
+    "SettingsError",
+    "interval_seconds",
+    "parse_kafka_options",
+    "setting_default",
+]
 
 
 # Settings holding a duration such as "5 minutes"; checked when Settings is built.
@@ -34,6 +42,23 @@ INTERVAL_SETTINGS = (
 DEDUP_KEY_CHOICES = ("session_id,event_id", "event_id")
 QUALITY_POLICIES = ("quarantine", "halt")
 MIN_HASH_KEY_CHARS = 32  # INTENTLAKE_HASH_KEY is refused when shorter (spark_jobs/privacy.py uses it)
+
+
+# Kafka client security (spark_jobs/kafka.py turns these into kafka.* options).
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_TRUSTSTORE_TYPES = ("JKS", "PKCS12", "PEM")
+# Kafka client configs that have their own setting: INTENTLAKE_KAFKA_OPTIONS may not set them, so one value
+# never hides another (and the SASL password never sits in the passthrough).
+KAFKA_OWNED_OPTIONS = {
+    "bootstrap.servers": "INTENTLAKE_KAFKA_BOOTSTRAP",
+    "security.protocol": "INTENTLAKE_KAFKA_SECURITY_PROTOCOL",
+    "sasl.mechanism": "INTENTLAKE_KAFKA_SASL_MECHANISM",
+    "sasl.jaas.config": "INTENTLAKE_KAFKA_SASL_USERNAME and INTENTLAKE_KAFKA_SASL_PASSWORD",
+    "ssl.truststore.location": "INTENTLAKE_KAFKA_SSL_TRUSTSTORE_LOCATION",
+    "ssl.truststore.type": "INTENTLAKE_KAFKA_SSL_TRUSTSTORE_TYPE",
+    "ssl.truststore.password": "INTENTLAKE_KAFKA_SSL_TRUSTSTORE_PASSWORD",
+}
 
 
 class SettingsError(ValueError):
@@ -72,6 +97,24 @@ def _parse_confs(raw: str) -> dict[str, str]:
     return confs
 
 
+def parse_kafka_options(raw: str) -> dict[str, str]:
+    """INTENTLAKE_KAFKA_OPTIONS 'a.b=1,c.d=2' -> {'a.b': '1', 'c.d': '2'}: extra Kafka client configs.
+
+    A leading 'kafka.' on a key is accepted and dropped. Errors name the item by position and never echo a
+    value: the passthrough may hold a keystore password.
+    """
+    options: dict[str, str] = {}
+    for position, item in enumerate(filter(None, (part.strip() for part in raw.split(","))), start=1):
+        key, sep, value = item.partition("=")
+        key = key.strip().removeprefix("kafka.")
+        if not sep or not key:
+            raise SettingsError(f"INTENTLAKE_KAFKA_OPTIONS item {position} is not key=value")
+        if key in KAFKA_OWNED_OPTIONS:
+            raise SettingsError(f"INTENTLAKE_KAFKA_OPTIONS may not set {key}: use {KAFKA_OWNED_OPTIONS[key]}")
+        options[key] = value.strip()
+    return options
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where everything lives and how the jobs run. Build it with `Settings.from_env()`."""
@@ -101,6 +144,17 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_topic: str = "intentlake.events"
     max_offsets_per_trigger: int = 200_000
+    # Kafka security: one of KAFKA_SECURITY_PROTOCOLS; SASL_* needs a username and password (one of
+    # KAFKA_SASL_MECHANISMS); SSL/SASL_SSL trust the JVM's CAs unless a truststore (or PEM CA file) is given
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)  # a secret: never in repr, logs or errors
+    kafka_ssl_truststore_location: str = ""  # a path on every executor (not resolved here), or empty
+    kafka_ssl_truststore_type: str = "JKS"  # one of KAFKA_TRUSTSTORE_TYPES; PEM for a CA certificate file
+    kafka_ssl_truststore_password: str = field(default="", repr=False)  # JKS/PKCS12 only
+    # Any other Kafka client config, "key=value,key=value" (each becomes kafka.<key>); may hold secrets
+    kafka_options: str = field(default="", repr=False)
     # Silver
     session_timeout: str = "5 minutes"
     max_session_length: str = "4 hours"  # a longer run of activity is split into sessions of at most this
@@ -122,6 +176,41 @@ class Settings:
         for name, choices in (("dedup_keys", DEDUP_KEY_CHOICES), ("quality_policy", QUALITY_POLICIES)):
             if getattr(self, name) not in choices:
                 raise SettingsError(f"INTENTLAKE_{name.upper()}={getattr(self, name)!r}: use one of {choices}")
+        self._check_kafka_security()
+
+    def _check_kafka_security(self) -> None:
+        """Name the variable when the Kafka security settings cannot work together (never echo a secret)."""
+        for name, choices in (
+            ("kafka_security_protocol", KAFKA_SECURITY_PROTOCOLS),
+            ("kafka_sasl_mechanism", KAFKA_SASL_MECHANISMS),
+            ("kafka_ssl_truststore_type", KAFKA_TRUSTSTORE_TYPES),
+        ):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"INTENTLAKE_{name.upper()}={getattr(self, name)!r}: use one of {choices}")
+        protocol = self.kafka_security_protocol
+        uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        credentials = {"INTENTLAKE_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+                       "INTENTLAKE_KAFKA_SASL_PASSWORD": self.kafka_sasl_password}  # fmt: skip
+        if uses_sasl and not all(credentials.values()):
+            missing = " and ".join(name for name, value in credentials.items() if not value)
+            raise SettingsError(
+                f"INTENTLAKE_KAFKA_SECURITY_PROTOCOL={protocol!r} authenticates with SASL: set {missing}"
+            )
+        if not uses_sasl and any(credentials.values()):
+            given = " and ".join(name for name, value in credentials.items() if value)
+            raise SettingsError(
+                f"{given} set, but INTENTLAKE_KAFKA_SECURITY_PROTOCOL={protocol!r} sends no credentials: "
+                "use SASL_PLAINTEXT or SASL_SSL"
+            )
+        truststore = {"INTENTLAKE_KAFKA_SSL_TRUSTSTORE_LOCATION": self.kafka_ssl_truststore_location,
+                      "INTENTLAKE_KAFKA_SSL_TRUSTSTORE_PASSWORD": self.kafka_ssl_truststore_password}  # fmt: skip
+        if not uses_tls and any(truststore.values()):
+            given = " and ".join(name for name, value in truststore.items() if value)
+            raise SettingsError(
+                f"{given} set, but INTENTLAKE_KAFKA_SECURITY_PROTOCOL={protocol!r} does not use TLS: "
+                "use SSL or SASL_SSL"
+            )
+        parse_kafka_options(self.kafka_options)
 
     @classmethod
     def from_env(cls) -> Settings:

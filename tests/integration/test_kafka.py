@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import date
@@ -14,7 +15,7 @@ import pytest
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.kafka import publish_files
-from spark_jobs.settings import REPO_ROOT
+from spark_jobs.settings import REPO_ROOT, Settings
 from spark_jobs.simulate import simulate
 from tests.faults import kill_mid_batch, start_job
 from tests.helpers import assert_each_event_once, bronze_totals, table
@@ -28,13 +29,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The one user of the broker's SASL listeners (PLAIN), as a site's secret store would hand it to intentlake.
+SASL_USER, SASL_PASSWORD = "bronze-reader", "Kafka-Secret-7c41e9"
+
+
 class Broker:
-    """A real broker on a free loopback port, controlled through scripts/kafka.sh."""
+    """A real broker on free loopback ports, controlled through scripts/kafka.sh: PLAINTEXT, plus SASL_PLAINTEXT
+    and SASL_SSL listeners (PLAIN, one user) whose TLS certificate is trusted through tls/ca.pem."""
 
     def __init__(self, folder) -> None:
         self.port = _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "INTENTLAKE_KAFKA_DIR": str(folder), "INTENTLAKE_KAFKA_PORT": str(self.port)}
+        self.secured = {"SASL_PLAINTEXT": f"127.0.0.1:{_free_port()}", "SASL_SSL": f"127.0.0.1:{_free_port()}"}
+        self.ca_file = folder / "tls" / "ca.pem"
+        self.env = {
+            **os.environ,
+            "INTENTLAKE_KAFKA_DIR": str(folder),
+            "INTENTLAKE_KAFKA_PORT": str(self.port),
+            "INTENTLAKE_KAFKA_SASL_PORT": self.secured["SASL_PLAINTEXT"].rpartition(":")[2],
+            "INTENTLAKE_KAFKA_SASL_SSL_PORT": self.secured["SASL_SSL"].rpartition(":")[2],
+            "INTENTLAKE_KAFKA_SASL_USERNAME": SASL_USER,
+            "INTENTLAKE_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+        }
 
     def _script(self, action: str) -> None:
         subprocess.run([str(REPO_ROOT / "scripts" / "kafka.sh"), action], env=self.env, check=True, timeout=300)
@@ -138,3 +154,67 @@ def test_broker_restarted_twice_while_events_flow_loses_and_duplicates_nothing(s
         query.stop()
     events, malformed = sum(d.events for d in days), sum(d.malformed for d in days)
     assert_each_event_once(spark, settings, events=events, malformed=malformed, lines=lines)
+
+
+def _client_env(kafka: Broker, protocol: str, topic: str, password: str) -> dict[str, str]:
+    """The INTENTLAKE_* variables a site sets to reach this broker through one of its SASL listeners."""
+    env = {
+        "INTENTLAKE_KAFKA_BOOTSTRAP": kafka.secured[protocol],
+        "INTENTLAKE_KAFKA_TOPIC": topic,
+        "INTENTLAKE_KAFKA_SECURITY_PROTOCOL": protocol,
+        "INTENTLAKE_KAFKA_SASL_MECHANISM": "PLAIN",
+        "INTENTLAKE_KAFKA_SASL_USERNAME": SASL_USER,
+        "INTENTLAKE_KAFKA_SASL_PASSWORD": password,
+    }
+    if protocol == "SASL_SSL":  # the broker's self-signed certificate, as a PEM CA file
+        env |= {
+            "INTENTLAKE_KAFKA_SSL_TRUSTSTORE_LOCATION": str(kafka.ca_file),
+            "INTENTLAKE_KAFKA_SSL_TRUSTSTORE_TYPE": "PEM",
+        }
+    return env
+
+
+def _secured(settings: Settings, kafka: Broker, protocol: str, topic: str, password: str) -> Settings:
+    """The test's settings with those variables applied (INTENTLAKE_<FIELD> -> field)."""
+    env = _client_env(kafka, protocol, topic, password)
+    return replace(settings, **{name.removeprefix("INTENTLAKE_").lower(): value for name, value in env.items()})
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_bronze_reads_a_topic_through_sasl_with_the_right_credentials(spark, settings, kafka, tmp_path, protocol):
+    settings = _secured(settings, kafka, protocol, f"events-{protocol.lower()}", SASL_PASSWORD)
+    summary = simulate(tmp_path / "outbox", settings.truth, events=300, seed=41, duplicate_rate=0.05,
+                       malformed_rate=0.02, lines_per_file=400)  # fmt: skip
+    assert publish_files(spark, settings, sorted((tmp_path / "outbox").glob("*.ndjson"))) == summary.lines
+
+    bronze.run(spark, settings, source="kafka")  # availableNow
+    assert_each_event_once(spark, settings, events=summary.events, malformed=summary.malformed, lines=summary.lines)
+    topic = f"events-{protocol.lower()}"
+    assert table(spark, settings, "bronze.events").filter(f"source_file LIKE '{topic}/%'").count() == summary.events
+
+
+# The simulator's producer, then bronze, as an operator runs them, in one process: everything either prints
+# (Python, Spark and Kafka client logs) is captured, and the failed producer Spark caches ends with it.
+DENIED_RUN = """
+from spark_jobs.cli import main
+for argv in (["simulate", "--sink", "kafka", "--events", "20"], ["run", "bronze", "--source", "kafka"]):
+    try:
+        main(argv)
+        print("outcome:", argv[0], "succeeded")
+    except Exception as error:
+        print("outcome:", argv[0], "raised", type(error).__name__, " ".join(str(error).split())[:600])
+"""
+
+
+def test_a_wrong_password_fails_naming_authentication_and_never_shows_the_password(settings, kafka):
+    wrong = "Not-The-Password-0d93"
+    env = {**os.environ, **_client_env(kafka, "SASL_PLAINTEXT", "events-denied", wrong),
+           "INTENTLAKE_LAKEHOUSE": str(settings.lakehouse), "INTENTLAKE_SHUFFLE_PARTITIONS": "2"}  # fmt: skip
+    job = subprocess.run([sys.executable, "-c", DENIED_RUN], env=env, capture_output=True, text=True, timeout=300)
+    output = job.stdout + job.stderr
+    outcomes = [line.split(maxsplit=3)[1:] for line in job.stdout.splitlines() if line.startswith("outcome:")]
+    assert [(command, result) for command, result, _ in outcomes] == [("simulate", "raised"), ("run", "raised")], (
+        output[-3000:]
+    )
+    assert all("Authentication failed" in message for *_, message in outcomes), outcomes
+    assert wrong not in output
