@@ -9,6 +9,10 @@ tables/events/. Events that arrive already canonical (they carry `schema_version
 the schema of the version they declare, looked up in a `SchemaRegistry` that bronze re-reads every
 micro-batch: dropping canonical_event.v<N>.schema.json into the schema folder makes version N acceptable
 without restarting the stream.
+
+A rejection's detail (bronze.quarantine.detail, which analysts read and reports quote) names the field and
+the rule it breaks, never the value: `anonymous_id: expected string, got null`. The raw record is kept
+beside it (bronze.quarantine.raw) for a replay after a fix.
 """
 
 from __future__ import annotations
@@ -149,7 +153,8 @@ class Limits:
 
 
 class RejectedEvent(Exception):
-    """A line that cannot become a canonical event; carries the quarantine reason and a detail."""
+    """A line that cannot become a canonical event; carries the quarantine reason and a detail that names the
+    field and the rule it breaks, never the field's value (which may be an email or a token)."""
 
     def __init__(self, reason: Reason, detail: str, event_id: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -162,10 +167,24 @@ def canonical_type(vocabulary: dict[str, str], value: Any, field: str, what: str
     """A source's event name -> canonical event_type; anything else is a schema violation naming the choices."""
     if isinstance(value, str) and value in vocabulary:
         return vocabulary[value]
-    shown = repr(value)[:60]
     raise RejectedEvent(
-        Reason.SCHEMA_VIOLATION, f"{field}: {what} {shown} is not one of {sorted(vocabulary)}", event_id
+        Reason.SCHEMA_VIOLATION,
+        f"{field}: {what} is not one of {sorted(vocabulary)} (got {json_type(value)})",
+        event_id,
     )
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value (null, boolean, integer, number, string, array, object): what a detail
+    may say about a value without showing it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, name in ((int, "integer"), (float, "number"), (str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 _SCHEMA_FILE = re.compile(r"canonical_event\.v(\d+)\.schema\.json")
@@ -228,8 +247,8 @@ class SchemaRegistry:
                 return text
         raise RejectedEvent(
             Reason.SCHEMA_VIOLATION,
-            f"schema_version: {str(version)[:20]!r} is not a registered canonical schema version "
-            f"(registered: {', '.join(map(str, self.versions))})",
+            f"schema_version: not a registered canonical schema version (registered: "
+            f"{', '.join(map(str, self.versions))}; got {json_type(version)})",
             event_id,
         )
 
@@ -244,21 +263,19 @@ def _iso(t: datetime) -> str:
 
 def parse_timestamp(value: Any, field: str) -> str:
     """An ISO 8601 string or epoch milliseconds -> RFC 3339 UTC string; naive times are read as UTC."""
-    if isinstance(value, bool) or value is None:
-        raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: missing or not a time ({value!r})")
-    if isinstance(value, int | float):
+    if value is None:
+        raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: missing (expected ISO 8601 text or epoch ms)")
+    if isinstance(value, int | float) and not isinstance(value, bool):
         if not _MIN_EPOCH_MS <= value < _MAX_EPOCH_MS:
-            raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: epoch milliseconds {value!r} outside 2000-2100")
+            raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: epoch milliseconds outside 2000-2100")
         return _iso(datetime.fromtimestamp(value / 1000, tz=UTC))
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: {value[:60]!r} is not an ISO 8601 time") from None
+            raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: not an ISO 8601 time") from None
         return _iso(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
-    raise RejectedEvent(
-        Reason.BAD_TIMESTAMP, f"{field}: expected ISO 8601 text or epoch ms, got {type(value).__name__}"
-    )
+    raise RejectedEvent(Reason.BAD_TIMESTAMP, f"{field}: expected ISO 8601 text or epoch ms, got {json_type(value)}")
 
 
 def _text(value: Any) -> str | None:
@@ -345,7 +362,7 @@ def from_segment(msg: dict) -> dict:
     else:
         raise RejectedEvent(
             Reason.SCHEMA_VIOLATION,
-            f"type: Segment call {str(kind)[:40]!r} is not supported (track, page, screen, identify, alias)",
+            f"type: Segment call type is not one of track, page, screen, identify, alias (got {json_type(kind)})",
             event_id,
         )
     context = msg.get("context") if isinstance(msg.get("context"), dict) else {}
@@ -537,9 +554,8 @@ def from_server_log(entry: dict) -> dict:
     event_id = entry.get("request_id") if isinstance(entry.get("request_id"), str) else None
     method, status = entry.get("method"), entry.get("status")
     if method != "GET" or not isinstance(status, int) or not 200 <= status < 400:
-        raise RejectedEvent(Reason.SCHEMA_VIOLATION,
-                            f"method/status: only successful GET page requests are behaviour events, got {method} "
-                            f"{status}", event_id)  # fmt: skip
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION, "method/status: only GET requests answered with a status from "
+                            "200 to 399 are behaviour events", event_id)  # fmt: skip
     path = entry.get("path")
     occurred = parse_timestamp(entry.get("time"), "time")
     user_agent = entry.get("user_agent")
@@ -590,8 +606,8 @@ def from_snowplow(event: dict) -> dict:
         event_type = "purchase"
         properties.update(order_id=_text(event.get("tr_orderid")), revenue=_text(event.get("tr_total")))
     else:
-        raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"event: Snowplow event {str(kind)[:40]!r} has no canonical type",
-                            event_id)  # fmt: skip
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION, "event: Snowplow event is not one of page_view, page_ping, "
+                            f"struct, transaction (got {json_type(kind)})", event_id)  # fmt: skip
     occurred = parse_timestamp(_first(event.get("derived_tstamp"), event.get("dvce_created_tstamp"),
                                       event.get("collector_tstamp")), "derived_tstamp")  # fmt: skip
     received = parse_timestamp(event.get("collector_tstamp"), "collector_tstamp")
@@ -726,14 +742,68 @@ def detect_source(obj: dict) -> str:
 
 
 def validate(event: dict, validator: Any = None) -> None:
-    """Check a canonical event against a JSON Schema (default: the adapters' version); errors name the field."""
+    """Check a canonical event against a JSON Schema (default: the adapters' version); the detail names the
+    field and the rule it breaks, never the value."""
     validator = validator or _ADAPTER_VALIDATOR
     if validator.is_valid(event):
         return
     error = next(iter(validator.iter_errors(event)))
-    where = ".".join(str(p) for p in error.instance_path) or "(event)"
-    message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
-    raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"{where}: {message}", event.get("event_id"))
+    where, rule = schema_rule(error)
+    detail = f"{where}: {rule}"
+    raise RejectedEvent(Reason.SCHEMA_VIOLATION, detail if len(detail) <= 200 else detail[:197] + "...",
+                        event.get("event_id"))  # fmt: skip
+
+
+def _limit(info: dict, what: str) -> str:
+    return f"{what} {info.get('limit')}"
+
+
+# What each JSON Schema keyword a value can break asks for, in words built from the schema (never the value).
+_RULES: dict[str, Any] = {
+    "Enum": lambda info, _: f"not one of {json.dumps(info.get('options'))}",
+    "Const": lambda info, _: f"must be {json.dumps(info.get('expected_value'))}",
+    "Pattern": lambda info, _: f"does not match the pattern {info.get('pattern')}",
+    "Format": lambda info, _: f"does not match format {info.get('format')}",
+    "MaxLength": lambda info, _: f"longer than {info.get('limit')} characters",
+    "MinLength": lambda info, _: f"shorter than {info.get('limit')} characters",
+    "Maximum": lambda info, _: _limit(info, "above the maximum"),
+    "Minimum": lambda info, _: _limit(info, "below the minimum"),
+    "ExclusiveMaximum": lambda info, _: _limit(info, "not below"),
+    "ExclusiveMinimum": lambda info, _: _limit(info, "not above"),
+    "MultipleOf": lambda info, _: f"not a multiple of {info.get('multiple_of')}",
+    "MaxItems": lambda info, _: f"more than {info.get('limit')} items",
+    "MinItems": lambda info, _: f"fewer than {info.get('limit')} items",
+    "UniqueItems": lambda info, _: "items are not unique",
+    "MaxProperties": lambda info, _: f"more than {info.get('limit')} fields",
+    "MinProperties": lambda info, _: f"fewer than {info.get('limit')} fields",
+    "AnyOf": lambda info, _: "matches none of the allowed forms",
+    "OneOfNotValid": lambda info, _: "matches none of the allowed forms",
+    "OneOfMultipleValid": lambda info, _: "matches more than one of the allowed forms",
+    "Not": lambda info, _: "matches a form that is not allowed",
+    "FalseSchema": lambda info, _: "not allowed here",
+    "PropertyNames": lambda info, _: "a field name breaks the schema's naming rule",
+}
+
+
+def schema_rule(error: Any) -> tuple[str, str]:
+    """A JSON Schema validation error -> (field path, the rule broken), from the schema and the value's type
+    only: jsonschema's own messages quote the value ('"ann@example.com" does not match ...')."""
+    path = [str(p) for p in error.instance_path]
+    kind = type(error.kind).__name__
+    try:
+        info = error.kind.as_dict()
+    except Exception:  # an unexpected kind's payload: the rule's name is still worth saying
+        info = {}
+    if kind == "Required":
+        return ".".join([*path, str(info.get("property"))]), "required, missing"
+    if kind == "AdditionalProperties":
+        names = [str(n) for n in info.get("unexpected") or []]
+        return ".".join([*path, names[0]]) if names else ".".join(path) or "(event)", "not a field of the schema"
+    where = ".".join(path) or "(event)"
+    if kind == "Type":
+        return where, f"expected {' or '.join(info.get('types') or [])}, got {json_type(error.instance)}"
+    rule = _RULES.get(kind)
+    return where, rule(info, error) if rule else f"breaks the schema's {kind} rule"
 
 
 DEFAULT_LIMITS = Limits.from_settings()
@@ -743,7 +813,7 @@ def _check_times(event: dict, limits: Limits) -> None:
     occurred = datetime.fromisoformat(event["occurred_at"])
     received = datetime.fromisoformat(event["received_at"])
     ahead = (occurred - received).total_seconds()
-    when = f"occurred_at {event['occurred_at']} is"
+    when = "occurred_at:"  # how far off, never the time itself
     if ahead > limits.max_clock_skew_s:
         detail = f"{when} {ahead / 3600:.1f} h after received_at (limit {limits.max_clock_skew_s / 3600:g} h)"
         raise RejectedEvent(Reason.FUTURE_TIMESTAMP, detail, event["event_id"])
@@ -796,8 +866,9 @@ def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS, registry: Schema
         raise
     except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
         # A field of an unexpected type (a list where text belongs, text where an object belongs ...):
-        # quarantine the record rather than fail the whole micro-batch.
-        detail = f"{source} record has a field of an unexpected type ({type(exc).__name__}: {exc})"[:200]
+        # quarantine the record rather than fail the whole micro-batch. The exception's message may quote a
+        # value (int() of a token, a dict key), so only its class is kept.
+        detail = f"{source} record has a field of an unexpected type ({type(exc).__name__})"
         ids = (obj.get(k) for k in ("messageId", "eid", "event_uuid", "event_id", "request_id", "reading_id"))
         raise RejectedEvent(
             Reason.SCHEMA_VIOLATION, detail, next((i for i in ids if isinstance(i, str)), None)
@@ -814,7 +885,7 @@ def _parse(line: str, limits: Limits) -> Any:
         raise RejectedEvent(Reason.OVERSIZE, f"record is {size:,} bytes; the limit is {limits.max_record_bytes:,}")
     try:
         return json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # json's messages give a position, not the text
         raise RejectedEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"[:200]) from None
 
 

@@ -71,7 +71,7 @@ def test_server_access_log_product_page():
 def test_server_log_non_page_requests_are_rejected_with_the_reason():
     entry = {"log_type": "access", "time": "2026-11-02T09:00:00Z", "request_id": "r", "method": "POST",
              "path": "/api/cart", "status": 201, "anonymous_id": "a"}  # fmt: skip
-    with pytest.raises(RejectedEvent, match="only successful GET page requests"):
+    with pytest.raises(RejectedEvent, match="only GET requests answered with a status from 200 to 399"):
         normalize_line(json.dumps(entry))
 
 
@@ -109,7 +109,7 @@ def test_snowplow_structured_add_to_cart_and_unknown_actions():
             "se_label": "p-3", "se_value": 19.9}  # fmt: skip
     event = normalize_line(json.dumps(cart))
     assert event["event_type"] == "cart_add" and event["properties"]["se_label"] == "p-3"
-    with pytest.raises(RejectedEvent, match="se_action: Snowplow struct action 'share' is not one of"):
+    with pytest.raises(RejectedEvent, match="se_action: Snowplow struct action is not one of"):
         normalize_line(json.dumps({**cart, "se_action": "share"}))
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spark_jobs.bronze.normalize import Reason, RejectedEvent, normalize_line
+from spark_jobs.bronze.normalize import Reason, RejectedEvent, normalize_line, normalize_records
 
 pytestmark = pytest.mark.unit
 
@@ -162,18 +162,18 @@ def test_naive_timestamps_are_read_as_utc():
             "anonymous_id",
         ),
         (json.dumps({**SEGMENT_TRACK, "messageId": None}), Reason.SCHEMA_VIOLATION, "event_id"),
-        (json.dumps({**SEGMENT_TRACK, "event": "Coupon Applied"}), Reason.SCHEMA_VIOLATION, "Coupon Applied"),
-        (json.dumps({**SEGMENT_TRACK, "type": "group"}), Reason.SCHEMA_VIOLATION, "'group'"),
+        (json.dumps({**SEGMENT_TRACK, "event": "Coupon Applied"}), Reason.SCHEMA_VIOLATION, "event: Segment track"),
+        (json.dumps({**SEGMENT_TRACK, "type": "group"}), Reason.SCHEMA_VIOLATION, "type: Segment call type"),
         (json.dumps({**SEGMENT_TRACK, "timestamp": "yesterday"}), Reason.BAD_TIMESTAMP, "timestamp"),
         (json.dumps({**WEB_SDK_CLICK, "ts": 12}), Reason.BAD_TIMESTAMP, "outside 2000-2100"),
-        (json.dumps({**WEB_SDK_CLICK, "kind": "hover"}), Reason.SCHEMA_VIOLATION, "hover"),
+        (json.dumps({**WEB_SDK_CLICK, "kind": "hover"}), Reason.SCHEMA_VIOLATION, "kind: web SDK event kind"),
         (json.dumps({**WEB_SDK_CLICK, "geo": {"lat": 123.0}}), Reason.SCHEMA_VIOLATION, "context.geo.lat"),
         (json.dumps({**WEB_SDK_CLICK, "anon": 42}), Reason.SCHEMA_VIOLATION, "anonymous_id"),
         # wrong types where an adapter looks things up: quarantined, never an exception that stops the stream
         (
             json.dumps({**WEB_SDK_CLICK, "kind": ["click"]}),
             Reason.SCHEMA_VIOLATION,
-            "kind: web SDK event kind ['click']",
+            "kind: web SDK event kind is not one of",
         ),
         (json.dumps({**SEGMENT_TRACK, "event": {"n": 1}}), Reason.SCHEMA_VIOLATION, "event: Segment track event"),
         (
@@ -232,3 +232,88 @@ def test_undecodable_bytes_and_deep_nesting_are_quarantined_not_crashed_on():
     with pytest.raises(RejectedEvent) as caught:
         normalize_line("[" * 100_000)
     assert caught.value.reason == Reason.MALFORMED_JSON
+
+
+SECRETS = ("secret@example.com", "tok_123", "98765432123456789")
+CANONICAL = {
+    "event_id": "c-1", "event_type": "click", "occurred_at": "2026-11-02T10:00:00Z",
+    "received_at": "2026-11-02T10:00:01Z", "anonymous_id": "a-9", "properties": {"product_id": "p-1"},
+    "source": {"kind": "web_sdk", "sdk": "decision-api", "version": "1.0"}, "schema_version": 2,
+}  # fmt: skip
+CONTEXT = {"ip": None, "locale": None, "timezone": None, "geo": None}
+
+
+def _detail(record: dict) -> str:
+    ((_, outcome),) = normalize_records(json.dumps(record))
+    assert isinstance(outcome, RejectedEvent), record
+    return outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("record", "detail"),
+    [
+        ({**CANONICAL, "anonymous_id": None}, "anonymous_id: expected string, got null"),
+        ({k: v for k, v in CANONICAL.items() if k != "anonymous_id"}, "anonymous_id: required, missing"),
+        ({**CANONICAL, "anonymous_id": "tok_123" * 40}, "anonymous_id: longer than 256 characters"),
+        ({**CANONICAL, "properties": {"email": ["secret@example.com"]}},
+         "properties.email: expected null or string, got array"),
+        ({**CANONICAL, "context": {**CONTEXT, "ip": {"v": "secret@example.com"}}},
+         "context.ip: expected null or string, got object"),
+        ({**CANONICAL, "context": {**CONTEXT, "geo": {"lat": 98765432123456789, "lon": 1.0, "country": None,
+                                                      "city": None}}}, "context.geo.lat: above the maximum 90"),
+        ({**CANONICAL, "context": {**CONTEXT, "secret": "secret@example.com"}},
+         "context.secret: not a field of the schema"),
+        ({**CANONICAL, "consent": ["tok_123"]}, 'consent.0: not one of ["analytics", "marketing", "personalization"]'),
+        ({**CANONICAL, "schema_version": "tok_123"},
+         "schema_version: not a registered canonical schema version (registered: 1, 2; got string)"),
+        ({**CANONICAL, "occurred_at": "secret@example.com"}, "occurred_at: not an ISO 8601 time"),
+        ({**SEGMENT_TRACK, "timestamp": "secret@example.com"}, "timestamp: not an ISO 8601 time"),
+        ({**SEGMENT_TRACK, "anonymousId": ["secret@example.com"], "userId": None},
+         "anonymous_id: expected string, got array"),
+        ({**SEGMENT_TRACK, "type": "tok_123"},
+         "type: Segment call type is not one of track, page, screen, identify, alias (got string)"),
+        ({**WEB_SDK_CLICK, "ts": 98765432123456789}, "ts: epoch milliseconds outside 2000-2100"),
+        ({**WEB_SDK_CLICK, "kind": "secret@example.com"}, "kind: web SDK event kind is not one of"),
+        ({**SEGMENT_TRACK, "context": {**SEGMENT_TRACK["context"], "device": "secret@example.com"}},
+         "segment record has a field of an unexpected type (AttributeError)"),
+    ],
+)  # fmt: skip
+def test_a_rejection_names_the_field_and_the_rule_and_never_the_value(record, detail):
+    got = _detail(record)
+    assert got.startswith(detail)
+    assert not any(secret in got for secret in SECRETS)
+
+
+def _paths(record: dict, prefix: tuple = ()) -> list[tuple]:
+    """Every key path of a nested record: ('context', 'ip') for record['context']['ip']."""
+    paths = []
+    for key, child in record.items():
+        paths.append((*prefix, key))
+        if isinstance(child, dict):
+            paths += _paths(child, (*prefix, key))
+    return paths
+
+
+def _with(record: dict, path: tuple, value: object) -> dict:
+    copy = json.loads(json.dumps(record))
+    node = copy
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return copy
+
+
+def test_no_field_of_any_source_format_copies_its_bad_value_into_the_detail():
+    """Every field of every sample set, one at a time, to a secret string, a huge number, a list or an object
+    holding a secret: whatever the rejection, its detail never holds the secret (the raw record keeps it)."""
+    bad_values = ["secret@example.com", 98765432123456789, ["tok_123"], {"k": "secret@example.com"}]
+    rejected = 0
+    for sample in (CANONICAL, SEGMENT_TRACK, WEB_SDK_CLICK):
+        for path in _paths(sample):
+            for bad in bad_values:
+                for raw, outcome in normalize_records(json.dumps(_with(sample, path, bad))):
+                    if isinstance(outcome, RejectedEvent):
+                        rejected += 1
+                        assert not any(secret in outcome.detail for secret in SECRETS), (path, outcome.detail)
+                        assert any(secret in raw for secret in SECRETS)  # the raw payload keeps it for replay
+    assert rejected > 50
