@@ -8,12 +8,16 @@ anonymous_id, and gold's per-person rescoring reads silver.sessions and gold.ses
 VACUUM deletes files no version within the retention still needs. The retention has a floor
 (MIN_RETENTION_HOURS, 7 days, Delta's own default): below it, a stream restarting from an older
 checkpoint, a long query or a time-travel read could lose files it needs.
+
+Raw IPs expire: `expire_ips` cuts bronze.events' context.ip to its /24 (IPv4) or /48 (IPv6) network on rows
+older than INTENTLAKE_IP_RETENTION_DAYS (spark_jobs/privacy.py), enough for silver's IP time-zone lookup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import SparkSession
 
@@ -100,3 +104,32 @@ def purge(spark: SparkSession, settings: Settings, tables: Sequence[str], retent
         return sum(each_table(one, tables))
     finally:
         spark.conf.set(key, before)
+
+
+def expire_ips(spark: SparkSession, settings: Settings, now: datetime) -> int:
+    """Cut context.ip to its network (IPv4 /24, IPv6 /48) on bronze.events rows whose event_date is more than
+    INTENTLAKE_IP_RETENTION_DAYS before `now`'s UTC date (0: every row); returns the rows changed.
+
+    One Delta UPDATE, on rows whose IP is not cut yet: a second run matches nothing and commits no version.
+    Text in context.ip that is no IP address becomes null. The whole IPs stay in the table's older versions
+    until VACUUM deletes their files (the maintenance DAG's vacuum, 7 days on) and in the min/max statistics
+    of the Delta log until its retention (30 days for bronze.events) expires them.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from spark_jobs.contracts import ensure_tables
+    from spark_jobs.privacy import is_truncated_ip_column, truncate_ip_column
+
+    ensure_tables(spark, settings, ("bronze.events",))
+    table = DeltaTable.forPath(spark, str(settings.table_path("bronze.events")))
+    ip = F.col("context.ip")
+    condition = ~is_truncated_ip_column(ip)
+    if settings.ip_retention_days:
+        day = (now.astimezone(UTC) if now.tzinfo else now).date()
+        condition = (F.col("event_date") < F.lit(day - timedelta(days=settings.ip_retention_days))) & condition
+    before = table.history(1).first().version
+    table.update(condition, {"context.ip": truncate_ip_column(ip)})
+    since = table.history(100).where(f"version > {before}")  # this UPDATE, and bronze appends meanwhile
+    commits = since.where("operation = 'UPDATE'").collect()
+    return sum(int(c.operationMetrics.get("numUpdatedRows", 0)) for c in commits)

@@ -561,3 +561,15 @@ OPERATIONS = {
     "erase": erase,
     "undo_merge": undo_merge,
 }
+
+
+# ------------------------------------------------------------------------------- privacy: raw IPs expire
+
+
+def expire_ips(lh: Lakehouse, now: datetime | None = None) -> dict[str, Any]:
+    """Cut bronze.events' context.ip to its /24 or /48 network on rows older than INTENTLAKE_IP_RETENTION_DAYS
+    before `now` (the run's interval end); the XCom dict: rows changed and the retention applied."""
+    from spark_jobs.maintenance import expire_ips as expire_bronze_ips
+
+    rows = expire_bronze_ips(lh.spark, lh.settings, utc(now or datetime.now(UTC)))
+    return {"table": "bronze.events", "rows_truncated": rows, "retention_days": lh.settings.ip_retention_days}

@@ -1,4 +1,4 @@
-"""Personal data kept the way a privacy reviewer expects: keyed hashes.
+"""Personal data kept the way a privacy reviewer expects: keyed hashes, and IP addresses cut to their network.
 
 Keyed hashes. An identifier derived from personal data (an email address, an erasure subject) is stored as
 HMAC-SHA256 under a secret key, never as a bare sha256: anyone holding an address can recompute a bare hash
@@ -10,16 +10,24 @@ Unset, `hash_key` generates a random one once into `<lakehouse>/_secrets/hash_ke
 it, so `make demo` works out of the box, and says once that production should set the variable. Keep the
 key: a different key gives every keyed identifier a different value, so email links and erasure receipts
 made under the old key no longer match new events or requests.
+
+Coarse IPs. `truncate_ip` (Python's ipaddress) and `truncate_ip_column` (Spark, no UDF) cut an address to
+its network: IPv4 to /24, IPv6 to /48, an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as IPv4. That keeps the
+coarse geography the IP time-zone lookup needs (spark_jobs/silver/context.py) and drops the host. Text that
+is not an IP address becomes null. Truncating a truncated address changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import Column
@@ -30,13 +38,20 @@ from spark_jobs.settings import MIN_HASH_KEY_CHARS, Settings, SettingsError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "IPV4_PREFIX",
+    "IPV6_PREFIX",
     "PLAN_REDACTION",
     "hash_key",
+    "is_truncated_ip_column",
     "key_file",
     "keyed_hash",
     "keyed_hash_column",
+    "truncate_ip",
+    "truncate_ip_column",
 ]
 
+IPV4_PREFIX = 24
+IPV6_PREFIX = 48
 _BLOCK = 64  # SHA-256's block size in bytes (RFC 2104: the key is padded, or hashed first, to this)
 # spark.sql.redaction.string.regex that shows the padded keys of `keyed_hash_column` (64-byte binary
 # literals) as "*********(redacted)" in explain output and the Spark UI
@@ -123,3 +138,118 @@ def _read(path: Path) -> bytes:
             "or delete the file to generate a new one (every keyed identifier then changes)"
         )
     return key.encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------------ coarse IPs
+
+
+def truncate_ip(ip: str | None) -> str | None:
+    """'203.0.113.7' -> '203.0.113.0', '2001:db8:1:2::7' -> '2001:db8:1::'; null for text that is no IP address."""
+    if ip is None or "%" in ip:  # a zone id (fe80::1%eth0) names an interface, not a place
+        return None
+    try:
+        address = ipaddress.ip_address(ip.strip(" "))  # spaces only, as Spark's trim
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{_network(address.ipv4_mapped, IPV4_PREFIX)}"
+    return str(_network(address, IPV4_PREFIX if address.version == 4 else IPV6_PREFIX))
+
+
+def _network(address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int) -> object:
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address
+
+
+_OCTET = r"(0|[1-9][0-9]{0,2})"
+_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
+_V4_PATTERN = f"^{_IPV4}$"
+_TAIL_PATTERN = f"^(.*:){_IPV4}$"  # an IPv6 address ending in dotted IPv4 (::ffff:192.0.2.1)
+
+
+def _let(value: Column, body: Callable[[Column], Column]) -> Column:
+    """body(value) with `value` evaluated once (a one-element transform binds it to a lambda variable), so
+    the expression tree stays small however often the body uses it."""
+    return F.transform(F.array(value), body)[0]
+
+
+def truncate_ip_column(ip: Column) -> Column:
+    """Spark twin of `truncate_ip`: the same text for every address (null for anything else)."""
+    return _let(F.lower(F.trim(ip.cast("string"))), _truncate_text)
+
+
+def _octets(text: Column, pattern: str, first_group: int) -> list[Column]:
+    """The four decimal octets `pattern` captures from group `first_group` on (null where it does not match)."""
+    return [F.regexp_extract(text, pattern, first_group + i).try_cast("int") for i in range(4)]
+
+
+def _are_bytes(octets: list[Column]) -> Column:
+    return reduce(lambda valid, octet: valid & (octet <= 255), octets, F.lit(True))
+
+
+def _hex(value: Column) -> Column:
+    return F.lower(F.hex(value))
+
+
+def _truncate_text(text: Column) -> Column:
+    v4 = _octets(text, _V4_PATTERN, 1)
+    return F.when(text.rlike(_V4_PATTERN) & _are_bytes(v4), F.concat_ws(".", *v4[:3], F.lit("0"))).otherwise(
+        _let(_ipv6_groups(text), _truncate_v6)
+    )
+
+
+def _ipv6_groups(text: Column) -> Column:
+    """IPv6 text -> its eight 16-bit groups as integers (array<int>), or null when it is not IPv6."""
+    tail = _octets(text, _TAIL_PATTERN, 2)
+    has_tail = text.rlike(_TAIL_PATTERN)
+    as_hex = F.concat(  # the dotted tail as the two hex groups it stands for
+        F.regexp_extract(text, _TAIL_PATTERN, 1),
+        _hex(tail[0] * 256 + tail[1]),
+        F.lit(":"),
+        _hex(tail[2] * 256 + tail[3]),
+    )
+    hex_text = F.when(has_tail & _are_bytes(tail), as_hex).when(~has_tail & text.contains(":"), text)
+    return _let(hex_text, _hex_groups)
+
+
+def _hex_groups(text: Column) -> Column:
+    halves = F.split(text, "::")  # at most one '::', standing for one or more zero groups
+
+    def groups_of(part: Column) -> Column:
+        return F.when(part == "", F.array().cast("array<string>")).otherwise(F.split(part, ":"))
+
+    left, right = groups_of(halves[0]), groups_of(F.get(halves, 1))
+    zeros = 8 - F.size(left) - F.size(right)
+    whole = F.split(text, ":")
+    groups = F.when((F.size(halves) == 1) & (F.size(whole) == 8), whole).when(
+        (F.size(halves) == 2) & (zeros >= 1), F.concat(left, F.array_repeat(F.lit("0"), zeros), right)
+    )
+    return _let(
+        groups,
+        lambda g: F.when(
+            F.forall(g, lambda group: group.rlike("^[0-9a-f]{1,4}$")),
+            F.transform(g, lambda group: F.conv(group, 16, 10).try_cast("int")),
+        ),
+    )
+
+
+def _truncate_v6(groups: Column) -> Column:
+    """Eight groups -> the /48 network as RFC 5952 text ('2001:db8:1::'), or ::ffff:a.b.c.0 for mapped IPv4."""
+    g = [groups[i] for i in range(8)]
+    is_mapped = (g[0] + g[1] + g[2] + g[3] + g[4] == 0) & (g[5] == 0xFFFF)
+    mapped = F.concat(
+        F.lit("::ffff:"),
+        F.concat_ws(".", F.shiftright(g[6], 8), g[6].bitwiseAND(255), F.shiftright(g[7], 8), F.lit("0")),
+    )
+    first = [_hex(g[i]) for i in range(3)]  # a /48 keeps three groups; trailing zero groups fold into '::'
+    network = (
+        F.when(g[2] != 0, F.concat_ws(":", *first, F.lit(":")))
+        .when(g[1] != 0, F.concat_ws(":", first[0], first[1], F.lit(":")))
+        .when(g[0] != 0, F.concat(first[0], F.lit("::")))
+        .otherwise(F.lit("::"))
+    )
+    return F.when(groups.isNull(), F.lit(None).cast("string")).when(is_mapped, mapped).otherwise(network)
+
+
+def is_truncated_ip_column(ip: Column) -> Column:
+    """Whether an IP needs no truncation: null, or already the text `truncate_ip_column` makes of it."""
+    return ip.isNull() | ip.eqNullSafe(truncate_ip_column(ip))

@@ -166,11 +166,16 @@ class Settings:
     # Privacy: the secret key of every keyed hash (email identifiers, erasure subjects; spark_jobs/privacy.py).
     # Unset, one is generated once into <lakehouse>/_secrets/hash_key. Never in repr, logs or errors.
     hash_key: str = field(default="", repr=False)
+    # Privacy: days bronze.events keeps context.ip whole; maintenance then cuts it to its /24 (IPv4) or /48
+    # (IPv6) network. 0: every row's IP is cut at the next maintenance run, whatever its age.
+    ip_retention_days: int = 30
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret
             raise SettingsError(f"INTENTLAKE_HASH_KEY has {len(self.hash_key)} characters: use at least "
                                 f"{MIN_HASH_KEY_CHARS}, e.g. the output of `openssl rand -hex 32`")  # fmt: skip
+        if self.ip_retention_days < 0:
+            raise SettingsError(f"INTENTLAKE_IP_RETENTION_DAYS={self.ip_retention_days}: use 0 or more days")
         for name in INTERVAL_SETTINGS:  # a bad interval is named at start-up, not mid-stream
             interval_seconds(getattr(self, name), f"INTENTLAKE_{name.upper()}")
         for name, choices in (("dedup_keys", DEDUP_KEY_CHOICES), ("quality_policy", QUALITY_POLICIES)):

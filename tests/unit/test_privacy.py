@@ -1,9 +1,10 @@
-"""Keyed hashes: Python and Spark give the same values, the key is a kept secret."""
+"""Keyed hashes and coarse IPs: Python and Spark give the same values, the key is a kept secret."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import random
 import stat
@@ -13,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from spark_jobs import privacy
-from spark_jobs.privacy import hash_key, key_file, keyed_hash
+from spark_jobs.privacy import hash_key, key_file, keyed_hash, truncate_ip
 from spark_jobs.settings import Settings, SettingsError
 
 KEY = b"k" * 40
@@ -92,6 +93,90 @@ def test_the_key_from_the_environment_wins_and_stays_out_of_repr_and_errors(monk
     with pytest.raises(SettingsError, match="INTENTLAKE_HASH_KEY has 15 characters: use at least 32") as caught:
         Settings.from_env()
     assert "tooshort" not in str(caught.value)
+
+
+@pytest.mark.unit
+def test_the_ip_retention_is_thirty_days_unless_set_and_never_negative(monkeypatch):
+    assert Settings.from_env().ip_retention_days == 30
+    monkeypatch.setenv("INTENTLAKE_IP_RETENTION_DAYS", "-1")
+    with pytest.raises(SettingsError, match="INTENTLAKE_IP_RETENTION_DAYS=-1: use 0 or more days"):
+        Settings.from_env()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("ip", "truncated"),
+    [
+        ("203.0.113.7", "203.0.113.0"),
+        (" 198.51.100.255 ", "198.51.100.0"),
+        ("203.0.113.0", "203.0.113.0"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1::"),
+        ("2001:0DB8:0000:0000::1", "2001:db8::"),
+        ("2001:db8::", "2001:db8::"),
+        ("0:5:0::1", "0:5::"),
+        ("::1", "::"),
+        ("::ffff:198.51.100.7", "::ffff:198.51.100.0"),
+        ("::ffff:c633:6407", "::ffff:198.51.100.0"),
+        ("64:ff9b::192.0.2.33", "64:ff9b::"),
+        ("fe80::1%eth0", None),
+        ("256.1.1.1", None),
+        ("01.2.3.4", None),
+        ("1:2:3:4:5:6:7:8:9", None),
+        ("1::2::3", None),
+        ("secret@example.com", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_ips_are_cut_to_their_network(ip, truncated):
+    assert truncate_ip(ip) == truncated
+
+
+def _addresses(n: int) -> list[str]:
+    """Random IPv4 and IPv6 addresses in many spellings (compressed, exploded, upper case, mapped)."""
+    rng = random.Random(11)
+    out: list[str] = []
+    for _ in range(n):
+        v4 = ipaddress.IPv4Address(rng.getrandbits(32))
+        groups = [0 if rng.random() < 0.4 else rng.getrandbits(16) for _ in range(8)]  # zero runs: '::' spellings
+        v6 = ipaddress.IPv6Address(sum(g << (16 * (7 - i)) for i, g in enumerate(groups)))
+        out += [
+            str(v4),
+            str(v6),
+            v6.exploded,
+            str(v6).upper(),
+            f"::ffff:{v4}",
+            str(ipaddress.IPv6Address(f"::ffff:{v4}")),
+        ]
+    return out
+
+
+@pytest.mark.spark
+def test_spark_cuts_every_address_as_python_does_and_a_second_cut_changes_nothing(spark):
+    from pyspark.sql import functions as F
+
+    from spark_jobs.privacy import is_truncated_ip_column, truncate_ip_column
+
+    garbage = ["", " ", "1.2.3", "1.2.3.4.5", "1.2.3.04", "::ffff:1.2.3.256", ":::", "1:::2", ":1:2:3:4:5:6:7",
+               "1:2:3:4:5:6:7:8::", "12345::", "g::1", "1.2.3.4:80", "[::1]", "tok_123", "::1.2.3.4:5"]  # fmt: skip
+    ips = [*_addresses(300), *garbage, "::", "0:0:0::", "2001:db8:0::"]
+    frame = spark.createDataFrame([(ip,) for ip in ips] + [(None,)], "ip STRING")
+    cut = frame.select("ip", truncate_ip_column(F.col("ip")).alias("cut"))
+    again, done = truncate_ip_column(F.col("cut")).alias("again"), is_truncated_ip_column(F.col("cut")).alias("done")
+    twice = cut.select("ip", "cut", again, done)
+    rows = twice.collect()
+    assert {r.ip: r.cut for r in rows} == {ip: truncate_ip(ip) for ip in [*ips, None]}
+    assert all(r.again == r.cut and r.done for r in rows)  # idempotent: a cut address is left as it is
+
+
+@pytest.mark.unit
+def test_a_cut_address_still_finds_its_time_zone():
+    from spark_jobs.settings import REPO_ROOT
+    from spark_jobs.silver.context import IpTimezones
+
+    table = IpTimezones.load(REPO_ROOT / "config" / "ip_timezones.csv")
+    for ip in ["192.0.2.77", "198.51.100.7", "198.51.7.9", "203.0.113.250", "2001:db8:ab:cd::1", "::ffff:203.0.113.9"]:
+        assert table.lookup(truncate_ip(ip)) == table.lookup(ip) is not None
 
 
 @pytest.mark.spark
