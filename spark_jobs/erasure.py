@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType
 
@@ -58,8 +58,9 @@ from spark_jobs.bronze.normalize import (
     normalize_records,
 )
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.locks import exclusive_lock
 from spark_jobs.maintenance import purge
-from spark_jobs.privacy import hash_key, keyed_hash
+from spark_jobs.privacy import hash_key, keyed_hash, keyed_hash_column
 from spark_jobs.registry import PersonKey, person_tables, table_info
 from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
@@ -379,9 +380,12 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             "purge_after_hours": settings.erasure_purge_hours,
             "not_reached": list(NOT_REACHED),
         }
+        key = hash_key(settings)
+        suppressed = sorted({keyed_hash(i, key) for i in ids.texts | ids.other | ids.person_ids})
         _update(spark, settings, request.request_id, {
             "subject": None, "status": "erased", "erased_at": at, "identifiers": ids.count,
             "rows_deleted": rows, "table_versions": versions, "receipt": json.dumps(receipt, sort_keys=True),
+            "suppressed": suppressed, "suppressed_before": _naive(datetime.now(UTC)),
         })  # fmt: skip
         erased.append(request.request_id)
     return erased, total
@@ -411,12 +415,42 @@ def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tupl
     return [r.request_id for r in due], files
 
 
+def suppression_list(spark: SparkSession, settings: Settings) -> DataFrame | None:
+    """(hash, before) for every identifier of every erased person: rows naming one of them that were received
+    or committed upstream before `before` are the erased ones, should a lagging batch read them again.
+    None when no request has been carried out (then a batch pays nothing for it)."""
+    if not (settings.table_path(TABLE) / "_delta_log").is_dir():
+        return None  # no request was ever filed in this lakehouse
+    requests = read_table(spark, settings, TABLE)
+    if "suppressed" not in requests.columns:
+        return None  # a table from before suppression lists: ensure_tables adds the column on the next run
+    requests = requests.where(F.col("suppressed").isNotNull())
+    rows = requests.select(F.explode("suppressed").alias("_suppressed"), F.col("suppressed_before").alias("_before"))
+    return None if rows.isEmpty() else rows
+
+
+def drop_erased(frame: DataFrame, suppressed: DataFrame | None, key: bytes, columns: tuple[str, ...],
+                time_column: str) -> DataFrame:  # fmt: skip
+    """`frame` without the rows whose `columns` name an erased person (their keyed hash is in the suppression
+    list) and whose `time_column` is before that erasure's deletes. A person who comes back after the
+    erasure is a new start: their later rows stay."""
+    if suppressed is None:
+        return frame
+    listed = F.broadcast(suppressed)
+    for column in columns:
+        named = keyed_hash_column(F.col(column), key) == F.col("_suppressed")
+        frame = frame.join(listed, named & (F.col(time_column) <= F.col("_before")), "left_anti")
+    return frame
+
+
 def process_erasures(spark: SparkSession, settings: Settings, now: datetime) -> ErasureRun:
     """Erase every pending request, then purge the ones whose purge time has come (`now` is the run's
-    interval end: a retry sees the same requests as done and changes nothing)."""
+    interval end: a retry sees the same requests as done and changes nothing). Holds the lakehouse lock
+    alone: no micro-batch is in flight while rows are deleted and purged (spark_jobs/locks.py)."""
     ensure_tables(spark, settings)
-    erased, rows = erase_pending(spark, settings, now)
-    purged, files = purge_erased(spark, settings, now)
+    with exclusive_lock(settings.lock_dir, settings.lock_timeout_seconds, "erasure"):
+        erased, rows = erase_pending(spark, settings, now)
+        purged, files = purge_erased(spark, settings, now)
     return ErasureRun(tuple(erased), tuple(purged), rows, files)
 
 

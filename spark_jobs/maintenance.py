@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import SparkSession
 
+from spark_jobs.locks import exclusive_lock
 from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
 
@@ -45,7 +46,13 @@ class Optimized:
 
 
 def optimize(spark: SparkSession, settings: Settings, table: str) -> Optimized:
-    """Compact the table's small files (Z-ordered by ZORDER's columns where listed)."""
+    """Compact the table's small files (Z-ordered by ZORDER's columns where listed), holding the lakehouse
+    lock alone so no streaming MERGE commits in between (spark_jobs/locks.py)."""
+    with exclusive_lock(settings.lock_dir, settings.lock_timeout_seconds, f"OPTIMIZE {table}"):
+        return _optimize(spark, settings, table)
+
+
+def _optimize(spark: SparkSession, settings: Settings, table: str) -> Optimized:
     from delta.tables import DeltaTable
 
     location = str(settings.table_path(table))
@@ -67,7 +74,13 @@ def _has_small_files(spark: SparkSession, location: str) -> bool:
 
 
 def vacuum(spark: SparkSession, settings: Settings, table: str, retention_hours: float = MIN_RETENTION_HOURS) -> int:
-    """Delete files older than the retention that no retained version references; returns files deleted."""
+    """Delete files older than the retention that no retained version references; returns files deleted.
+    Holds the lakehouse lock alone (no batch reads a file while it goes)."""
+    with exclusive_lock(settings.lock_dir, settings.lock_timeout_seconds, f"VACUUM {table}"):
+        return _vacuum(spark, settings, table, retention_hours)
+
+
+def _vacuum(spark: SparkSession, settings: Settings, table: str, retention_hours: float) -> int:
     from delta.tables import DeltaTable
 
     if retention_hours < MIN_RETENTION_HOURS:
@@ -85,11 +98,11 @@ def purge(spark: SparkSession, settings: Settings, tables: Sequence[str], retent
     """VACUUM for erasures: like `vacuum`, but a retention below the floor is allowed (Delta's safety check is
     lifted for these calls only) because erased rows must not outlive their purge deadline in old versions.
     Below the floor only run it with the pipeline paused. The tables are vacuumed a few at a time; returns
-    the data files deleted."""
+    the data files deleted. The caller holds the lakehouse lock (erasure does)."""
     from delta.tables import DeltaTable
 
     if retention_hours >= MIN_RETENTION_HOURS:
-        return sum(each_table(lambda table: vacuum(spark, settings, table, retention_hours), tables))
+        return sum(each_table(lambda table: _vacuum(spark, settings, table, retention_hours), tables))
 
     def one(table: str) -> int:
         location = settings.table_path(table)

@@ -16,6 +16,7 @@ import inspect
 import re
 import shutil
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from spark_jobs.gold.rhythm import RhythmResult, update_send_times
 from spark_jobs.gold.train import TrainResult, promote_version, train
 from spark_jobs.gold.tuning import Proposal, TuningRefused, propose
 from spark_jobs.kafka import publish_files
+from spark_jobs.locks import batch_lock
 from spark_jobs.maintenance import optimize, vacuum
 from spark_jobs.registry import TABLES, gated_tables, table_info
 from spark_jobs.settings import Settings
@@ -73,6 +75,10 @@ class Lakehouse:
 
     def table(self, name: str, version: int | None = None) -> DataFrame:
         return read_table(self.spark, self.settings, name, version)
+
+    def writing(self, purpose: str) -> AbstractContextManager[None]:
+        """Hold the lakehouse lock shared while an operation writes: erasure and maintenance wait for it."""
+        return batch_lock(self.settings.lock_dir, self.settings.lock_timeout_seconds, purpose)
 
 
 def utc(moment: datetime) -> datetime:
@@ -134,7 +140,8 @@ def run_pipeline(
 
 def update_features(lh: Lakehouse, through: date | None = None, start: date | None = None) -> UserFeaturesRun:
     """Extend silver.user_features (point-in-time, a row per person and day) through `through` (today, UTC)."""
-    return update_user_features(lh.spark, lh.settings, through or datetime.now(UTC).date(), start=start)
+    with lh.writing("user features"):
+        return update_user_features(lh.spark, lh.settings, through or datetime.now(UTC).date(), start=start)
 
 
 def quality_gate(lh: Lakehouse, layer: str) -> dict[str, Any]:
@@ -144,7 +151,8 @@ def quality_gate(lh: Lakehouse, layer: str) -> dict[str, Any]:
 
 def replay(lh: Lakehouse, selection: Selection, dry_run: bool = False) -> ReplayResult:
     """Re-ingest selected bronze.quarantine rows after a fix, storing no event twice."""
-    return replay_quarantine(lh.spark, lh.settings, selection, dry_run=dry_run)
+    with lh.writing("replay-quarantine"):
+        return replay_quarantine(lh.spark, lh.settings, selection, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------------------------------ simulated input
@@ -322,13 +330,15 @@ def validate_config(settings: Settings, spark: SparkSession | None = None) -> li
 
 def send_times(lh: Lakehouse, now: datetime | None = None) -> RhythmResult:
     """Rewrite gold.engagement_rhythm and gold.send_times from the window of sessions before `now`."""
-    return update_send_times(lh.spark, lh.settings, utc(now) if now else None)
+    with lh.writing("send times"):
+        return update_send_times(lh.spark, lh.settings, utc(now) if now else None)
 
 
 def content_picks(lh: Lakehouse) -> ContentRun:
     """Evaluate config/content_rules.yaml for every person into gold.content_assignments."""
     rules = load_content_rules(lh.settings.content_rules_file)
-    return assign_content(lh.spark, lh.settings, rules)
+    with lh.writing("content picks"):
+        return assign_content(lh.spark, lh.settings, rules)
 
 
 @dataclass(frozen=True)
@@ -391,7 +401,8 @@ def kpis(lh: Lakehouse, day: date, as_of: datetime | None = None) -> KpiRun:
     """A UTC day's KPIs into gold.kpis_daily (that day's rows replaced)."""
     cfg = load_kpi_config(lh.settings.kpis_file)
     end = as_of or datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    return run_kpis(lh.spark, lh.settings, day, as_of=utc(end), cfg=cfg)
+    with lh.writing("kpis"):
+        return run_kpis(lh.spark, lh.settings, day, as_of=utc(end), cfg=cfg)
 
 
 def data_docs(lh: Lakehouse) -> dict[str, Any]:
@@ -434,9 +445,10 @@ class UndoneMerge:
 def undo_merge(lh: Lakehouse, merge_id: str, reason: str) -> UndoneMerge:
     """Undo an identity merge by hand: its two sides are never linked again, and their sessions move back."""
     spark, settings = lh.spark, lh.settings
-    changes = undo_identity_merge(spark, settings, merge_id, reason)
-    nothing = spark.createDataFrame([], "session_id STRING, anonymous_id STRING")
-    moved = reattribute(spark, settings, changes, lh.table("silver.identity_map"), nothing)
+    with lh.writing("undo-merge"):
+        changes = undo_identity_merge(spark, settings, merge_id, reason)
+        nothing = spark.createDataFrame([], "session_id STRING, anonymous_id STRING")
+        moved = reattribute(spark, settings, changes, lh.table("silver.identity_map"), nothing)
     return UndoneMerge(len(changes.anonymous_ids), len(changes.user_ids), moved)
 
 

@@ -125,6 +125,7 @@ class Settings:
     truth: Path
     jars_dir: Path
     config_dir: Path
+    lock_dir: Path  # the lakehouse lock (spark_jobs/locks.py): <lakehouse>/_locks unless set
     expectations_dir: Path = REPO_ROOT / "expectations"  # the data-quality suites (one per table)
     spark_master: str = "local[*]"
     spark_conf: dict[str, str] = field(default_factory=dict)
@@ -169,6 +170,8 @@ class Settings:
     # Privacy: days bronze.events keeps context.ip whole; maintenance then cuts it to its /24 (IPv4) or /48
     # (IPv6) network. 0: every row's IP is cut at the next maintenance run, whatever its age.
     ip_retention_days: int = 30
+    # The lakehouse lock: the longest a batch waits for erasure or maintenance, and they for batches
+    lock_timeout_seconds: int = 3600
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret
@@ -241,6 +244,7 @@ class Settings:
             truth=Path(_env("TRUTH", str(lakehouse / "_truth"))).resolve(),
             jars_dir=Path(_env("JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))).resolve(),
             config_dir=Path(_env("CONFIG_DIR", str(REPO_ROOT / "config"))).resolve(),
+            lock_dir=Path(_env("LOCK_DIR", str(lakehouse / "_locks"))).resolve(),
             spark_conf=_parse_confs(_env("SPARK_CONF", "")),
             **values,
         )
@@ -254,6 +258,7 @@ class Settings:
             landing=lakehouse / "landing",
             checkpoints=lakehouse / "_checkpoints",
             truth=lakehouse / "_truth",
+            lock_dir=lakehouse / "_locks",
         )
 
     def table_path(self, table: str) -> Path:

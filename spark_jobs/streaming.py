@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.contracts import table_contract
+from spark_jobs.locks import batch_lock
 from spark_jobs.settings import Settings, SettingsError
 
 _INTERVAL = re.compile(r"^\d+\s+(second|minute|hour)s?$")
@@ -171,7 +172,9 @@ def run_stream(
     def batch(df: DataFrame, batch_id: int) -> None:
         if "id" not in query_id:
             query_id["id"] = checkpoint_query_id(checkpoint)
-        process_batch(df, batch_id, query_id["id"])
+        # shared with other batches; erasure and maintenance wait for it and hold it alone (spark_jobs/locks.py)
+        with batch_lock(settings.lock_dir, settings.lock_timeout_seconds, f"{name} batch {batch_id}"):
+            process_batch(df, batch_id, query_id["id"])
 
     writer = source.writeStream.queryName(name).option("checkpointLocation", str(checkpoint)).foreachBatch(batch)
     query = apply_trigger(writer, trigger or "availableNow").start()

@@ -413,6 +413,10 @@ def run(
         process_bronze_batch(spark, settings, batch, batch_id, query_id, job=name, source=source,
                              watermark=watermark, gate=gate)  # fmt: skip
 
-    source_setting = {"landing": str(settings.landing)} if source == "files" else {"kafka_topic": settings.kafka_topic}
+    # a landing zone inside the lakehouse is recorded relative to it, so the lakehouse can move as a whole
+    landing = settings.landing
+    if landing.is_relative_to(settings.lakehouse):
+        landing = Path("<lakehouse>") / landing.relative_to(settings.lakehouse)
+    source_setting = {"landing": str(landing)} if source == "files" else {"kafka_topic": settings.kafka_topic}
     pinned = {"dedup_window": settings.dedup_window, **source_setting}
     return run_stream(lines, name, settings, process, trigger or settings.trigger, wait, pinned)

@@ -16,7 +16,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.erasure import drop_erased, suppression_list
 from spark_jobs.merge import MergeCounts
+from spark_jobs.privacy import hash_key
 from spark_jobs.settings import Settings
 
 SOURCE = "gold.user_segments"
@@ -51,7 +53,10 @@ def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCoun
     start = 0 if seen is None else seen + 1  # versions before it are applied (later ones may be, per person)
     if start > latest:
         return MergeCounts(0, 0, 0)
-    raw = _changes_from(spark, settings, start).localCheckpoint(eager=True)
+    changes = _changes_from(spark, settings, start)
+    # an erased person's segment changes committed before the erasure: read again, they would reopen spells
+    changes = drop_erased(changes, suppression_list(spark, settings), hash_key(settings), ("person_id",), "at")
+    raw = changes.localCheckpoint(eager=True)
     # only the persons these versions touch: everyone else's open spell stays as it is
     open_spells = (
         history.filter(F.col("valid_to").isNull())

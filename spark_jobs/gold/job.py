@@ -21,6 +21,7 @@ from spark_jobs.gold.content import load_content_rules
 from spark_jobs.gold.history import update_segment_history
 from spark_jobs.gold.models import Scorer, check_config_version, resolve_champion
 from spark_jobs.gold.scoring import assign_segments, current_segments, segment_inputs
+from spark_jobs.locks import batch_lock
 from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings
 from spark_jobs.streaming import BatchRecord, run_stream
@@ -121,7 +122,8 @@ def rescore_stale(
     if stale.isEmpty():
         return None
     query_id = f"rescore:{scorer.version}"
-    return process_gold_batch(spark, settings, stale, 0, query_id, scorer, rules)
+    with batch_lock(settings.lock_dir, settings.lock_timeout_seconds, f"gold rescore {scorer.version}"):
+        return process_gold_batch(spark, settings, stale, 0, query_id, scorer, rules)
 
 
 def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wait: bool = True) -> StreamingQuery:

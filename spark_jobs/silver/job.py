@@ -25,7 +25,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.erasure import drop_erased, suppression_list
 from spark_jobs.merge import MergeCounts, replace_scopes
+from spark_jobs.privacy import hash_key
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.settings import Settings, interval_seconds
 from spark_jobs.silver.context import ContextConfig, IpTimezones
@@ -295,7 +297,10 @@ def process_silver_batch(
     config = config or SilverConfig.load(settings)
     rules = config.rules
     lateness = timedelta(seconds=config.allowed_lateness_seconds)
-    new = new_events.persist()
+    # events of a person erased after bronze stored them but before this batch read them: not brought back
+    new = drop_erased(
+        new_events, suppression_list(spark, settings), hash_key(settings), ("anonymous_id", "user_id"), "received_at"
+    ).persist()
     persisted = [new]
     try:
         with record.phase("read"):

@@ -18,7 +18,9 @@ CREATE TABLE IF NOT EXISTS ops.erasure_requests (
   identifiers     INT                COMMENT 'How many identifiers (person ids, anonymous ids, user ids) the person resolved to',
   rows_deleted    MAP<STRING, BIGINT> COMMENT 'Rows deleted per table (landing: lines removed from landing files)',
   table_versions  MAP<STRING, BIGINT> COMMENT 'The Delta version of each table''s deleting commit',
-  receipt         STRING             COMMENT 'The receipt as JSON: request, hash, per-table counts and versions, times'
+  receipt         STRING             COMMENT 'The receipt as JSON: request, hash, per-table counts and versions, times',
+  suppressed      ARRAY<STRING>      COMMENT 'Keyed hashes (HMAC-SHA256 under INTENTLAKE_HASH_KEY) of every identifier the person resolved to: a batch that reads rows naming them, committed upstream before suppressed_before, drops them (a stream behind its source must not bring the person back)',
+  suppressed_before TIMESTAMP        COMMENT 'Wall-clock time of the deleting commits: rows received (or committed) before it are the erased ones'
 )
 USING DELTA
 COMMENT 'Erasure requests and their receipts (ops)'
