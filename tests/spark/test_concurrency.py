@@ -1,0 +1,125 @@
+"""Erasure and maintenance running while the streams run: nobody comes back, nothing is lost.
+
+One simulated lakehouse is prepared once (bronze, silver and gold caught up); each test works on a copy.
+- An erasure while silver is behind bronze: silver's next batches read the person's events from bronze
+  versions committed before the DELETE; they must not bring the person back (the suppression list).
+- An erasure at the same time as a silver batch that holds the person's new events: the lakehouse lock
+  puts one after the other, and the person is gone from every layer at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from pyspark.sql import functions as F
+
+from spark_jobs import erasure
+from spark_jobs.bronze import job as bronze
+from spark_jobs.gold import job as gold
+from spark_jobs.settings import Settings
+from spark_jobs.silver import job as silver
+from spark_jobs.simulate import simulate
+from tests.faults import _batch_in_flight
+from tests.helpers import table
+
+pytestmark = pytest.mark.spark
+
+NOW = datetime(2026, 11, 3, 12, tzinfo=UTC)
+GOLD_KEYS = {"gold.session_scores": ("session_id",), "gold.user_segments": ("person_id",)}
+
+
+@pytest.fixture(scope="module")
+def prepared(spark, tmp_path_factory):
+    """~600 simulated events: bronze in several commits (kept aside as `bronze_only`), then silver and gold."""
+    root = tmp_path_factory.mktemp("concurrency")
+    settings = replace(Settings.from_env().with_root(root / "lakehouse"), shuffle_partitions=2, max_files_per_trigger=2)
+    simulate(settings.landing, settings.truth, events=600, seed=11, lines_per_file=100)
+    bronze.run(spark, settings)
+    shutil.copytree(settings.lakehouse, root / "bronze_only")
+    silver.run(spark, settings)
+    gold.run(spark, settings)
+    return SimpleNamespace(caught_up=settings, bronze_only=settings.with_root(root / "bronze_only"))
+
+
+def _copy(source: Settings, tmp_path) -> Settings:
+    """A copy of a prepared lakehouse (Delta tables and checkpoints move with their root)."""
+    shutil.copytree(source.lakehouse, tmp_path / "lakehouse")
+    return source.with_root(tmp_path / "lakehouse")
+
+
+def _a_person(spark, settings: Settings):
+    """A logged-in person with a device: (user_id, anonymous_id)."""
+    row = (
+        table(spark, settings, "silver.sessions")
+        .where("user_id IS NOT NULL")
+        .orderBy("session_id")
+        .select("user_id", "anonymous_id")
+        .first()
+    )
+    return row.user_id, row.anonymous_id
+
+
+def _append_more_of(spark, settings: Settings, user_id: str, n: int) -> None:
+    """New events of the person in bronze.events (a new commit silver has not read): their stored events
+    again under new ids, an hour later and received now."""
+    events = table(spark, settings, "bronze.events").where(F.col("user_id") == user_id).limit(n)
+    later = (
+        events.withColumn("event_id", F.concat(F.lit("again-"), "event_id"))
+        .withColumn("occurred_at", F.col("occurred_at") + F.expr("INTERVAL 1 HOUR"))
+        .withColumn("received_at", F.current_timestamp())
+    )
+    later.write.format("delta").mode("append").save(str(settings.table_path("bronze.events")))
+
+
+def _nothing_left(spark, settings: Settings, ids: erasure.Identifiers) -> None:
+    for name, condition in erasure.conditions(ids).items():
+        assert table(spark, settings, name).where(condition).count() == 0, name
+
+
+def test_an_erasure_while_silver_is_behind_bronze_does_not_come_back_through_the_stream(spark, prepared, tmp_path):
+    settings = _copy(prepared.caught_up, tmp_path)
+    user_id, _ = _a_person(spark, settings)
+    _append_more_of(spark, settings, user_id, 6)  # bronze now holds a new visit; silver has not read it yet
+    ids = erasure.resolve(spark, settings, "user_id", user_id)
+    erasure.file_request(spark, settings, "user_id", user_id, NOW)
+    erasure.process_erasures(spark, settings, NOW)
+    _nothing_left(spark, settings, ids)
+    silver.run(spark, settings)  # reads the bronze versions that held the visit before the DELETE
+    gold.run(spark, settings)
+    _nothing_left(spark, settings, ids)
+    history = table(spark, settings, "gold.user_segments_history")
+    assert history.where(history.person_id.isin(sorted(ids.person_ids))).count() == 0
+
+
+def test_an_erasure_racing_a_silver_batch_leaves_nothing_of_the_person(spark, prepared, tmp_path):
+    settings = _copy(prepared.caught_up, tmp_path)
+    user_id, _ = _a_person(spark, settings)
+    _append_more_of(spark, settings, user_id, 40)
+    ids = erasure.resolve(spark, settings, "user_id", user_id)
+    erasure.file_request(spark, settings, "user_id", user_id, NOW)
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            silver.run(spark, settings)
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    runner = threading.Thread(target=stream)
+    runner.start()
+    deadline = time.monotonic() + 300
+    while _batch_in_flight(settings.checkpoint("silver")) is None and runner.is_alive():
+        assert time.monotonic() < deadline, "silver never had a batch in flight"
+        time.sleep(0.02)
+    erasure.process_erasures(spark, settings, NOW)  # while the batch runs: waits for it, then deletes
+    runner.join(timeout=600)
+    assert not failures, failures
+    silver.run(spark, settings)
+    gold.run(spark, settings)
+    _nothing_left(spark, settings, ids)
