@@ -31,7 +31,6 @@ from tests.helpers import table
 pytestmark = pytest.mark.spark
 
 NOW = datetime(2026, 11, 3, 12, tzinfo=UTC)
-GOLD_KEYS = {"gold.session_scores": ("session_id",), "gold.user_segments": ("person_id",)}
 
 
 @pytest.fixture(scope="module")
