@@ -225,7 +225,8 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         _count_of("wishlist_add").alias("wishlist_adds"),
         _count_of("search").alias("searches"),
         F.count_if(F.col("_refinement")).cast("int").alias("search_refinements"),
-        F.max(F.col("page.path").startswith("/checkout")).alias("checkout_started"),
+        # coalesced: a session of track calls without any page (server-side sources, apps) has no path
+        F.coalesce(F.max(F.col("page.path").startswith("/checkout")), F.lit(False)).alias("checkout_started"),
         F.max(F.col("event_type") == "purchase").alias("converted"),
         F.max_by("page.path", F.struct("occurred_at", "event_id")).alias("drop_off_page"),
         _first("campaign.source").alias("_campaign_source"),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from chispa import assert_df_equality
 
-from spark_jobs.contracts import table_contract
+from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import REPO_ROOT
 from spark_jobs.silver.context import ContextConfig, IpTimezones
 from spark_jobs.silver.identity import Ident, person_id_of
@@ -182,3 +182,20 @@ def test_sessions_close_only_when_the_watermark_passes_end_plus_timeout(spark):
     assert sessions_of(events, 300, watermark_us=end_us + 299_000_000).first().is_closed is False
     assert sessions_of(events, 300, watermark_us=end_us + 300_000_000).first().is_closed is True
     assert sessions_of(events, 300).first().is_closed is False
+
+
+def test_a_session_of_track_calls_without_any_page_is_stored(spark, settings):
+    """Server-side sources and apps send track calls with no page: such a session meets every NOT NULL
+    constraint of silver.sessions (it once failed on checkout_started and stopped silver)."""
+    events = _events(spark, [
+        ("a1", 0, "cart_add", {"product_id": "p1"}, None, "u-1", None),
+        ("a1", 20, "search", {"query": "socks"}, None, "u-1", None),
+        ("a1", 40, "purchase", {"order_id": "o1"}, None, "u-1", None),
+    ])  # fmt: skip
+    sessions = sessions_of(events, 300)
+    row = sessions.first()
+    assert (row.checkout_started, row.converted, row.page_views, row.page_depth) == (False, True, 0, 0)
+    assert row.drop_off_page is None and row.session_phase == "checkout"
+    ensure_tables(spark, settings, ("silver.sessions",))
+    sessions.write.format("delta").mode("append").save(str(settings.table_path("silver.sessions")))
+    assert spark.read.format("delta").load(str(settings.table_path("silver.sessions"))).count() == 1
