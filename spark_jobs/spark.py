@@ -63,6 +63,11 @@ def build_spark(settings: Settings, app_name: str = "intentlake") -> SparkSessio
             # Delta rebuilds table state (e.g. to look up txnAppId for idempotent writes) with a Spark
             # job of 50 partitions by default: ~5 s per write on 2 cores, ~1 s with 2.
             .config("spark.databricks.delta.snapshotPartitions", "2")
+            # VACUUM lists a table's files with a job of this many tasks (default 10,000): a minute per
+            # table on 2 cores, seconds with a few (bench/maintenance.py measures it)
+            .config(
+                "spark.sql.sources.parallelPartitionDiscovery.parallelism", str(max(settings.shuffle_partitions, 2))
+            )
             .config("spark.driver.bindAddress", "127.0.0.1")
         )
     for key, value in settings.spark_conf.items():
