@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spark_jobs.contracts import ensure_tables
+from spark_jobs.gold import job as gold
 from spark_jobs.silver import job as silver
 from tests.helpers import table
 from tests.spark.test_sessions import T0, _events, _view, sessions_of
@@ -187,3 +188,18 @@ def test_a_changed_session_timeout_refuses_to_resume_the_checkpoint_before_any_b
     with pytest.raises(CheckpointSettingsChanged, match="INTENTLAKE_SESSION_TIMEOUT was '5 minutes'"):
         silver.run(spark, replace(settings, session_timeout="10 minutes"))
     assert table(spark, settings, "ops.pipeline_runs").count() == runs
+
+
+def test_track_calls_without_pages_go_through_silver_and_gold(stream):
+    """A server-side source sends track calls with no page at all: the silver batch stores their session
+    (it once died on silver.sessions' NOT NULL checkout_started) and gold scores and segments it."""
+    stream.feed([
+        ("srv-1", 0, "cart_add", {"product_id": "p1"}, None, "u-9", None),
+        ("srv-1", 30, "purchase", {"order_id": "o9"}, None, "u-9", None),
+        ("srv-2", 10, "search", {"query": "boots"}, None, None, None),
+    ])  # fmt: skip
+    assert [(a, n) for a, _, n, _ in stream.sessions()] == [("srv-1", 2), ("srv-2", 1)]
+    gold.run(stream.spark, stream.settings)
+    scores = table(stream.spark, stream.settings, "gold.session_scores").collect()
+    assert len(scores) == 2 and all(0 <= r.intent_score <= 100 and r.segment for r in scores)
+    assert table(stream.spark, stream.settings, "gold.user_segments").count() == 2
