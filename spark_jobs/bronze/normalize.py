@@ -583,11 +583,53 @@ def from_server_log(entry: dict) -> dict:
     )  # fmt: skip
 
 
+SNOWPLOW_WEB_PAGE = "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-"
+SNOWPLOW_WEB_PAGE_COLUMN = "contexts_com_snowplowanalytics_snowplow_web_page_1"
+
+
+def snowplow_page_view_id(event: dict) -> str | None:
+    """The web_page context's id: the page view a Snowplow web event belongs to (None when not sent).
+
+    Read from the Analytics SDK's JSON form (`contexts_com_snowplowanalytics_snowplow_web_page_1`: a list of
+    the context's data) or from the enriched event's `contexts` (a self-describing JSON, as an object or a
+    string, whose data lists {schema, data} entries).
+    """
+    entries = event.get(SNOWPLOW_WEB_PAGE_COLUMN)
+    if not isinstance(entries, list):
+        contexts = event.get("contexts")
+        if isinstance(contexts, str):
+            try:
+                contexts = json.loads(contexts)
+            except ValueError:
+                contexts = None
+        data = contexts.get("data") if isinstance(contexts, dict) else None
+        entries = [
+            item.get("data")
+            for item in data or ()
+            if isinstance(item, dict) and str(item.get("schema", "")).startswith(SNOWPLOW_WEB_PAGE)
+        ]
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and 0 < len(entry["id"]) <= 128:
+            return entry["id"]  # longer than an event id may be: not a page view id we can key on
+    return None
+
+
 def from_snowplow(event: dict) -> dict:
-    """A Snowplow enriched event in its JSON form (as the Snowplow Analytics SDKs emit it)."""
+    """A Snowplow enriched event in its JSON form (as the Snowplow Analytics SDKs emit it).
+
+    A page view with a web_page context takes its page view id as event id, as Snowplow's own data models
+    do: the same page view sent twice (a tracker retry with another timestamp) is stored once. Page views and
+    page pings carry it as properties.page_view_id, which attributes each ping to its page.
+    """
     event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
     kind = event.get("event")
     properties: dict[str, str | None] = {}
+    page_view_id = snowplow_page_view_id(event)
+    if page_view_id is not None and kind in ("page_view", "page_ping"):
+        properties["page_view_id"] = page_view_id
+        if kind == "page_view":
+            properties["snowplow_event_id"] = event_id
+            event_id = page_view_id
     path = event.get("page_urlpath")
     if kind == "page_view":
         event_type = "product_view" if isinstance(path, str) and path.startswith("/product/") else "page_view"

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from spark_jobs.bronze.normalize import Reason, RejectedEvent, normalize_line, normalize_records
+from spark_jobs.bronze.normalize import (
+    SNOWPLOW_WEB_PAGE_COLUMN,
+    Reason,
+    RejectedEvent,
+    normalize_line,
+    normalize_records,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -111,6 +117,31 @@ def test_snowplow_structured_add_to_cart_and_unknown_actions():
     assert event["event_type"] == "cart_add" and event["properties"]["se_label"] == "p-3"
     with pytest.raises(RejectedEvent, match="se_action: Snowplow struct action is not one of"):
         normalize_line(json.dumps({**cart, "se_action": "share"}))
+
+
+PAGE_VIEW_ID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+
+
+def test_snowplow_page_views_are_keyed_by_their_web_page_id_and_pings_point_to_it():
+    """The web_page context's id: a page view sent twice with different timestamps (and event ids) gets one
+    event id, so bronze stores it once; its pings carry the id of their page. Both context forms are read."""
+    view = {**SNOWPLOW_PING, "event": "page_view", "event_id": "e-first", "pp_yoffset_max": None,
+            SNOWPLOW_WEB_PAGE_COLUMN: [{"id": PAGE_VIEW_ID}]}  # fmt: skip
+    resent = {**view, "event_id": "e-again", "derived_tstamp": "2026-11-02 10:00:09.000"}
+    first, again = normalize_line(json.dumps(view)), normalize_line(json.dumps(resent))
+    assert first["event_id"] == again["event_id"] == PAGE_VIEW_ID
+    assert first["occurred_at"] != again["occurred_at"]
+    assert first["properties"]["snowplow_event_id"] == "e-first" and first["properties"]["page_view_id"] == PAGE_VIEW_ID
+    enriched = {"schema": "iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0", "data": [
+        {"schema": "iglu:com.snowplowanalytics.snowplow/ua_parser_context/jsonschema/1-0-0", "data": {"id": "no"}},
+        {"schema": "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0", "data": {"id": PAGE_VIEW_ID}},
+    ]}  # fmt: skip
+    ping = normalize_line(json.dumps({**SNOWPLOW_PING, "contexts": json.dumps(enriched)}))
+    assert ping["event_id"] == SNOWPLOW_PING["event_id"] and ping["properties"]["page_view_id"] == PAGE_VIEW_ID
+    # without the context (or with an id no event id could be), nothing changes
+    assert "page_view_id" not in normalize_line(json.dumps(SNOWPLOW_PING))["properties"]
+    odd = normalize_line(json.dumps({**view, SNOWPLOW_WEB_PAGE_COLUMN: [{"id": "x" * 129}]}))
+    assert odd["event_id"] == "e-first" and "page_view_id" not in odd["properties"]
 
 
 def test_segment_batch_envelope_yields_one_record_per_message_with_shared_context():
