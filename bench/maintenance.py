@@ -18,7 +18,6 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -36,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="intentlake-bench-maintenance-"))
     try:
-        settings = replace(Settings.from_env().with_root(root / "lakehouse"))
+        settings = Settings.from_env().with_root(root / "lakehouse")
         spark = build_spark(settings, app_name="bench-maintenance")
         spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
         configured = spark.conf.get(KEY)

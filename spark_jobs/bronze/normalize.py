@@ -624,8 +624,9 @@ def from_snowplow(event: dict) -> dict:
     event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
     kind = event.get("event")
     properties: dict[str, str | None] = {}
-    page_view_id = snowplow_page_view_id(event)
-    if page_view_id is not None and kind in ("page_view", "page_ping"):
+    # only web page events read the contexts (the enriched form's is a JSON string parsed per event)
+    page_view_id = snowplow_page_view_id(event) if kind in ("page_view", "page_ping") else None
+    if page_view_id is not None:
         properties["page_view_id"] = page_view_id
         if kind == "page_view":
             properties["snowplow_event_id"] = event_id

@@ -142,6 +142,10 @@ def test_snowplow_page_views_are_keyed_by_their_web_page_id_and_pings_point_to_i
     assert "page_view_id" not in normalize_line(json.dumps(SNOWPLOW_PING))["properties"]
     odd = normalize_line(json.dumps({**view, SNOWPLOW_WEB_PAGE_COLUMN: [{"id": "x" * 129}]}))
     assert odd["event_id"] == "e-first" and "page_view_id" not in odd["properties"]
+    # other kinds keep their own id even when the tracker attached the page's context
+    cart = {**view, "event": "struct", "se_action": "add-to-cart"}
+    assert normalize_line(json.dumps(cart))["event_id"] == "e-first"
+    assert "page_view_id" not in normalize_line(json.dumps(cart))["properties"]
 
 
 def test_segment_batch_envelope_yields_one_record_per_message_with_shared_context():
