@@ -322,6 +322,10 @@ class Settings:
         return self.config_dir / "user_features.yaml"
 
     @property
+    def event_vocabulary_file(self) -> Path:
+        return self.config_dir / "event_vocabulary.yaml"
+
+    @property
     def send_times_file(self) -> Path:
         return self.config_dir / "send_times.yaml"
 

@@ -37,6 +37,7 @@ from spark_jobs.bronze.normalize import (
     decode_record,
     normalize_records,
 )
+from spark_jobs.bronze.vocabulary import BUNDLED_VOCABULARY, Vocabulary, load_vocabulary
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.kafka import kafka_lines
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
@@ -72,7 +73,7 @@ def _arrow_rows(event: dict) -> dict:
     return event
 
 
-def _parse_batches(schema: StructType, limits: Limits, registry: SchemaRegistry):
+def _parse_batches(schema: StructType, limits: Limits, registry: SchemaRegistry, vocabulary: Vocabulary):
     arrow_schema = to_arrow_schema(schema)
     canonical_names = [f.name for f in schema.fields if f.name not in _VERDICT_COLUMNS]
     empty = dict.fromkeys(canonical_names)
@@ -84,7 +85,7 @@ def _parse_batches(schema: StructType, limits: Limits, registry: SchemaRegistry)
             rows = []
             for record, source_file in zip(records, files, strict=True):
                 try:
-                    outcomes = normalize_records(decode_record(record), limits, registry)
+                    outcomes = normalize_records(decode_record(record), limits, registry, vocabulary)
                 except RejectedEvent as rejected:  # not text at all
                     raw = record.decode("utf-8", "replace") if isinstance(record, bytes) else (record or "")
                     outcomes = [(raw, rejected)]
@@ -102,11 +103,14 @@ def _parse_batches(schema: StructType, limits: Limits, registry: SchemaRegistry)
 
 
 def parse_lines(
-    lines: DataFrame, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS
+    lines: DataFrame,
+    limits: Limits = DEFAULT_LIMITS,
+    registry: SchemaRegistry = BUNDLED_SCHEMAS,
+    vocabulary: Vocabulary = BUNDLED_VOCABULARY,
 ) -> DataFrame:
     """Raw records (value as bytes or text, source_file) -> one row each: canonical columns, or a reason."""
     schema = parsed_schema()
-    return lines.select("value", "source_file").mapInArrow(_parse_batches(schema, limits, registry), schema)
+    return lines.select("value", "source_file").mapInArrow(_parse_batches(schema, limits, registry, vocabulary), schema)
 
 
 DEFAULT_KEYS = tuple(str(setting_default("dedup_keys")).split(","))
@@ -297,7 +301,8 @@ def process_bronze_batch(
     if record.watermark is not None:
         limits = replace(limits, watermark_us=int(record.watermark.timestamp() * 1_000_000))
     registry = SchemaRegistry.load(settings.schema_dir)  # every batch: new versions need no restart
-    parsed = parse_lines(lines, limits, registry).persist()
+    vocabulary = load_vocabulary(settings.event_vocabulary_file)  # ... and a changed mapping applies next batch
+    parsed = parse_lines(lines, limits, registry, vocabulary).persist()
     fresh_rows = failed_quality = None
     try:
         with record.phase("parse"):

@@ -29,44 +29,18 @@ from urllib.parse import parse_qs, urlparse
 
 import jsonschema_rs
 
+from spark_jobs.bronze.vocabulary import BUNDLED_VOCABULARY, CUSTOM, Vocabulary
 from spark_jobs.contracts import TABLES_DIR
 from spark_jobs.settings import Settings, interval_seconds, setting_default
 
-SCHEMA_VERSION = 2  # what the adapters emit
+SCHEMA_VERSION = 3  # what the adapters emit
 
-# The raw web SDK's own vocabulary -> canonical event_type.
-WEB_SDK_KINDS = {
-    "pageview": "page_view",
-    "product_view": "product_view",
-    "scroll": "scroll",
-    "click": "click",
-    "search": "search",
-    "add_to_cart": "cart_add",
-    "add_to_wishlist": "wishlist_add",
-    "purchase": "purchase",
-    "login": "identify",
-}
-# Segment e-commerce spec track names (plus two custom UI events) -> canonical event_type.
-SEGMENT_TRACK_EVENTS = {
-    "Product Viewed": "product_view",
-    "Scrolled": "scroll",
-    "Element Clicked": "click",
-    "Products Searched": "search",
-    "Product Added": "cart_add",
-    "Product Added to Wishlist": "wishlist_add",
-    "Order Completed": "purchase",
-}
-# The mobile SDK's event names -> canonical event_type.
-MOBILE_SDK_EVENTS = {
-    "screen_view": "page_view", "product_view": "product_view", "touch": "click", "scroll": "scroll",
-    "search": "search", "add_to_cart": "cart_add", "add_to_wishlist": "wishlist_add", "purchase": "purchase",
-    "login": "identify",
-}  # fmt: skip
-# Snowplow structured-event actions (se_action) -> canonical event_type.
-SNOWPLOW_ACTIONS = {
-    "click": "click", "search": "search", "add-to-cart": "cart_add", "add-to-wishlist": "wishlist_add",
-    "product-view": "product_view",
-}  # fmt: skip
+# Each source's own event names -> canonical event_type, as config/event_vocabulary.yaml bundles them (the
+# bronze job reads the configured file every micro-batch; these are the defaults the simulator speaks).
+WEB_SDK_KINDS = BUNDLED_VOCABULARY.mapping("web_sdk")
+SEGMENT_TRACK_EVENTS = BUNDLED_VOCABULARY.mapping("segment")
+MOBILE_SDK_EVENTS = BUNDLED_VOCABULARY.mapping("mobile_sdk")
+SNOWPLOW_ACTIONS = BUNDLED_VOCABULARY.mapping("snowplow")
 # IoT / store-beacon proximity classes -> a rough distance in metres (kept beside the raw class).
 BEACON_PROXIMITY_M = {"immediate": "0.5", "near": "3", "far": "10"}
 CONSENT_SCOPES = ("analytics", "marketing", "personalization")
@@ -163,15 +137,29 @@ class RejectedEvent(Exception):
         self.event_id = event_id
 
 
-def canonical_type(vocabulary: dict[str, str], value: Any, field: str, what: str, event_id: str | None) -> str:
-    """A source's event name -> canonical event_type; anything else is a schema violation naming the choices."""
-    if isinstance(value, str) and value in vocabulary:
-        return vocabulary[value]
-    raise RejectedEvent(
-        Reason.SCHEMA_VIOLATION,
-        f"{field}: {what} is not one of {sorted(vocabulary)} (got {json_type(value)})",
-        event_id,
-    )
+def canonical_type(
+    vocabulary: Vocabulary, source: str, name: Any, field: str, what: str, event_id: str | None, section: str = "events"
+) -> str:
+    """A source's event name -> its canonical event_type by the vocabulary; an unlisted name is `custom`, or a
+    schema violation naming the vocabulary file when the source is strict."""
+    if isinstance(name, str):
+        mapped = vocabulary.mapping(source, section).get(name)
+        if mapped is not None:
+            return mapped
+    if not isinstance(name, str) or not name.strip() or len(name) > 256:
+        raise RejectedEvent(
+            Reason.SCHEMA_VIOLATION,
+            f"{field}: {what} must be non-empty text of at most 256 characters (got {json_type(name)})",
+            event_id,
+        )
+    if vocabulary.is_strict(source):
+        raise RejectedEvent(
+            Reason.SCHEMA_VIOLATION,
+            f"{field}: {what} is not listed in {Path(vocabulary.path).name} (sources: {source}: {section}) and "
+            f"the source is strict",
+            event_id,
+        )
+    return CUSTOM
 
 
 def json_type(value: Any) -> str:
@@ -349,16 +337,17 @@ def _consent_from_segment(context: dict) -> list[str]:
     return [scope for scope in CONSENT_SCOPES if prefs.get(scope) is True]
 
 
-def from_segment(msg: dict) -> dict:
+def from_segment(msg: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> dict:
     """A Segment spec message (track, page, screen, identify, alias) -> canonical event."""
     kind = msg.get("type")
     event_id = msg.get("messageId") if isinstance(msg.get("messageId"), str) else None
     if kind == "track":
-        event_type = canonical_type(SEGMENT_TRACK_EVENTS, msg.get("event"), "event", "Segment track event", event_id)
+        event_type = canonical_type(vocabulary, "segment", msg.get("event"), "event", "Segment track event", event_id)
+        event_name = msg["event"]
     elif kind in ("page", "screen"):
-        event_type = "page_view"
+        event_type, event_name = "page_view", kind
     elif kind in ("identify", "alias"):
-        event_type = "identify"
+        event_type, event_name = "identify", kind
     else:
         raise RejectedEvent(
             Reason.SCHEMA_VIOLATION,
@@ -394,6 +383,7 @@ def from_segment(msg: dict) -> dict:
     return {
         "event_id": event_id,
         "event_type": event_type,
+        "event_name": event_name,
         "occurred_at": occurred,
         "received_at": received,
         "user_id": user_id,
@@ -424,10 +414,10 @@ def from_segment(msg: dict) -> dict:
     }
 
 
-def from_web_sdk(payload: dict) -> dict:
+def from_web_sdk(payload: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> dict:
     """A raw web SDK payload (epoch-ms times; clicks with x, y, button_id) -> canonical event."""
     event_id = payload.get("eid") if isinstance(payload.get("eid"), str) else None
-    event_type = canonical_type(WEB_SDK_KINDS, payload.get("kind"), "kind", "web SDK event kind", event_id)
+    event_type = canonical_type(vocabulary, "web_sdk", payload.get("kind"), "kind", "web SDK event kind", event_id)
     occurred = parse_timestamp(payload.get("ts"), "ts")
     received = parse_timestamp(payload["recv_ts"], "recv_ts") if payload.get("recv_ts") is not None else occurred
     url = payload.get("url")
@@ -442,6 +432,7 @@ def from_web_sdk(payload: dict) -> dict:
     return {
         "event_id": event_id,
         "event_type": event_type,
+        "event_name": payload["kind"],
         "occurred_at": occurred,
         "received_at": received,
         "user_id": payload.get("uid"),
@@ -486,6 +477,7 @@ def _canonical(
     occurred: str,
     received: str,
     *,
+    event_name: Any = None,
     user_id: Any = None,
     anonymous_id: Any = None,
     session_id: Any = None,
@@ -498,8 +490,8 @@ def _canonical(
     source: dict,
 ) -> dict:
     return {
-        "event_id": event_id, "event_type": event_type, "occurred_at": occurred, "received_at": received,
-        "user_id": user_id, "anonymous_id": anonymous_id, "session_id": session_id,
+        "event_id": event_id, "event_type": event_type, "event_name": event_name, "occurred_at": occurred,
+        "received_at": received, "user_id": user_id, "anonymous_id": anonymous_id, "session_id": session_id,
         "device": device or {"type": None, "os": None, "user_agent": None},
         "context": context or {"ip": None, "locale": None, "timezone": None, "geo": None},
         "page": page or {"url": None, "path": None, "referrer": None},
@@ -508,11 +500,11 @@ def _canonical(
     }  # fmt: skip
 
 
-def from_mobile_sdk(payload: dict) -> dict:
+def from_mobile_sdk(payload: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> dict:
     """A mobile SDK event (iOS / Android): touches carry touch_coordinates, screens stand in for pages."""
     event_id = payload.get("event_uuid") if isinstance(payload.get("event_uuid"), str) else None
     event_type = canonical_type(
-        MOBILE_SDK_EVENTS, payload.get("event_name"), "event_name", "mobile SDK event", event_id
+        vocabulary, "mobile_sdk", payload.get("event_name"), "event_name", "mobile SDK event", event_id
     )
     occurred = parse_timestamp(payload.get("client_ts"), "client_ts")
     received = parse_timestamp(payload["server_ts"], "server_ts") if payload.get("server_ts") is not None else occurred
@@ -534,7 +526,7 @@ def from_mobile_sdk(payload: dict) -> dict:
     screen = payload.get("screen")
     consent = payload.get("consent")
     return _canonical(
-        event_id, event_type, occurred, received,
+        event_id, event_type, occurred, received, event_name=payload["event_name"],
         user_id=payload.get("user_id"), anonymous_id=payload.get("device_id"), session_id=payload.get("session_uuid"),
         device={"type": "tablet" if payload.get("device_class") == "tablet" else "mobile", "os": os_name,
                 "user_agent": None},
@@ -549,7 +541,7 @@ def from_mobile_sdk(payload: dict) -> dict:
     )  # fmt: skip
 
 
-def from_server_log(entry: dict) -> dict:
+def from_server_log(entry: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> dict:
     """A web server access-log entry (JSON): a page or product view seen from the server side."""
     event_id = entry.get("request_id") if isinstance(entry.get("request_id"), str) else None
     method, status = entry.get("method"), entry.get("status")
@@ -585,53 +577,259 @@ def from_server_log(entry: dict) -> dict:
 
 SNOWPLOW_WEB_PAGE = "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-"
 SNOWPLOW_WEB_PAGE_COLUMN = "contexts_com_snowplowanalytics_snowplow_web_page_1"
+_IGLU = re.compile(r"iglu:([^/]+)/([^/]+)/[^/]+/(\d+)-\d+-\d+")
+# Consent scope names Snowplow's consent plugins and CMPs use -> intentlake's consent scopes.
+_SNOWPLOW_CONSENT_SCOPES = {"analytics": "analytics", "statistics": "analytics", "performance": "analytics",
+                            "marketing": "marketing", "advertising": "marketing", "targeting": "marketing",
+                            "personalization": "personalization", "personalisation": "personalization",
+                            "preferences": "personalization", "functional": "personalization"}  # fmt: skip
+# yauaa's deviceClass -> device type; the robot, hacker and spy classes are bots.
+_YAUAA_DEVICE = {"Desktop": "desktop", "Anonymized": None, "Phone": "mobile", "Mobile": "mobile",
+                 "Tablet": "tablet", "Watch": "mobile", "Handheld Game Console": "mobile", "eReader": "tablet",
+                 "Robot": "bot", "Robot Mobile": "bot", "Robot Imitator": "bot", "Hacker": "bot",
+                 "Spy": "bot"}  # fmt: skip
 
 
-def snowplow_page_view_id(event: dict) -> str | None:
+def _iglu_key(uri: Any) -> tuple[str, str] | None:
+    """'iglu:com.acme/video_played/jsonschema/1-0-2' -> ('com.acme/video_played', '1'), or None."""
+    match = _IGLU.fullmatch(uri) if isinstance(uri, str) else None
+    return (f"{match.group(1)}/{match.group(2)}", match.group(3)) if match else None
+
+
+def _json_value(value: Any) -> Any:
+    """The enriched TSV form carries self-describing JSON as strings; the Analytics SDK form as objects."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def snowplow_entities(event: dict) -> dict[str, list[dict]]:
+    """The event's context entities (sent and derived by enrichments) by Iglu vendor/name, each entity's data.
+
+    Read from the enriched event's `contexts` and `derived_contexts` (self-describing JSON whose data lists
+    {schema, data} entries, as objects or strings) and from the Analytics SDK's JSON columns
+    (`contexts_<vendor>_<name>_<major>`: a list of the entities' data, keyed by a flattened name that cannot
+    be turned back into the vendor, so those are kept under that column name as well as the known names).
+    """
+    found: dict[str, list[dict]] = {}
+    for field in ("contexts", "derived_contexts"):
+        envelope = _json_value(event.get(field))
+        for item in (envelope.get("data") if isinstance(envelope, dict) else None) or ():
+            key = _iglu_key(item.get("schema")) if isinstance(item, dict) else None
+            if key is not None and isinstance(item.get("data"), dict):
+                found.setdefault(key[0], []).append(item["data"])
+    for field, value in event.items():
+        if field.startswith("contexts_") and isinstance(value, list):
+            known = _SDK_CONTEXT_COLUMNS.get(field.rsplit("_", 1)[0])
+            for entry in value:
+                if isinstance(entry, dict):
+                    found.setdefault(known or field, []).append(entry)
+    return found
+
+
+# The context entities we read; the Analytics SDK names each one's column contexts_<vendor>_<name>_<major>
+# with dots and slashes as underscores, which these prefixes (without _<major>) undo.
+_SNOWPLOW_CONTEXTS = (
+    "com.snowplowanalytics.snowplow/web_page", "com.snowplowanalytics.snowplow/ua_parser_context",
+    "nl.basjes/yauaa_context", "com.iab.snowplow/spiders_and_robots",
+    "com.snowplowanalytics.snowplow.ecommerce/product", "com.snowplowanalytics.snowplow.ecommerce/transaction",
+    "com.snowplowanalytics.snowplow.ecommerce/cart",
+)  # fmt: skip
+_SDK_CONTEXT_COLUMNS = {"contexts_" + re.sub(r"[./]", "_", key): key for key in _SNOWPLOW_CONTEXTS}
+
+
+def snowplow_page_view_id(event: dict, entities: dict[str, list[dict]] | None = None) -> str | None:
     """The web_page context's id: the page view a Snowplow web event belongs to (None when not sent).
 
     Read from the Analytics SDK's JSON form (`contexts_com_snowplowanalytics_snowplow_web_page_1`: a list of
     the context's data) or from the enriched event's `contexts` (a self-describing JSON, as an object or a
     string, whose data lists {schema, data} entries).
     """
-    entries = event.get(SNOWPLOW_WEB_PAGE_COLUMN)
-    if not isinstance(entries, list):
-        contexts = event.get("contexts")
-        if isinstance(contexts, str):
-            try:
-                contexts = json.loads(contexts)
-            except ValueError:
-                contexts = None
-        data = contexts.get("data") if isinstance(contexts, dict) else None
-        entries = [
-            item.get("data")
-            for item in data or ()
-            if isinstance(item, dict) and str(item.get("schema", "")).startswith(SNOWPLOW_WEB_PAGE)
-        ]
-    for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and 0 < len(entry["id"]) <= 128:
+    entities = snowplow_entities(event) if entities is None else entities
+    for entry in entities.get("com.snowplowanalytics.snowplow/web_page", ()):
+        if isinstance(entry.get("id"), str) and 0 < len(entry["id"]) <= 128:
             return entry["id"]  # longer than an event id may be: not a page view id we can key on
     return None
 
 
-def from_snowplow(event: dict) -> dict:
-    """A Snowplow enriched event in its JSON form (as the Snowplow Analytics SDKs emit it).
+def snowplow_self_describing(event: dict) -> tuple[str, dict] | None:
+    """A self-describing (unstruct) event's (Iglu schema URI, data), from either JSON form, or None."""
+    envelope = _json_value(event.get("unstruct_event"))
+    if isinstance(envelope, dict):
+        inner = envelope.get("data")
+        if isinstance(inner, dict) and "schema" in inner:  # the unstruct_event wrapper around the event
+            envelope = inner
+        if isinstance(envelope.get("schema"), str) and isinstance(envelope.get("data"), dict):
+            return envelope["schema"], envelope["data"]
+    vendor, name, version = event.get("event_vendor"), event.get("event_name"), event.get("event_version")
+    for field, value in event.items():
+        if field.startswith("unstruct_event_") and isinstance(value, dict):
+            if isinstance(vendor, str) and isinstance(name, str):
+                return f"iglu:{vendor}/{name}/{event.get('event_format') or 'jsonschema'}/{version or '1-0-0'}", value
+            return f"iglu:unknown/{field.removeprefix('unstruct_event_')}/jsonschema/1-0-0", value
+    return None
 
-    A page view with a web_page context takes its page view id as event id, as Snowplow's own data models
-    do: the same page view sent twice (a tracker retry with another timestamp) is stored once. Page views and
-    page pings carry it as properties.page_view_id, which attributes each ping to its page.
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _snowplow_consent(name: str, data: dict) -> tuple[list[str], dict[str, str | None]]:
+    """A consent event's granted scopes (intentlake's names) and what to keep of it."""
+    raw = data.get("consentScopes") or data.get("consent_scopes") or []
+    scopes = [s for s in raw if isinstance(s, str)] if isinstance(raw, list) else []
+    withdrawn = name.endswith("consent_withdrawn") or data.get("eventType") == "deny_all"
+    if data.get("all") is True and withdrawn:
+        scopes = []
+    granted = [] if withdrawn else sorted({_SNOWPLOW_CONSENT_SCOPES[s.lower()] for s in scopes
+                                           if s.lower() in _SNOWPLOW_CONSENT_SCOPES})  # fmt: skip
+    action = "withdrawn" if withdrawn else str(data.get("eventType") or "granted")
+    return granted, {"consent_action": action, "consent_scopes": ",".join(scopes) or None,
+                     "consent_version": _text(data.get("consentVersion")),
+                     "basis_for_processing": _text(data.get("basisForProcessing"))}  # fmt: skip
+
+
+def _snowplow_ecommerce(data: dict, entities: dict[str, list[dict]]) -> dict[str, str | None]:
+    """Products, cart and transaction of an e-commerce event (the action's entities, or an older event's data)."""
+    props: dict[str, str | None] = {}
+    products = entities.get("com.snowplowanalytics.snowplow.ecommerce/product", [])
+    if not products and ("sku" in data or "productId" in data):  # add_to_cart / remove_from_cart 1-0-0
+        products = [{"id": data.get("sku", data.get("productId")), "name": data.get("name"),
+                     "category": data.get("category"), "price": data.get("unitPrice"),
+                     "quantity": data.get("quantity"), "currency": data.get("currency")}]  # fmt: skip
+    ids = [str(p["id"]) for p in products if p.get("id") is not None]
+    if ids:
+        first = products[0]
+        props.update(product_id=ids[0], product_ids=",".join(ids), product_name=_text(first.get("name")),
+                     category=_text(first.get("category")), price=_text(first.get("price")),
+                     quantity=_text(first.get("quantity")), currency=_text(first.get("currency")))  # fmt: skip
+    for transaction in entities.get("com.snowplowanalytics.snowplow.ecommerce/transaction", [])[:1]:
+        props.update(order_id=_text(transaction.get("transaction_id")), revenue=_text(transaction.get("revenue")),
+                     currency=_text(transaction.get("currency")) or props.get("currency"))  # fmt: skip
+    for cart in entities.get("com.snowplowanalytics.snowplow.ecommerce/cart", [])[:1]:
+        props.update(cart_id=_text(cart.get("cart_id")), cart_value=_text(cart.get("total_value")))
+    return {k: v for k, v in props.items() if v is not None}
+
+
+def _snowplow_unstruct(
+    event: dict, vocabulary: Vocabulary, entities: dict[str, list[dict]], event_id: str | None
+) -> tuple[str, str, dict[str, str | None], list[str] | None]:
+    """A self-describing event -> (event_type, event_name, properties, consent scopes or None)."""
+    found = snowplow_self_describing(event)
+    key = _iglu_key(found[0]) if found else None
+    if found is None or key is None:
+        raise RejectedEvent(Reason.SCHEMA_VIOLATION, "unstruct_event: a self-describing event needs {schema: "
+                            "iglu:vendor/name/format/version, data: {...}}", event_id)  # fmt: skip
+    uri, data = found
+    name = key[0]
+    action = data.get("type") if isinstance(data.get("type"), str) else None
+    mapping = vocabulary.mapping("snowplow", "schemas")
+    event_type = mapping.get(f"{name}#{action}") if action else None
+    if event_type is None:
+        event_type = canonical_type(vocabulary, "snowplow", name, "unstruct_event", "self-describing schema",
+                                    event_id, "schemas")  # fmt: skip
+    props: dict[str, str | None] = {"schema": uri}
+    consent = None
+    short = name.rsplit("/", 1)[1]
+    if event_type == CUSTOM or short not in _KNOWN_SNOWPLOW_EVENTS:
+        props.update({_snake(str(k)): _text(v) for k, v in data.items()})  # a custom event keeps all its data
+    elif short == "link_click":
+        classes = data.get("elementClasses")
+        props.update(target_url=_text(data.get("targetUrl")), element_id=_text(data.get("elementId")),
+                     element_classes=" ".join(map(str, classes)) if isinstance(classes, list) else _text(classes),
+                     element_target=_text(data.get("elementTarget")),
+                     element_content=_text(data.get("elementContent")))  # fmt: skip
+        if data.get("elementId") is not None:
+            props["button_id"] = _text(data["elementId"])
+    elif short in ("focus_form", "change_form", "submit_form"):
+        props["form_action"] = short.removesuffix("_form")
+        for field in ("formId", "elementId", "nodeName", "type", "elementType"):
+            if data.get(field) is not None:
+                props[_snake(field)] = _text(data[field])
+        elements = data.get("elements") if isinstance(data.get("elements"), list) else []
+        # what a visitor typed is personal data: never stored, but counted so nothing vanishes unseen
+        withheld = int("value" in data) + sum(1 for e in elements if isinstance(e, dict) and "value" in e)
+        if elements:
+            props["form_fields"] = ",".join(str(e.get("name")) for e in elements if isinstance(e, dict))
+        if withheld:
+            props["form_values_withheld"] = str(withheld)
+    elif short == "site_search":
+        terms = data.get("terms")
+        props["query"] = " ".join(map(str, terms)) if isinstance(terms, list) else _text(terms)
+        for field in ("filters", "totalResults", "pageResults"):
+            if data.get(field) is not None:
+                props[_snake(field)] = _text(data[field])
+    elif short in ("snowplow_ecommerce_action", "add_to_cart", "remove_from_cart"):
+        if action:
+            props["ecommerce_action"] = action
+        props.update(_snowplow_ecommerce(data, entities))
+    elif short in ("consent_preferences", "consent_granted", "consent_withdrawn"):
+        consent, kept = _snowplow_consent(short, data)
+        props.update(kept)
+    return event_type, name, props, consent
+
+
+_KNOWN_SNOWPLOW_EVENTS = frozenset({
+    "link_click", "focus_form", "change_form", "submit_form", "site_search", "snowplow_ecommerce_action",
+    "add_to_cart", "remove_from_cart", "consent_preferences", "consent_granted", "consent_withdrawn",
+})  # fmt: skip
+
+
+def _snowplow_device(event: dict, entities: dict[str, list[dict]]) -> tuple[dict, dict[str, str | None]]:
+    """Device type and OS from the enrichments' contexts (spiders and robots, yauaa, ua_parser), else the UA;
+    a bot any of them recognises is marked device.type = bot, with which one said so."""
+    user_agent = event.get("useragent")
+    device_type = "mobile" if event.get("dvce_ismobile") is True else None
+    os_name = None
+    props: dict[str, str | None] = {}
+    for yauaa in entities.get("nl.basjes/yauaa_context", [])[:1]:
+        device_type = _YAUAA_DEVICE.get(yauaa.get("deviceClass"), device_type)
+        os_name = _first(yauaa.get("operatingSystemNameVersion"), yauaa.get("operatingSystemName"))
+        if device_type == "bot":
+            props["bot_reason"] = f"yauaa deviceClass {yauaa.get('deviceClass')}"
+    for parsed in entities.get("com.snowplowanalytics.snowplow/ua_parser_context", [])[:1]:
+        os_name = os_name or _first(parsed.get("osVersion"), parsed.get("osFamily"))
+        if parsed.get("deviceFamily") == "Spider" and device_type != "bot":
+            device_type, props["bot_reason"] = "bot", "ua_parser deviceFamily Spider"
+    for spider in entities.get("com.iab.snowplow/spiders_and_robots", [])[:1]:
+        if spider.get("spiderOrRobot") is True and device_type != "bot":
+            device_type = "bot"
+            props["bot_reason"] = f"IAB {spider.get('category') or 'SPIDER_OR_ROBOT'}"
+    device = {"type": device_type or device_type_from_user_agent(user_agent),
+              "os": os_name or os_from_user_agent(user_agent), "user_agent": user_agent}  # fmt: skip
+    return device, props
+
+
+def from_snowplow(event: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> dict:
+    """A Snowplow enriched event in its JSON form (as the Snowplow Analytics SDKs emit it, or the enriched
+    TSV's fields with their self-describing JSON as strings).
+
+    Structured events map by se_action and self-describing events by their schema (config/event_vocabulary.yaml);
+    any other schema is kept as a custom event with its schema URI and data. A page view with a web_page
+    context takes its page view id as event id, as Snowplow's own data models do: the same page view sent
+    twice (a tracker retry with another timestamp) is stored once. Page views and page pings carry it as
+    properties.page_view_id, which attributes each ping to its page. The ua_parser, yauaa and spiders and
+    robots contexts fill the device and mark bots (device.type = bot).
     """
     event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
     kind = event.get("event")
     properties: dict[str, str | None] = {}
-    # only web page events read the contexts (the enriched form's is a JSON string parsed per event)
-    page_view_id = snowplow_page_view_id(event) if kind in ("page_view", "page_ping") else None
+    has_contexts = any(k in event for k in ("contexts", "derived_contexts")) or any(
+        k.startswith("contexts_") for k in event
+    )
+    entities = snowplow_entities(event) if has_contexts else {}
+    consent = None
+    page_view_id = snowplow_page_view_id(event, entities) if kind in ("page_view", "page_ping") else None
     if page_view_id is not None:
         properties["page_view_id"] = page_view_id
         if kind == "page_view":
             properties["snowplow_event_id"] = event_id
             event_id = page_view_id
     path = event.get("page_urlpath")
+    event_name = kind if isinstance(kind, str) else None
     if kind == "page_view":
         event_type = "product_view" if isinstance(path, str) and path.startswith("/product/") else "page_view"
     elif kind == "page_ping":
@@ -640,22 +838,25 @@ def from_snowplow(event: dict) -> dict:
         if isinstance(y_max, int | float) and isinstance(height, int | float) and height > 0:
             properties["scroll_depth"] = _text(round(min(100.0, 100.0 * y_max / height)))
     elif kind == "struct":
-        event_type = canonical_type(SNOWPLOW_ACTIONS, event.get("se_action"), "se_action", "Snowplow struct action",
-                                    event_id)  # fmt: skip
+        event_type = canonical_type(vocabulary, "snowplow", event.get("se_action"), "se_action",
+                                    "Snowplow struct action", event_id)  # fmt: skip
+        event_name = event.get("se_action")
         for key in ("se_category", "se_label", "se_property", "se_value"):
             if event.get(key) is not None:
                 properties[key] = _text(event[key])
     elif kind == "transaction":
         event_type = "purchase"
         properties.update(order_id=_text(event.get("tr_orderid")), revenue=_text(event.get("tr_total")))
-    else:
-        raise RejectedEvent(Reason.SCHEMA_VIOLATION, "event: Snowplow event is not one of page_view, page_ping, "
-                            f"struct, transaction (got {json_type(kind)})", event_id)  # fmt: skip
+    elif kind == "unstruct":
+        event_type, event_name, found, consent = _snowplow_unstruct(event, vocabulary, entities, event_id)
+        properties.update(found)
+    else:  # transaction_item, ad impressions and other kinds: custom, unless the source is strict
+        event_type = canonical_type(vocabulary, "snowplow", kind, "event", "Snowplow event kind", event_id)
     occurred = parse_timestamp(_first(event.get("derived_tstamp"), event.get("dvce_created_tstamp"),
                                       event.get("collector_tstamp")), "derived_tstamp")  # fmt: skip
     received = parse_timestamp(event.get("collector_tstamp"), "collector_tstamp")
-    user_agent = event.get("useragent")
-    is_mobile = event.get("dvce_ismobile")
+    device, device_props = _snowplow_device(event, entities)
+    properties.update(device_props)
     session_index = event.get("domain_sessionidx")
     if session_index is not None:
         properties["session_index"] = _text(session_index)
@@ -663,16 +864,17 @@ def from_snowplow(event: dict) -> dict:
         properties["app_id"] = _text(event["app_id"])
     return _canonical(
         event_id, event_type, occurred, received,
+        event_name=event_name,
         user_id=event.get("user_id"), anonymous_id=_first(event.get("domain_userid"), event.get("network_userid")),
         session_id=event.get("domain_sessionid"),
-        device={"type": "mobile" if is_mobile is True else device_type_from_user_agent(user_agent),
-                "os": os_from_user_agent(user_agent), "user_agent": user_agent},
+        device=device,
         context={"ip": event.get("user_ipaddress"), "locale": event.get("br_lang"),
                  "timezone": _first(event.get("os_timezone"), event.get("geo_timezone")),
                  "geo": {"lat": event.get("geo_latitude"), "lon": event.get("geo_longitude"),
                          "country": event.get("geo_country"), "city": event.get("geo_city")}},
         page={"url": event.get("page_url"), "path": path, "referrer": event.get("page_referrer") or None},
         properties=properties,
+        consent=consent,
         campaign=campaign_from({"source": event.get("mkt_source"), "medium": event.get("mkt_medium"),
                                 "name": event.get("mkt_campaign"), "term": event.get("mkt_term"),
                                 "content": event.get("mkt_content")}),
@@ -680,7 +882,7 @@ def from_snowplow(event: dict) -> dict:
     )  # fmt: skip
 
 
-def from_iot_beacon(reading: dict) -> dict:
+def from_iot_beacon(reading: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> dict:
     """A store beacon gateway's sighting of a shopper's phone (BLE proximity) -> a location event.
 
     The gateway reports which app install it saw (subject_id), near which beacon, how strongly (rssi,
@@ -705,7 +907,7 @@ def from_iot_beacon(reading: dict) -> dict:
     platform = str(reading.get("platform") or "").lower()
     consent = reading.get("consent")
     return _canonical(
-        event_id, "location", occurred, received,
+        event_id, "location", occurred, received, event_name="beacon_sighting",
         user_id=reading.get("user_id"), anonymous_id=reading.get("subject_id"),
         device={"type": "mobile", "os": {"ios": "iOS", "android": "Android"}.get(platform), "user_agent": None},
         context={"ip": None, "locale": None, "timezone": position.get("timezone"),
@@ -717,8 +919,8 @@ def from_iot_beacon(reading: dict) -> dict:
     )  # fmt: skip
 
 
-_CANONICAL_OPTIONAL = {"user_id": None, "session_id": None, "device": None, "context": None, "page": None,
-                       "properties": {}, "consent": [], "campaign": None}  # fmt: skip
+_CANONICAL_OPTIONAL = {"event_name": None, "user_id": None, "session_id": None, "device": None, "context": None,
+                       "page": None, "properties": {}, "consent": [], "campaign": None}  # fmt: skip
 
 
 def from_canonical(event: dict, registry: SchemaRegistry) -> dict:
@@ -896,7 +1098,12 @@ def decode_record(raw: bytes | str | None) -> str:
         ) from None
 
 
-def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> dict:
+def normalize_object(
+    obj: Any,
+    limits: Limits = DEFAULT_LIMITS,
+    registry: SchemaRegistry = BUNDLED_SCHEMAS,
+    vocabulary: Vocabulary = BUNDLED_VOCABULARY,
+) -> dict:
     """One parsed JSON value -> a validated canonical event, or RejectedEvent with the reason."""
     if not isinstance(obj, dict):
         raise RejectedEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {type(obj).__name__}")
@@ -904,7 +1111,7 @@ def normalize_object(obj: Any, limits: Limits = DEFAULT_LIMITS, registry: Schema
         raise RejectedEvent(Reason.SCHEMA_VIOLATION, f"(event): objects and arrays nest deeper than {limits.max_depth}")
     source = detect_source(obj)
     try:
-        event = from_canonical(obj, registry) if source == "canonical" else ADAPTERS[source](obj)
+        event = from_canonical(obj, registry) if source == "canonical" else ADAPTERS[source](obj, vocabulary)
     except RejectedEvent:
         raise
     except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
@@ -932,9 +1139,14 @@ def _parse(line: str, limits: Limits) -> Any:
         raise RejectedEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"[:200]) from None
 
 
-def normalize_line(line: str, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> dict:
+def normalize_line(
+    line: str,
+    limits: Limits = DEFAULT_LIMITS,
+    registry: SchemaRegistry = BUNDLED_SCHEMAS,
+    vocabulary: Vocabulary = BUNDLED_VOCABULARY,
+) -> dict:
     """One NDJSON line holding one event -> a validated canonical event, or RejectedEvent with the reason."""
-    return normalize_object(_parse(line, limits), limits, registry)
+    return normalize_object(_parse(line, limits), limits, registry, vocabulary)
 
 
 def is_segment_batch(obj: Any) -> bool:
@@ -942,7 +1154,10 @@ def is_segment_batch(obj: Any) -> bool:
 
 
 def normalize_records(
-    line: str, limits: Limits = DEFAULT_LIMITS, registry: SchemaRegistry = BUNDLED_SCHEMAS
+    line: str,
+    limits: Limits = DEFAULT_LIMITS,
+    registry: SchemaRegistry = BUNDLED_SCHEMAS,
+    vocabulary: Vocabulary = BUNDLED_VOCABULARY,
 ) -> list[tuple[str, dict | RejectedEvent]]:
     """One input line -> its records as (raw text, canonical event or rejection).
 
@@ -956,7 +1171,7 @@ def normalize_records(
         return [(line, rejected)]
     if not is_segment_batch(obj):
         try:
-            return [(line, normalize_object(obj, limits, registry))]
+            return [(line, normalize_object(obj, limits, registry, vocabulary))]
         except RejectedEvent as rejected:
             return [(line, rejected)]
     messages = obj["batch"]
@@ -970,7 +1185,7 @@ def normalize_records(
             message = {**shared, **message, **({"context": context} if context else {})}
         raw = json.dumps(message, separators=(",", ":"))
         try:
-            records.append((raw, normalize_object(message, limits, registry)))
+            records.append((raw, normalize_object(message, limits, registry, vocabulary)))
         except RejectedEvent as rejected:
             records.append((raw, rejected))
     return records

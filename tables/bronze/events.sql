@@ -1,4 +1,4 @@
--- bronze.events: every accepted behaviour event, normalised onto the canonical event (v1 or v2; see
+-- bronze.events: every accepted behaviour event, normalised onto the canonical event (v1, v2 or v3; see
 -- tables/events/) and deduplicated by (session_id, event_id), or event_id alone when the source sends no
 -- session id (INTENTLAKE_DEDUP_KEYS). One row per distinct event. Appended by `intentlake run bronze`.
 -- @producer: bronze
@@ -7,13 +7,13 @@
 -- @person: user_id = user_id
 CREATE TABLE IF NOT EXISTS bronze.events (
   event_id        STRING    NOT NULL COMMENT 'Client or source event id; unique per session_id in this table',
-  event_type      STRING    NOT NULL COMMENT 'Canonical type: page_view, product_view, scroll, click, search, cart_add, wishlist_add, purchase, identify, location (v2)',
+  event_type      STRING    NOT NULL COMMENT 'Canonical type: page_view, product_view, scroll, click, search, cart_add, wishlist_add, purchase, identify, location (v2), custom, cart_remove, form, consent (v3)',
   occurred_at     TIMESTAMP NOT NULL COMMENT 'Event time in UTC, as stamped by the client',
   received_at     TIMESTAMP NOT NULL COMMENT 'When the collector or SDK batch received it (UTC)',
   user_id         STRING             COMMENT 'Login id when the user is identified, else null',
   anonymous_id    STRING    NOT NULL COMMENT 'Browser / device id set by the SDK',
   session_id      STRING             COMMENT 'Client-provided session id, when the source sends one',
-  device          STRUCT<type: STRING, os: STRING, user_agent: STRING> COMMENT 'Device class (desktop, mobile, tablet), OS and raw user agent',
+  device          STRUCT<type: STRING, os: STRING, user_agent: STRING> COMMENT 'Device class (desktop, mobile, tablet, bot in v3), OS and raw user agent',
   context         STRUCT<ip: STRING, locale: STRING, timezone: STRING, geo: STRUCT<lat: DOUBLE, lon: DOUBLE, country: STRING, city: STRING>> COMMENT 'Network, locale, IANA time zone and geo position',
   page            STRUCT<url: STRING, path: STRING, referrer: STRING> COMMENT 'Page or screen the event happened on',
   properties      MAP<STRING, STRING> COMMENT 'Event-specific properties (product_id, query, scroll_depth, x, y, button_id ...), values as text',
@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS bronze.events (
   ingested_at     TIMESTAMP NOT NULL COMMENT 'When the bronze batch that wrote this row started',
   source_file     STRING             COMMENT 'Landing file (or topic/partition/offset) the line came from',
   ingest_batch    STRING    NOT NULL COMMENT 'Lineage: <query id>/<micro-batch id> that wrote the row (replay/<id> for a quarantine replay)',
-  campaign        STRUCT<source: STRING, medium: STRING, name: STRING, term: STRING, content: STRING> COMMENT 'v2: marketing attribution (utm_* parameters or the source campaign context); null when unknown'
+  campaign        STRUCT<source: STRING, medium: STRING, name: STRING, term: STRING, content: STRING> COMMENT 'v2: marketing attribution (utm_* parameters or the source campaign context); null when unknown',
+  event_name      STRING             COMMENT 'v3: the source''s own name for the event (Segment track name, SDK kind, Snowplow action or schema vendor/name); what a custom event is'
 )
 USING DELTA
 PARTITIONED BY (event_date)
