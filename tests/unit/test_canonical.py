@@ -54,7 +54,8 @@ def test_beacon_sighting_becomes_a_location_event():
                        "rssi": "-67", "tx_power": "-59", "proximity": "near", "distance_m": "3",
                        "dwell_ms": "4200", "beacon.battery": "81"},
         "consent": ["analytics", "personalization"], "campaign": None,
-        "source": {"kind": "iot_beacon", "sdk": "beacon-gateway", "version": "2.4.1"}, "schema_version": 3, "event_name": "beacon_sighting",
+        "source": {"kind": "iot_beacon", "sdk": "beacon-gateway", "version": "2.4.1"},
+        "schema_version": 3, "event_name": "beacon_sighting",
     }  # fmt: skip
 
 

@@ -91,7 +91,8 @@ def test_segment_track_becomes_the_canonical_event():
         "consent": ["analytics", "personalization"],
         "source": {"kind": "segment", "sdk": "analytics.js", "version": "5.2.0"},
         "campaign": None,
-        "schema_version": 3, "event_name": SEGMENT_TRACK["event"],
+        "schema_version": 3,
+        "event_name": SEGMENT_TRACK["event"],
     }
 
 
@@ -121,7 +122,8 @@ def test_web_sdk_click_keeps_coordinates_button_and_unknown_fields_in_properties
         "consent": ["analytics"],
         "source": {"kind": "web_sdk", "sdk": "intentlake-web", "version": "2.3.1"},
         "campaign": None,
-        "schema_version": 3, "event_name": "click",
+        "schema_version": 3,
+        "event_name": "click",
     }
 
 
