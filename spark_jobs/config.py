@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from spark_jobs.bronze.vocabulary import vocabulary_beside
 from spark_jobs.contracts import table_contract
 from spark_jobs.errors import InvalidConfigError
 from spark_jobs.silver.moments import MOMENT_TYPES
@@ -149,7 +150,7 @@ _NOT_RULE_INPUTS = {"person_id", "as_of_date", "feature_version", "first_seen", 
                     "engagement_by_weekday"}  # fmt: skip
 
 
-def rule_input_schema() -> StructType:
+def rule_input_schema(custom: tuple[str, ...] = ()) -> StructType:
     """What a segment rule may refer to, typed: every silver.sessions column, intent_score, the count of each
     micro-moment type in the session (moments_<type>, e.g. moments_ad_fatigue), and the person's
     silver.user_features as of the session's UTC day (null where none was computed). Gold builds exactly
@@ -162,18 +163,21 @@ def rule_input_schema() -> StructType:
         *table_contract("silver.sessions").schema().fields,
         StructField("intent_score", DoubleType()),
         *(StructField(f"moments_{kind}", IntegerType()) for kind in MOMENT_TYPES),
+        *(StructField(column, IntegerType()) for column in custom),
         *(f for f in features if f.name not in _NOT_RULE_INPUTS),
     ])  # fmt: skip
 
 
-def rule_columns() -> set[str]:
-    """The names of `rule_input_schema`, read from the contracts without Spark (config loads before it)."""
+def rule_columns(custom: tuple[str, ...] = ()) -> set[str]:
+    """The names of `rule_input_schema`, read from the contracts without Spark (config loads before it).
+    `custom`: the custom_<key> columns of config/event_vocabulary.yaml's custom_features."""
 
     features = table_contract("silver.user_features").column_names
     return {
         *table_contract("silver.sessions").column_names,
         "intent_score",
         *(f"moments_{kind}" for kind in MOMENT_TYPES),
+        *custom,
         *(c for c in features if c not in _NOT_RULE_INPUTS),
     }
 
@@ -183,7 +187,7 @@ def load_segments(path: Path) -> tuple[SegmentRule, ...]:
     doc = _read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("segments"), list) or not doc["segments"]:
         raise InvalidConfigError(path, "segments", "expected a non-empty list of {name, when} rules")
-    allowed = rule_columns()
+    allowed = rule_columns(_custom_columns(path))
     rules, seen = [], set()
     for i, spec in enumerate(doc["segments"], start=1):
         if not isinstance(spec, dict):
@@ -231,7 +235,7 @@ def check_rules_compile(spark: SparkSession, path: Path, rules: tuple[SegmentRul
     from pyspark.errors import AnalysisException, ParseException
     from pyspark.sql.types import BooleanType
 
-    empty = spark.createDataFrame([], rule_input_schema())
+    empty = spark.createDataFrame([], rule_input_schema(_custom_columns(path)))
     for rule in rules:
         try:
             data_type = empty.select(rule_condition(rule).alias("x")).schema["x"].dataType
@@ -310,7 +314,7 @@ def load_models(path: Path) -> ModelsConfig:
     params = learned.get("params") or {}
     if not isinstance(params, dict) or set(params) - {"reg_param", "elastic_net_param", "max_iter"}:
         raise InvalidConfigError(path, "learned: params", "allowed: reg_param, elastic_net_param, max_iter")
-    types = _model_input_types()
+    types = _model_input_types(_custom_columns(path))
     raw = learned.get("features")
     if not isinstance(raw, list) or not raw:
         raise InvalidConfigError(path, "learned: features", "expected a non-empty list of {column, transform}")
@@ -366,11 +370,17 @@ def load_models(path: Path) -> ModelsConfig:
     )
 
 
-def _model_input_types() -> dict[str, str]:
+def _custom_columns(path: Path) -> tuple[str, ...]:
+    """The custom_<key> inputs the vocabulary beside a config file defines."""
+    return tuple(vocabulary_beside(path).feature_columns)
+
+
+def _model_input_types(custom: tuple[str, ...] = ()) -> dict[str, str]:
     """Columns a learned model may read, with their contract types (rule inputs minus keys and times)."""
 
     types = dict(table_contract("silver.sessions").column_types)
     types.update({f"moments_{kind}": "INT" for kind in MOMENT_TYPES})
+    types.update(dict.fromkeys(custom, "INT"))
     features = table_contract("silver.user_features").column_types
     types.update({c: t for c, t in features.items() if c not in _NOT_RULE_INPUTS})
     return {c: t for c, t in types.items() if c not in _NOT_MODEL_INPUTS}

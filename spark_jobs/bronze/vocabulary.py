@@ -133,3 +133,10 @@ def load_vocabulary(path: Path = BUNDLED_FILE) -> Vocabulary:
 
 
 BUNDLED_VOCABULARY = load_vocabulary()
+
+
+def vocabulary_beside(path: Path) -> Vocabulary:
+    """The vocabulary in the config folder `path` is in (config files travel together; rules read its
+    custom_<key> features), else the bundled one."""
+    candidate = Path(path).parent / BUNDLED_FILE.name
+    return load_vocabulary(candidate) if candidate.exists() else BUNDLED_VOCABULARY

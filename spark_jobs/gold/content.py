@@ -22,12 +22,14 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.bronze.vocabulary import load_vocabulary, vocabulary_beside
 from spark_jobs.config import InvalidConfigError, read_mapping
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.gold.scoring import moment_counts
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
 from spark_jobs.silver.moments import MOMENT_TYPES
+from spark_jobs.silver.sessions import custom_feature_columns
 
 TABLE = "gold.content_assignments"
 ADAPTATIONS = ("tone", "format", "cta")
@@ -70,9 +72,11 @@ class ContentRules:
     channels: tuple[str, ...]
     rules: tuple[ContentRule, ...]  # in evaluation order: priority descending, then file order
     version: str  # sha256 of the file (first 12 hex digits): which rules produced a pick
+    # the variables triggers may read: VARIABLES plus custom_<key> (config/event_vocabulary.yaml beside it)
+    variables: tuple[tuple[str, str], ...] = tuple(VARIABLES.items())
 
 
-def _compile(path: Path, name: str, trigger: str) -> Any:
+def _compile(path: Path, name: str, trigger: str, variables: dict[str, str]) -> Any:
     import cel
 
     where = f"rule '{name}'"
@@ -81,12 +85,12 @@ def _compile(path: Path, name: str, trigger: str) -> Any:
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise InvalidConfigError(path, where, f"trigger {trigger!r} is not valid CEL: {first}") from None
-    unknown = sorted(set(program.variables()) - set(VARIABLES))
+    unknown = sorted(set(program.variables()) - set(variables))
     if unknown:
         raise InvalidConfigError(path, where, f"unknown variable(s) {unknown} in trigger {trigger!r}; "
-                                 f"available: {sorted(VARIABLES)}")  # fmt: skip
+                                 f"available: {sorted(variables)}")  # fmt: skip
     for sample in _SAMPLES:
-        context = {v: sample[t] for v, t in VARIABLES.items()}
+        context = {v: sample[t] for v, t in variables.items()}
         try:
             result = program.execute(context)
         except (TypeError, RuntimeError, ValueError) as exc:
@@ -109,6 +113,7 @@ def load_content_rules(path: Path) -> ContentRules:
     if not isinstance(raw, list) or not raw:
         raise InvalidConfigError(path, "rules", "expected a non-empty list of {name, priority, trigger, adaptations}")
     rules, seen = [], set()
+    variables = {**VARIABLES, **dict.fromkeys(vocabulary_beside(path).feature_columns, "int")}
     allowed = {"name", "priority", "channels", "trigger", "adaptations", "description"}
     for i, spec in enumerate(raw, start=1):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"].strip():
@@ -133,7 +138,7 @@ def load_content_rules(path: Path) -> ContentRules:
             trigger = "true" if trigger else "false"
         if not isinstance(trigger, str) or not trigger.strip():
             raise InvalidConfigError(path, where, "needs a trigger (a CEL expression that is true or false)")
-        _compile(path, name, trigger)
+        _compile(path, name, trigger, variables)
         adaptations = spec.get("adaptations")
         if not isinstance(adaptations, dict) or set(adaptations) != set(ADAPTATIONS):
             raise InvalidConfigError(path, where, f"adaptations must have exactly {list(ADAPTATIONS)}")
@@ -143,17 +148,19 @@ def load_content_rules(path: Path) -> ContentRules:
                                  *(adaptations[a].strip() for a in ADAPTATIONS)))  # fmt: skip
     order = sorted(range(len(rules)), key=lambda i: (-rules[i].priority, i))
     version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return ContentRules(tuple(channels), tuple(rules[i] for i in order), version)
+    return ContentRules(tuple(channels), tuple(rules[i] for i in order), version, tuple(variables.items()))
 
 
-def person_contexts(spark: SparkSession, settings: Settings) -> DataFrame:
+def person_contexts(spark: SparkSession, settings: Settings, variables: dict[str, str] | None = None) -> DataFrame:
     """One row per person in gold.user_segments with every trigger variable (nulls where unknown)."""
+    variables = variables or VARIABLES
+    vocabulary = load_vocabulary(settings.event_vocabulary_file)
     segments = read_table(spark, settings, "gold.user_segments").select(
         "person_id", "segment", "intent_score", "session_id", "sessions", "model_version"
     )
     silver = read_table(spark, settings, "silver.sessions")
     wanted = [c for c in (*_STRINGS, *_INTS, "converted") if c in silver.columns and c not in segments.columns]
-    sessions = silver.select("session_id", "person_id", *wanted)
+    sessions = silver.select("session_id", "person_id", *wanted, *custom_feature_columns(vocabulary))
     moments = moment_counts(spark, settings, segments, ["session_id"])
     send = read_table(spark, settings, "gold.send_times").select(
         "person_id", "best_local_hour", F.col("source").alias("send_time_source")
@@ -164,8 +171,8 @@ def person_contexts(spark: SparkSession, settings: Settings) -> DataFrame:
         .join(send, "person_id", "left")
     )
     columns = []
-    for name, kind in VARIABLES.items():
-        if name.startswith("moments_"):
+    for name, kind in variables.items():
+        if name.startswith(("moments_", "custom_")) and name in joined.columns:
             columns.append(F.coalesce(F.col(name), F.lit(0)).cast("int").alias(name))
         elif name in joined.columns:
             spark_type = {"string": "string", "int": "int", "double": "double", "bool": "boolean"}[kind]
@@ -188,10 +195,11 @@ def _pick_batches(rules: ContentRules):
         import cel
 
         programs = [(rule, cel.compile(rule.trigger)) for rule in rules.rules]
+        names = [name for name, _ in rules.variables]
         for batch in batches:
             out: list[dict] = []
             for row in batch.to_pylist():
-                context = {name: row[name] for name in VARIABLES}
+                context = {name: row[name] for name in names}
                 failed: list[str] = []
                 matched: list[ContentRule] = []
                 for rule, program in programs:
@@ -242,7 +250,7 @@ def assign_content(
     rules = rules or load_content_rules(settings.content_rules_file)
     ensure_tables(spark, settings)
     now = now or datetime.now(UTC)
-    contexts = person_contexts(spark, settings)
+    contexts = person_contexts(spark, settings, dict(rules.variables))
     picked = contexts.mapInArrow(_pick_batches(rules), _OUTPUT).localCheckpoint(eager=True)
     figures = picked.groupBy("channel", "rule").count().collect()
     one_row_per_person = picked.filter(F.col("channel") == F.lit(rules.channels[0]))

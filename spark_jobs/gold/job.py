@@ -20,7 +20,7 @@ from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.gold.content import load_content_rules
 from spark_jobs.gold.history import update_segment_history
 from spark_jobs.gold.models import Scorer, check_config_version, resolve_champion
-from spark_jobs.gold.scoring import assign_segments, current_segments, segment_inputs
+from spark_jobs.gold.scoring import BOT, assign_segments, current_segments, segment_inputs
 from spark_jobs.locks import batch_lock
 from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings
@@ -46,6 +46,8 @@ def process_gold_batch(
         with record.phase("read"):
             record.input_rows = changes.count()
         sessions = read_table(spark, settings, "silver.sessions").join(persons, "person_id", "left_semi")
+        with record.phase("bots"):  # not scored (segment_inputs leaves them out): counted, never silently
+            bots = sessions.filter(F.col("device_type") == BOT).count()
         scores = assign_segments(model.score(segment_inputs(spark, settings, sessions)), rules)
         scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
         with record.phase("merge_scores"):
@@ -77,6 +79,7 @@ def process_gold_batch(
             **segments.as_details("segments"),
             **history.as_details("history"),
             model_version=model.version,
+            bot_sessions_not_scored=bots,
         )
         record.write(spark, settings)
         return record

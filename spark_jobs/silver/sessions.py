@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
+from spark_jobs.bronze.vocabulary import Vocabulary
 from spark_jobs.contracts import table_contract
 from spark_jobs.silver.context import ContextConfig, IpTimezones, add_context
 from spark_jobs.silver.identity import person_id_column
@@ -166,6 +167,23 @@ def _session_phase(cfg: ContextConfig) -> Column:
     )
 
 
+def custom_event_counts(names: Column) -> Column:
+    """An array of custom event names -> {name: how many times}; an empty map when there are none."""
+    return F.map_from_entries(
+        F.transform(F.array_distinct(names), lambda n: F.struct(n, F.size(F.filter(names, lambda x: x == n))))
+    ).cast("map<string,int>")
+
+
+def custom_feature_columns(vocabulary: Vocabulary, counts: Column | None = None) -> list[Column]:
+    """custom_<key> for each custom feature of the vocabulary: that custom event's count in a session's
+    custom_events (0 when it had none). What segment rules, content rules and learned models read."""
+    counts = F.col("custom_events") if counts is None else counts
+    return [
+        F.coalesce(F.try_element_at(counts, F.lit(name)), F.lit(0)).cast("int").alias(column)
+        for column, name in vocabulary.feature_columns.items()
+    ]
+
+
 def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | None = None) -> DataFrame:
     """Sessionized events (`sessionize`) -> one row per session with its features, in the contract's layout.
 
@@ -228,6 +246,7 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         # coalesced: a session of track calls without any page (server-side sources, apps) has no path
         F.coalesce(F.max(F.col("page.path").startswith("/checkout")), F.lit(False)).alias("checkout_started"),
         F.max(F.col("event_type") == "purchase").alias("converted"),
+        F.collect_list(F.when(F.col("event_type") == "custom", F.col("event_name"))).alias("_custom_names"),
         F.max_by("page.path", F.struct("occurred_at", "event_id")).alias("drop_off_page"),
         _first("campaign.source").alias("_campaign_source"),
         _first("campaign.medium").alias("_campaign_medium"),
@@ -273,7 +292,13 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         .withColumn("local_hour", F.hour("local_start"))
         .withColumn("local_weekday", (F.dayofweek("local_start") + 5) % 7 + 1)  # ISO: 1 = Monday
         .withColumn("daypart", rules.context.daypart_column(F.col("local_hour")))
-        .withColumn("device_type", F.coalesce("_sdk_device_type", "_ua_device_type"))
+        .withColumn("custom_events", custom_event_counts(F.col("_custom_names")))
+        .withColumn(
+            "device_type",  # a bot is a bot whoever says so: the source's enrichment or our UA parser
+            F.when((F.col("_sdk_device_type") == "bot") | (F.col("_ua_device_type") == "bot"), F.lit("bot")).otherwise(
+                F.coalesce("_sdk_device_type", "_ua_device_type")
+            ),
+        )
         .withColumn("os", F.coalesce("_ua_os", "_sdk_os"))
         .withColumn("session_phase", _session_phase(rules.context))
         .withColumn("updated_at", F.current_timestamp())

@@ -51,11 +51,12 @@ CREATE TABLE IF NOT EXISTS silver.sessions (
   local_hour           INT                COMMENT 'Hour 0-23 of local_start',
   local_weekday        INT                COMMENT 'ISO weekday of local_start: 1 = Monday ... 7 = Sunday',
   daypart              STRING             COMMENT 'night, morning, afternoon or evening of local_hour (config/context.yaml)',
-  device_type          STRING             COMMENT 'desktop, mobile, tablet or bot: the SDK''s own, else parsed from the user agent',
+  device_type          STRING             COMMENT 'desktop, mobile, tablet or bot: bot when the source (or its enrichment) or the user agent says so, else the SDK''s own, else parsed from the user agent; bot sessions are not scored',
   os                   STRING             COMMENT 'Operating system and version parsed from the user agent (else the SDK''s)',
   browser              STRING             COMMENT 'Browser and major version parsed from the user agent',
   session_phase        STRING    NOT NULL COMMENT 'entry, browsing, deep or checkout: how far the session has gone (config/context.yaml)',
   duration_seconds     DOUBLE    NOT NULL COMMENT 'session_end - session_start in seconds',
+  custom_events        MAP<STRING, INT>   COMMENT 'Custom events (not mapped onto a canonical type by config/event_vocabulary.yaml) by their source name: how many of each; custom_features there turns named ones into rule and model inputs custom_<key>',
   updated_at           TIMESTAMP NOT NULL COMMENT 'When the silver batch that last changed this row ran (freshness)',
   session_date         DATE      NOT NULL COMMENT 'Partition: UTC date of session_start'
 )

@@ -19,15 +19,17 @@ T0 = datetime(2026, 11, 2, 10, 0, 0, tzinfo=UTC)
 EVENT_SCHEMA = ", ".join(item for item in table_contract("bronze.events").columns_ddl.split("\n") if item.strip())
 
 
-def _events(spark, rows, prefix="e", t0=T0, timezone="Europe/Berlin"):
-    """rows: (anonymous_id, seconds after t0, event_type, props, session_id, user_id, path)."""
+def _events(spark, rows, prefix="e", t0=T0, timezone="Europe/Berlin", device_type="mobile"):
+    """rows: (anonymous_id, seconds after t0, event_type, props, session_id, user_id, path); an event_type
+    custom:<name> is a custom event of that name."""
     data = []
     for i, (anon, sec, etype, props, sid, uid, path) in enumerate(rows):
         at = t0 + timedelta(seconds=sec)
+        name = etype.removeprefix("custom:") if etype.startswith("custom:") else None
         data.append({
-            "event_id": f"{prefix}{i:03d}", "event_type": etype, "occurred_at": at, "received_at": at,
-            "user_id": uid, "anonymous_id": anon, "session_id": sid,
-            "device": {"type": "mobile", "os": "iOS", "user_agent": "ua"},
+            "event_id": f"{prefix}{i:03d}", "event_type": "custom" if name else etype, "event_name": name,
+            "occurred_at": at, "received_at": at, "user_id": uid, "anonymous_id": anon, "session_id": sid,
+            "device": {"type": device_type, "os": "iOS", "user_agent": "ua"},
             "context": {"ip": None, "locale": None, "timezone": timezone, "geo": None},
             "page": {"url": None, "path": path, "referrer": None}, "properties": props, "consent": [],
             "source": {"kind": "web_sdk", "sdk": None, "version": None}, "schema_version": 1,

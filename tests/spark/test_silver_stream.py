@@ -3,6 +3,7 @@ events, the watermark, late-events table, marathon splits, and a DST change in t
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,7 @@ import pytest
 
 from spark_jobs.contracts import ensure_tables
 from spark_jobs.gold import job as gold
+from spark_jobs.settings import REPO_ROOT
 from spark_jobs.silver import job as silver
 from tests.helpers import table
 from tests.spark.test_sessions import T0, _events, _view, sessions_of
@@ -24,8 +26,8 @@ class Stream:
         self.spark, self.settings, self.batch = spark, settings, 0
         ensure_tables(spark, settings)
 
-    def feed(self, rows, t0=T0, timezone="Europe/Berlin"):
-        events = _events(self.spark, rows, prefix=f"b{self.batch}-", t0=t0, timezone=timezone)
+    def feed(self, rows, t0=T0, timezone="Europe/Berlin", device_type="mobile"):
+        events = _events(self.spark, rows, prefix=f"b{self.batch}-", t0=t0, timezone=timezone, device_type=device_type)
         events.write.format("delta").mode("append").save(str(self.settings.table_path("bronze.events")))
         record = silver.process_silver_batch(self.spark, self.settings, events, self.batch, "q")
         self.batch += 1
@@ -203,3 +205,31 @@ def test_track_calls_without_pages_go_through_silver_and_gold(stream):
     scores = table(stream.spark, stream.settings, "gold.session_scores").collect()
     assert len(scores) == 2 and all(0 <= r.intent_score <= 100 and r.segment for r in scores)
     assert table(stream.spark, stream.settings, "gold.user_segments").count() == 2
+
+
+def test_custom_events_are_counted_by_name_rules_read_them_and_bots_are_not_scored(stream, tmp_path):
+    """Silver counts custom events by their source name; a segment rule reads the count config names
+    (custom_coupon_applied); a bot's session is stored in silver but never scored or segmented."""
+    stream.feed([
+        ("c-1", 0, "custom:Coupon Applied", {"coupon": "W10"}, None, "u-1", None),
+        ("c-1", 20, "custom:Coupon Applied", {}, None, "u-1", None),
+        ("c-1", 40, "custom:Video Played", {}, None, "u-1", None),
+        ("c-1", 60, "cart_add", {"product_id": "p1"}, None, "u-1", None),
+    ])  # fmt: skip
+    stream.feed([("bot-1", 70, "page_view", {}, None, None, "/"), ("bot-1", 75, "custom:Video Played", {},
+                                                                   None, None, None)], device_type="bot")  # fmt: skip
+    rows = {r.anonymous_id: r for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
+    assert rows["c-1"].custom_events == {"Coupon Applied": 2, "Video Played": 1}
+    assert rows["bot-1"].device_type == "bot" and rows["bot-1"].custom_events == {"Video Played": 1}
+    config = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", config)
+    segments = config / "segments.yaml"
+    segments.write_text(segments.read_text().replace("segments:\n", "segments:\n  - name: Coupon Hunter\n"
+                                                     "    when: \"custom_coupon_applied >= 2\"\n", 1))  # fmt: skip
+    settings = replace(stream.settings, config_dir=config)
+    gold.run(stream.spark, settings)
+    scores = table(stream.spark, settings, "gold.session_scores").collect()
+    assert [(r.person_id.startswith("bot"), r.segment) for r in scores] == [(False, "Coupon Hunter")]
+    assert table(stream.spark, settings, "gold.user_segments").count() == 1
+    runs = table(stream.spark, settings, "ops.pipeline_runs").filter("job = 'gold'").collect()
+    assert sum(int(r.details["bot_sessions_not_scored"]) for r in runs) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,42 @@ def test_snowplow_enrichment_contexts_fill_the_device_and_mark_bots():
     assert normalize_line(json.dumps(parsed))["device"]["type"] == "bot"
     human = normalize_line(json.dumps(ping))
     assert human["device"]["type"] == "desktop" and "bot_reason" not in human["properties"]
+
+
+def test_rules_and_models_may_read_the_custom_features_config_names_and_nothing_else(tmp_path):
+    from spark_jobs.config import load_models, load_segments
+    from spark_jobs.gold.content import load_content_rules
+
+    config = tmp_path / "config"
+    shutil.copytree(BUNDLED_FILE.parent, config)
+    segments = config / "segments.yaml"
+    segments.write_text(
+        segments.read_text().replace(
+            "segments:\n", 'segments:\n  - name: Coupon Hunter\n    when: "custom_coupon_applied >= 2"\n', 1
+        )
+    )
+    assert load_segments(segments)[0].when == "custom_coupon_applied >= 2"
+    models = config / "models.yaml"
+    models.write_text(
+        models.read_text().replace(
+            "  features:\n", "  features:\n    - {column: custom_signed_up, transform: indicator}\n", 1
+        )
+    )
+    assert load_models(models).features[0].column == "custom_signed_up"
+    content = config / "content_rules.yaml"
+    content.write_text(
+        content.read_text().replace(
+            "rules:\n",
+            "rules:\n  - name: video-fans\n    priority: 5\n    trigger: 'custom_video_played >= 3'\n"
+            '    adaptations: {tone: playful, format: video digest, cta: "Watch next"}\n',
+            1,
+        )
+    )
+    assert "custom_video_played" in dict(load_content_rules(content).variables)
+    (config / "event_vocabulary.yaml").write_text("sources: {}\n")  # without custom_features: unknown again
+    with pytest.raises(InvalidConfigError, match="custom_coupon_applied"):
+        load_segments(segments)
+    with pytest.raises(InvalidConfigError, match="unknown feature"):
+        load_models(models)
+    with pytest.raises(InvalidConfigError, match="custom_video_played"):
+        load_content_rules(content)
