@@ -367,7 +367,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"resetting the demo lakehouse at {settings.lakehouse} (use --keep to add to it)")
         shutil.rmtree(settings.lakehouse)
     started = time.monotonic()
-    _print_simulated(op.simulate_events(settings, events=args.events, seed=args.seed), settings)
+    # the demo speaks like real sources: Snowplow, server-side track calls, custom events, shared session ids
+    _print_simulated(op.simulate_events(settings, events=args.events, seed=args.seed, realistic=True), settings)
     print("starting Spark ...")
     lh = Lakehouse(settings)
     timings: dict[str, float] = {}
@@ -456,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--malformed-rate", type=float, default=knobs["malformed_rate"], help="malformed lines per event")
     sim.add_argument("--lines-per-file", type=int, default=knobs["lines_per_file"], help="lines per landing file")
+    sim.add_argument("--realistic", action="store_true", help="also Snowplow self-describing events, server-side "
+                     "track calls, session ids shared across devices and custom events (as make demo)")  # fmt: skip
     sim.add_argument(
         "--sink", choices=("files", "kafka"), default="files", help="landing-zone files (default) or the Kafka topic"
     )

@@ -261,6 +261,7 @@ class _User:
     sends_session_id: bool
     ip: str
     consent: list[str]
+    counts_sessions: bool = False  # its client session ids are 1, 2, 3 ... (shared with other devices)
 
 
 def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:
@@ -292,6 +293,34 @@ def _make_user(rng: random.Random) -> _User:
         ip=f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}",
         consent=consent,
     )
+
+
+def _make_realistic(rng: random.Random, user: _User) -> None:
+    """Turn some users into Snowplow or server-side sources, and some SDKs into session counters."""
+    draw = rng.random()
+    if draw < SNOWPLOW_SHARE:
+        user.source_kind, user.sends_session_id = "snowplow", True
+    elif draw < SNOWPLOW_SHARE + SERVER_SHARE:
+        user.source_kind, user.sends_session_id = "server", False
+        user.user_id = user.user_id or f"u-{rng.randrange(10**7):07d}"
+        user.anonymous_id = f"uid:{user.user_id}"  # what bronze keys a call without anonymousId by
+    user.counts_sessions = user.source_kind == "web_sdk" and user.sends_session_id and rng.random() < COUNTER_SID_SHARE
+
+
+def _with_custom_events(rng: random.Random, user: _User, events: list[dict]) -> list[dict]:
+    """A few custom events between a session's events (a second after the one before: the session's shape
+    stays); a server source's events all carry the login."""
+    out: list[dict] = []
+    for i, e in enumerate(events):
+        out.append(e)
+        if i < len(events) - 1 and rng.random() < CUSTOM_EVENT_RATE:
+            name = rng.choice(CUSTOM_EVENTS)
+            out.append({"type": "custom", "name": name, "t": e["t"] + timedelta(seconds=1), "path": e["path"],
+                        "props": {"label": name.split(" ")[0].lower()}, "user_id": e["user_id"]})  # fmt: skip
+    if user.source_kind == "server":
+        for e in out:
+            e["user_id"] = user.user_id
+    return out
 
 
 def _session_starts(rng: random.Random, user: _User, day: date, count: int, days: int = 1) -> list[datetime]:
@@ -428,7 +457,7 @@ def render_segment(user: _User, e: dict, event_id: str, received: datetime) -> d
     elif e["type"] == "identify":
         msg.update(type="identify", userId=user.user_id, traits={"plan": "member"})
     else:
-        msg.update(type="track", event=SEGMENT_EVENTS[e["type"]], properties=e["props"])
+        msg.update(type="track", event=e.get("name") or SEGMENT_EVENTS[e["type"]], properties=e["props"])
     return msg
 
 
@@ -438,7 +467,7 @@ def render_web_sdk(user: _User, e: dict, event_id: str, received: datetime, sess
     payload: dict = {
         "sdk": "intentlake-web",
         "sdk_version": "2.3.1",
-        "kind": WEB_SDK_KINDS[e["type"]],
+        "kind": e["name"].lower().replace(" ", "_") if e["type"] == "custom" else WEB_SDK_KINDS[e["type"]],
         "eid": event_id,
         "ts": _epoch_ms(e["t"]),
         "recv_ts": _epoch_ms(received),
@@ -460,6 +489,97 @@ def render_web_sdk(user: _User, e: dict, event_id: str, received: datetime, sess
         payload.update(x=int(props.pop("x")), y=int(props.pop("y")), button_id=props.pop("button_id"))
     payload["data"] = props
     return payload
+
+
+# Realistic sources (simulate(..., realistic=True), what `make demo` sends): a share of users speak Snowplow
+# (self-describing events with contexts), a share are server-side sources that send only track calls without
+# a page, some SDKs number sessions 1, 2, 3 ... (so devices share client session ids), and sessions carry
+# custom events the vocabulary does not map.
+SNOWPLOW_SHARE, SERVER_SHARE, COUNTER_SID_SHARE, CUSTOM_EVENT_RATE = 0.15, 0.05, 0.4, 0.04
+CUSTOM_EVENTS = ("Coupon Applied", "Video Played", "Newsletter Opened", "Size Guide Viewed")
+SERVER_TRACK_NAMES = {"page_view": "Page Rendered", "scroll": "Content Scrolled", "click": "Element Clicked"}
+_YAUAA_CLASS = {"mobile": "Phone", "desktop": "Desktop", "tablet": "Tablet"}
+_SNOWPLOW_ECOMMERCE = "iglu:com.snowplowanalytics.snowplow.ecommerce/snowplow_ecommerce_action/jsonschema/1-0-2"
+_SNOWPLOW_PRODUCT = "iglu:com.snowplowanalytics.snowplow.ecommerce/product/jsonschema/1-0-0"
+_SNOWPLOW_TRANSACTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/transaction/jsonschema/1-0-0"
+
+
+def _snowplow_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _snowplow_unstruct(schema: str, data: dict) -> dict:
+    vendor, name, _, version = schema.removeprefix("iglu:").split("/")
+    column = f"unstruct_event_{vendor.replace('.', '_')}_{name}_{version.split('-')[0]}"
+    return {"event": "unstruct", "event_vendor": vendor, "event_name": name, "event_format": "jsonschema",
+            "event_version": version, column: data}  # fmt: skip
+
+
+def render_snowplow(
+    user: _User, e: dict, event_id: str, received: datetime, session_id: str, page_view_id: str
+) -> dict:
+    """One event as a Snowplow enriched event in the Analytics SDK's JSON form, with the web_page and yauaa
+    contexts: pages are page_view, scrolls page_ping, clicks link_click, searches site_search, products, cart
+    and orders the e-commerce action with product / transaction entities, logins a structured event, custom
+    events a vendor's own schema."""
+    city, country, zone, lat, lon, locale = user.city
+    event: dict = {
+        "app_id": "shop", "platform": "web", "event_id": event_id, "name_tracker": "sp", "v_tracker": "js-3.24.0",
+        "collector_tstamp": _snowplow_time(received), "dvce_created_tstamp": _snowplow_time(e["t"]),
+        "derived_tstamp": _snowplow_time(e["t"]), "domain_userid": user.anonymous_id, "domain_sessionid": session_id,
+        "user_id": e["user_id"], "user_ipaddress": user.ip, "useragent": user.user_agent, "br_lang": locale,
+        "os_timezone": zone, "geo_country": country, "geo_city": city, "geo_latitude": lat, "geo_longitude": lon,
+        "page_url": HOST + e["path"], "page_urlpath": e["path"], "page_referrer": e.get("ref") or None,
+        "contexts_com_snowplowanalytics_snowplow_web_page_1": [{"id": page_view_id}],
+        "contexts_nl_basjes_yauaa_context_1": [{"deviceClass": _YAUAA_CLASS[user.device_type],
+                                                "operatingSystemNameVersion": user.os}],
+    }  # fmt: skip
+    props, kind = e["props"], e["type"]
+    product = {"id": props.get("product_id"), "price": float(props.get("price") or 0), "currency": "EUR"}
+    if kind == "page_view":
+        event["event"] = "page_view"
+    elif kind == "scroll":
+        event.update(event="page_ping", doc_height=4000, pp_yoffset_max=int(props["scroll_depth"]) * 40)
+    elif kind == "click":
+        event.update(_snowplow_unstruct("iglu:com.snowplowanalytics.snowplow/link_click/jsonschema/1-0-1",
+                                        {"targetUrl": HOST + e["path"], "elementId": props["button_id"],
+                                         "elementClasses": ["btn"]}))  # fmt: skip
+    elif kind == "search":
+        event.update(_snowplow_unstruct("iglu:com.snowplowanalytics.snowplow/site_search/jsonschema/1-0-0",
+                                        {"terms": props["query"].split(" ")}))  # fmt: skip
+    elif kind in ("product_view", "cart_add"):
+        event.update(_snowplow_unstruct(_SNOWPLOW_ECOMMERCE, {"type": kind.replace("cart_add", "add_to_cart")}))
+        event["contexts_com_snowplowanalytics_snowplow_ecommerce_product_1"] = [product]
+    elif kind == "purchase":
+        event.update(_snowplow_unstruct(_SNOWPLOW_ECOMMERCE, {"type": "transaction"}))
+        event["contexts_com_snowplowanalytics_snowplow_ecommerce_transaction_1"] = [
+            {"transaction_id": props["order_id"], "revenue": float(props["revenue"]), "currency": "EUR",
+             "payment_method": "card", "total_quantity": len(props["products"].split(","))}]  # fmt: skip
+        event["contexts_com_snowplowanalytics_snowplow_ecommerce_product_1"] = [
+            {"id": p, "price": 0.0, "currency": "EUR"} for p in props["products"].split(",")
+        ]
+    elif kind == "wishlist_add":
+        event.update(event="struct", se_category="product", se_action="add-to-wishlist", se_label=props["product_id"])
+    elif kind == "identify":
+        event.update(event="struct", se_category="auth", se_action="login", user_id=user.user_id)
+    else:  # custom
+        name = e["name"].lower().replace(" ", "_")
+        event.update(_snowplow_unstruct(f"iglu:com.example.shop/{name}/jsonschema/1-0-0", dict(props)))
+    return event
+
+
+def render_server(user: _User, e: dict, event_id: str, received: datetime) -> dict:
+    """One event as a server-side Segment source sends it: track calls (and identify) with the login only, no
+    page, no user agent; pages and scrolls are the server's own custom names."""
+    msg: dict = {"messageId": event_id, "userId": user.user_id, "timestamp": _iso(e["t"]),
+                 "receivedAt": _iso(received), "context": {"library": {"name": "analytics-python",
+                                                                       "version": "2.3.2"}}}  # fmt: skip
+    if e["type"] == "identify":
+        msg.update(type="identify", traits={"plan": "member"})
+    else:
+        name = e.get("name") or SERVER_TRACK_NAMES.get(e["type"]) or SEGMENT_EVENTS[e["type"]]
+        msg.update(type="track", event=name, properties=e["props"])
+    return msg
 
 
 def _malformed_line(rng: random.Random, kind: str, sample: str, when: datetime) -> str:
@@ -505,8 +625,13 @@ def simulate(
     late_rate: float = 0.02,
     malformed_rate: float = 0.002,
     lines_per_file: int = 5_000,
+    realistic: bool = False,
 ) -> SimulationSummary:
     """Write about `events` events as NDJSON files into `landing` and the ground truth into `truth`.
+
+    realistic: also speak like real sources (Snowplow self-describing events with contexts, server-side
+    track-only calls, session counters shared across devices, custom events); off, the input is the one
+    the benchmarks and most tests were built on.
 
     The same arguments always produce byte-identical files (seeded; no wall-clock time is used).
     """
@@ -537,17 +662,23 @@ def simulate(
 
     while summary.events < events:
         user = _make_user(rng)
+        if realistic:
+            _make_realistic(rng, user)
         users.append(user)
         persona = PERSONAS[user.persona]
         starts = _session_starts(rng, user, day, rng.randint(*persona.sessions), days)
         last_end: datetime | None = None
-        for start in starts:
+        for index, start in enumerate(starts, start=1):
             if last_end and start < last_end + timedelta(seconds=MIN_SESSION_SEPARATION_S):
                 start = last_end + timedelta(seconds=MIN_SESSION_SEPARATION_S + rng.uniform(0, 3600))
             session_events = _session_events(rng, user, persona, start)
+            if realistic:
+                session_events = _with_custom_events(rng, user, session_events)
             last_end = session_events[-1]["t"]
             true_sid = _new_id(rng, "s-")
             client_sid = true_sid if user.sends_session_id else None
+            if client_sid and user.counts_sessions:
+                client_sid = str(index)  # another device's session 1 has the same id
             converted = any(e["type"] == "purchase" for e in session_events)
             session_rows.append(
                 {
@@ -561,13 +692,22 @@ def simulate(
                     "client_session_id": client_sid or "",
                 }
             )
+            page_view_id = None
             for e in session_events:
                 event_id = _new_id(rng, "e-")
+                if user.source_kind == "snowplow" and (page_view_id is None or e["type"] == "page_view"):
+                    page_view_id = _new_id(rng, "pv-")
+                    if e["type"] == "page_view":
+                        event_id = page_view_id  # Snowplow keys a page view by its page view id
                 is_late = rng.random() < late_rate
                 delay = timedelta(minutes=rng.uniform(2, 30)) if is_late else timedelta(seconds=rng.uniform(0.05, 2))
                 received = e["t"] + delay
                 if user.source_kind == "segment":
                     payload = render_segment(user, e, event_id, received)
+                elif user.source_kind == "snowplow":
+                    payload = render_snowplow(user, e, event_id, received, client_sid, page_view_id)
+                elif user.source_kind == "server":
+                    payload = render_server(user, e, event_id, received)
                 else:
                     payload = render_web_sdk(user, e, event_id, received, client_sid)
                 line = json.dumps(payload, separators=(",", ":"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -124,6 +124,14 @@ def _record_late(spark: SparkSession, settings: Settings, rows: DataFrame | None
     )
 
 
+def stored_client_id() -> Column:
+    """A stored session's client session id: the column, or (rows written before it existed) the session id
+    itself, which was the client's; null for sessions the pipeline cut by idle timeout."""
+    return F.coalesce(
+        F.col("client_session_id"), F.when(F.col("sessionized_by") == "client_session_id", F.col("session_id"))
+    )
+
+
 def recompute_scope(
     spark: SparkSession, settings: Settings, accepted: DataFrame, watermark_before_us: int | None, timeout_s: int
 ) -> DataFrame:
@@ -137,7 +145,7 @@ def recompute_scope(
     )
     sessions = (
         read_table(spark, settings, "silver.sessions")
-        .select("anonymous_id", "session_id", "session_start", "session_end", "sessionized_by")
+        .select("anonymous_id", "session_start", "session_end", "sessionized_by", stored_client_id().alias("client_id"))
         .join(devices.select("anonymous_id"), "anonymous_id", "left_semi")
     )
     is_open = (
@@ -151,7 +159,7 @@ def recompute_scope(
     )
     # an idle-timeout session straddling anchor0 (a client session can start inside it) is recomputed whole
     straddling = (
-        sessions.filter(F.col("sessionized_by") != "client_session_id")
+        sessions.filter(F.col("client_id").isNull())
         .join(anchored.select("anonymous_id", "anchor0"), "anonymous_id")
         .filter(F.col("session_end") >= F.col("anchor0"))
         .groupBy("anonymous_id")
@@ -162,17 +170,17 @@ def recompute_scope(
     )
     # client sessions with an event from the anchor on, or in this batch, are recomputed whole
     overlapping = (
-        sessions.filter(F.col("sessionized_by") == "client_session_id")
+        sessions.filter(F.col("client_id").isNotNull())
         .join(anchored.select("anonymous_id", "anchor"), "anonymous_id")
         .filter(F.col("session_end") >= F.col("anchor"))
         .groupBy("anonymous_id")
-        .agg(F.collect_set("session_id").alias("old_client_ids"), F.min("session_start").alias("client_start"))
+        .agg(F.collect_set("client_id").alias("old_client_ids"), F.min("session_start").alias("client_start"))
     )
     known_client = (
-        sessions.filter(F.col("sessionized_by") == "client_session_id")
+        sessions.filter(F.col("client_id").isNotNull())
         .join(
-            devices.select("anonymous_id", F.explode("new_client_ids").alias("session_id")),
-            ["anonymous_id", "session_id"],
+            devices.select("anonymous_id", F.explode("new_client_ids").alias("client_id")),
+            ["anonymous_id", "client_id"],
         )
         .groupBy("anonymous_id")
         .agg(F.min("session_start").alias("new_client_start"))
@@ -382,7 +390,7 @@ def process_silver_batch(
         existing = (
             read_table(spark, settings, "silver.sessions")
             .join(scope, "anonymous_id")
-            .filter((F.col("session_start") >= F.col("anchor")) | F.array_contains("client_ids", F.col("session_id")))
+            .filter((F.col("session_start") >= F.col("anchor")) | F.array_contains("client_ids", stored_client_id()))
             .select("session_id", "anonymous_id")
         )
         in_scope = existing.unionByName(fresh.select("session_id", "anonymous_id")).distinct()

@@ -53,15 +53,24 @@ def assign_sessions(
 ) -> tuple[list[str], list[str]]:
     """One device's events (parallel lists; event time in epoch microseconds, any order) -> the session key
     and the rule that started the session (`sessionized_by`) of each event. The rules, in event-time order:
-    a client session id wins; else a gap of at least the idle timeout, or reaching the maximum length,
-    starts a new session whose key is the device and the session's first event time."""
+    a client session id wins, on this device only (another device's same id is another session), and is
+    split like any session when it reaches the maximum length (a stuck cookie, a bot); else a gap of at least
+    the idle timeout, or reaching the maximum length, starts a new session whose key is the device and the
+    session's first event time."""
     keys: list[str] = [""] * len(ids)
     reasons: list[str] = [""] * len(ids)
     start = last = -1
     reason = "idle_timeout"
+    pieces: dict[str, tuple[int, str]] = {}  # client session id -> (start of its current piece, why it started)
     for i in sorted(range(len(ids)), key=lambda i: (at_us[i], ids[i])):
         if client[i] is not None:
-            keys[i], reasons[i] = f"{anonymous_id}#c#{client[i]}", "client_session_id"
+            piece = pieces.get(client[i])
+            if piece is None:
+                piece = pieces[client[i]] = (at_us[i], "client_session_id")
+            elif at_us[i] - piece[0] >= max_us:
+                piece = pieces[client[i]] = (at_us[i], "max_length")
+            suffix = "" if piece[1] == "client_session_id" else f"#{piece[0]}"
+            keys[i], reasons[i] = f"{anonymous_id}#c#{client[i]}{suffix}", piece[1]
             continue
         if start < 0 or at_us[i] - last >= timeout_us:
             start, reason = at_us[i], "idle_timeout"
@@ -126,9 +135,20 @@ def person_ids(events: DataFrame) -> DataFrame:
 
 
 def session_id_column() -> Column:
-    """The session id: the client's when sent, else a stable hash of the device and the session start."""
-    return F.coalesce(
-        F.col("client_session_id"),
+    """The session id, unique in silver.sessions and stable: for a client session, a hash of the device and
+    the client's id (two devices sending the same client id are two sessions), and of the piece's start for
+    the later pieces of one split at the maximum length; else a hash of the device and the session start.
+    Needs anonymous_id, client_session_id, sessionized_by and session_start."""
+    start = F.unix_micros("session_start").cast("string")
+    client = F.concat_ws(
+        "|",
+        "anonymous_id",
+        "client_session_id",
+        F.when(F.col("sessionized_by") == "max_length", start),
+    )
+    return F.when(
+        F.col("client_session_id").isNotNull(), F.concat(F.lit("c-"), F.substring(F.sha2(client, 256), 1, 32))
+    ).otherwise(
         F.concat(
             F.lit("s-"),
             F.substring(
@@ -307,9 +327,11 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
     return result.select(*table_contract("silver.sessions").column_names)
 
 
-_MOMENT_INPUT = ("session_key", "anonymous_id", "session_id", "event_id", "event_type", "occurred_at", "properties")
+_MOMENT_INPUT = ("session_key", "anonymous_id", "session_id", "sessionized_by", "event_id", "event_type", "occurred_at",
+                 "properties")  # fmt: skip
 _MOMENT_OUTPUT = (
-    "session_key STRING, anonymous_id STRING, client_session_id STRING, session_start TIMESTAMP, "
+    "session_key STRING, anonymous_id STRING, client_session_id STRING, sessionized_by STRING, "
+    "session_start TIMESTAMP, "
     "moment_type STRING, detected_at TIMESTAMP, event_ids ARRAY<STRING>, evidence_json STRING"
 )
 
@@ -330,8 +352,9 @@ def _moments_of_session(thresholds: Thresholds, watermark_us: int | None):
         start = min(r["occurred_at"] for r in rows)
         found = [
             {"session_key": first["session_key"], "anonymous_id": first["anonymous_id"], "client_session_id": client,
-             "session_start": start, "moment_type": m.moment_type, "detected_at": m.detected_at,
-             "event_ids": list(m.event_ids), "evidence_json": json.dumps(m.evidence, sort_keys=True)}
+             "sessionized_by": first["sessionized_by"], "session_start": start, "moment_type": m.moment_type,
+             "detected_at": m.detected_at, "event_ids": list(m.event_ids),
+             "evidence_json": json.dumps(m.evidence, sort_keys=True)}
             for m in moments
         ]  # fmt: skip
         return pa.Table.from_pylist(found, schema=output)

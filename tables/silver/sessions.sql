@@ -1,5 +1,5 @@
 -- silver.sessions: event-time sessions per browser/device, with context and features. A client session id
--- is honoured when present; otherwise a gap of at least the idle timeout (INTENTLAKE_SESSION_TIMEOUT,
+-- is honoured when present (per device, split at the maximum length too); otherwise a gap of at least the idle timeout (INTENTLAKE_SESSION_TIMEOUT,
 -- default 5 minutes) between consecutive events starts a new session, and a session reaching
 -- INTENTLAKE_MAX_SESSION_LENGTH is split. Open sessions are rewritten every micro-batch as events arrive;
 -- closed ones are final (a later event for them goes to silver.late_events).
@@ -12,14 +12,14 @@
 -- @person: anonymous_id = anonymous_id
 -- @person: user_id = user_id
 CREATE TABLE IF NOT EXISTS silver.sessions (
-  session_id           STRING    NOT NULL COMMENT 'Client session id when sent, else a stable hash of anonymous_id and session_start',
+  session_id           STRING    NOT NULL COMMENT 'Unique and stable: c-<hash of anonymous_id and client_session_id (and the start of a later piece split at the maximum length)>, else s-<hash of anonymous_id and session_start>',
   person_id            STRING    NOT NULL COMMENT 'Stable person key from silver.identity_map (login, else device), as of the last recompute',
   anonymous_id         STRING    NOT NULL COMMENT 'Browser / device id the session belongs to',
   user_id              STRING             COMMENT 'Last login id seen in the session, if any',
   session_start        TIMESTAMP NOT NULL COMMENT 'occurred_at of the first event (UTC)',
   session_end          TIMESTAMP NOT NULL COMMENT 'occurred_at of the last event (UTC)',
   is_closed            BOOLEAN   NOT NULL COMMENT 'True once the event-time watermark passed session_end + idle timeout: the session is final',
-  sessionized_by       STRING    NOT NULL COMMENT 'client_session_id, idle_timeout (a gap started it) or max_length (split from a marathon)',
+  sessionized_by       STRING    NOT NULL COMMENT 'client_session_id, idle_timeout (a gap started it) or max_length (split from a marathon, a client session''s too)',
   event_count          INT       NOT NULL COMMENT 'Events in the session',
   page_depth           INT       NOT NULL COMMENT 'Distinct pages (paths) of page_view / product_view events',
   page_views           INT       NOT NULL COMMENT 'page_view + product_view events',
@@ -56,9 +56,10 @@ CREATE TABLE IF NOT EXISTS silver.sessions (
   browser              STRING             COMMENT 'Browser and major version parsed from the user agent',
   session_phase        STRING    NOT NULL COMMENT 'entry, browsing, deep or checkout: how far the session has gone (config/context.yaml)',
   duration_seconds     DOUBLE    NOT NULL COMMENT 'session_end - session_start in seconds',
-  custom_events        MAP<STRING, INT>   COMMENT 'Custom events (not mapped onto a canonical type by config/event_vocabulary.yaml) by their source name: how many of each; custom_features there turns named ones into rule and model inputs custom_<key>',
   updated_at           TIMESTAMP NOT NULL COMMENT 'When the silver batch that last changed this row ran (freshness)',
-  session_date         DATE      NOT NULL COMMENT 'Partition: UTC date of session_start'
+  session_date         DATE      NOT NULL COMMENT 'Partition: UTC date of session_start',
+  custom_events        MAP<STRING, INT>   COMMENT 'Custom events (not mapped onto a canonical type by config/event_vocabulary.yaml) by their source name: how many of each; custom_features there turns named ones into rule and model inputs custom_<key>',
+  client_session_id    STRING             COMMENT 'The session id the client sent (Snowplow domain_sessionid, web SDK sid ...), when it sent one: session_id is then a hash of it and the device, unique across devices'
 )
 USING DELTA
 PARTITIONED BY (session_date)

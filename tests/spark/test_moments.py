@@ -38,7 +38,7 @@ def test_moments_are_found_per_session_with_evidence_and_the_session_they_belong
     sessions = {r.anonymous_id: r for r in sessions_of(events, 300).collect()}
     assert all(r.session_id == sessions[r.anonymous_id].session_id for r in found.values())
     refinement = found[("a2", "search_refinement")]
-    assert refinement.session_id == "s-77" and refinement.person_id == person_id_of(Ident("user_id", "u-5"))
+    assert sessions["a2"].client_session_id == "s-77" and refinement.person_id == person_id_of(Ident("user_id", "u-5"))
     assert refinement.evidence["kind"] == "narrowed" and refinement.evidence["to_query"] == "rain jacket women"
     assert found[("a1", "repeat_product_view")].evidence["views"] == "3"
     assert len(found[("a1", "rapid_scroll_burst")].event_ids) == 3

@@ -89,7 +89,7 @@ def test_a_late_event_that_bridges_two_sessions_merges_them(spark):
 
 def test_a_client_session_id_is_honoured_across_an_idle_gap(spark):
     events = _events(spark, [_view("a1", 0, sid="s-1"), _view("a1", 3600, sid="s-1"), _view("a1", 7200)])
-    sessions = {r.session_id: r for r in sessions_of(events, 300).collect()}
+    sessions = {r.client_session_id: r for r in sessions_of(events, 300).collect()}
     assert sessions["s-1"].event_count == 2 and sessions["s-1"].sessionized_by == "client_session_id"
     assert len(sessions) == 2
 
@@ -161,6 +161,8 @@ def test_session_features_for_a_hand_checked_session(spark):
                 "duration_seconds": 200.0,
                 "updated_at": datetime(2026, 1, 1),  # bookkeeping, compared apart
                 "session_date": T0.date(),
+                "custom_events": {},  # no custom events
+                "client_session_id": None,
             }
         ],
         table_contract("silver.sessions").schema(),

@@ -98,7 +98,7 @@ def test_a_later_batch_recomputes_only_the_open_sessions(stream):
 def test_a_client_session_id_spans_an_idle_gap_across_batches(stream):
     stream.feed([_view("a1", 0, sid="c-1")])
     stream.feed([_view("a1", 3600, sid="c-1"), _view("a1", 3700)])
-    rows = {r.session_id: r for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
+    rows = {r.client_session_id: r for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
     assert rows["c-1"].event_count == 2 and rows["c-1"].sessionized_by == "client_session_id"
     assert len(rows) == 2
 
@@ -233,3 +233,24 @@ def test_custom_events_are_counted_by_name_rules_read_them_and_bots_are_not_scor
     assert table(stream.spark, settings, "gold.user_segments").count() == 1
     runs = table(stream.spark, settings, "ops.pipeline_runs").filter("job = 'gold'").collect()
     assert sum(int(r.details["bot_sessions_not_scored"]) for r in runs) == 1
+
+
+def test_devices_sharing_a_client_session_id_get_distinct_sessions_and_a_stuck_one_is_split(stream):
+    """Two devices send the same client session id: two sessions, unique session_ids. A client session id
+    that never changes is split at the maximum length; its pieces keep distinct, stable ids across batches
+    (a later batch recomputes them without duplicating or renaming any)."""
+    stream.settings = replace(stream.settings, max_session_length="1 hour")
+    stream.feed([_view("d1", 0, sid="shared"), _view("d2", 10, sid="shared"), _view("d1", 1800, sid="shared")])
+    stream.feed([_view("d1", 3700, sid="shared"), _view("d1", 3800, sid="shared")])
+    rows = table(stream.spark, stream.settings, "silver.sessions").collect()
+    assert len({r.session_id for r in rows}) == len(rows) == 3
+    assert sorted((r.anonymous_id, r.client_session_id, r.event_count, r.sessionized_by) for r in rows) == [
+        ("d1", "shared", 2, "client_session_id"),
+        ("d1", "shared", 2, "max_length"),
+        ("d2", "shared", 1, "client_session_id"),
+    ]
+    ids = {(r.anonymous_id, r.sessionized_by): r.session_id for r in rows}
+    stream.feed([_view("d1", 3900, sid="shared")])  # the open piece grows; nothing else changes
+    again = table(stream.spark, stream.settings, "silver.sessions").collect()
+    assert {(r.anonymous_id, r.sessionized_by): r.session_id for r in again} == ids
+    assert sorted(r.event_count for r in again) == [1, 2, 3]

@@ -33,9 +33,20 @@ def test_reaching_the_maximum_length_splits_a_marathon():
 
 
 def test_a_client_session_id_is_honoured_across_an_idle_gap():
-    keys, reasons = keys_of([0, 10, 5000], client=["c1", "c1", "c1"])
+    keys, reasons = keys_of([0, 10, 3000], client=["c1", "c1", "c1"])
     assert keys == ["dev#c#c1"] * 3
     assert reasons == ["client_session_id"] * 3
+
+
+def test_a_client_session_that_never_ends_is_split_at_the_maximum_length_into_distinct_pieces():
+    """A stuck cookie or a bot keeps one client session id for days: the maximum length applies to it as
+    to the sessions the pipeline cuts, and each later piece gets its own key (from its start)."""
+    hours = [0, 1800, 3599, 3600, 5000, 7300, 7400]
+    keys, reasons = keys_of(hours, client=["c1"] * len(hours))
+    assert keys == ["dev#c#c1"] * 3 + [f"dev#c#c1#{3600 * S}"] * 2 + [f"dev#c#c1#{7300 * S}"] * 2
+    assert reasons == ["client_session_id"] * 3 + ["max_length"] * 4
+    other, _ = keys_of([0, 4000], client=["c2", "c1"])  # each client id has its own clock
+    assert other == ["dev#c#c2", "dev#c#c1"]
 
 
 def test_the_order_events_arrive_in_does_not_change_their_sessions():

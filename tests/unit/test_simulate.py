@@ -84,3 +84,26 @@ def test_personas_formats_and_conversions_all_appear(day):
     assert {u["source_kind"] for u in users} == {"segment", "web_sdk"}
     assert summary.conversions > 0
     assert json.loads((root / "truth" / "summary.json").read_text())["events"] == summary.events
+
+
+def test_the_realistic_mix_speaks_like_real_sources_and_bronze_accepts_all_of_it(tmp_path):
+    """realistic=True (make demo): Snowplow self-describing events with contexts, server-side track calls
+    without a page, devices sharing client session ids, custom events; every event passes the contract."""
+    summary = simulate(tmp_path / "landing", tmp_path / "truth", events=3000, seed=5, malformed_rate=0.0,
+                       duplicate_rate=0.0, realistic=True)  # fmt: skip
+    events = [normalize_line(line) for line in _lines(tmp_path)]
+    assert len(events) == summary.events
+    kinds = Counter(e["source"]["kind"] for e in events)
+    assert {"snowplow", "segment", "web_sdk"} <= set(kinds)
+    snowplow = [e for e in events if e["source"]["kind"] == "snowplow"]
+    assert {"click", "search", "product_view", "scroll"} <= {e["event_type"] for e in snowplow}
+    assert all(e["properties"].get("page_view_id") for e in snowplow if e["event_type"] == "scroll")
+    server = [e for e in events if e["source"]["sdk"] == "analytics-python"]
+    assert server and all(e["page"]["path"] is None and e["anonymous_id"].startswith("uid:") for e in server)
+    custom = Counter(e["event_name"] for e in events if e["event_type"] == "custom")
+    assert custom["Coupon Applied"] > 0 and custom["Page Rendered"] > 0
+    with open(tmp_path / "truth" / "sessions.csv") as fh:
+        by_client = defaultdict(set)
+        for row in csv.DictReader(fh):
+            by_client[row["client_session_id"]].add(row["anonymous_id"])
+    assert any(len(devices) > 1 for sid, devices in by_client.items() if sid)  # "1" on several devices
