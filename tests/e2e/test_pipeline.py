@@ -27,8 +27,9 @@ def day(spark, tmp_path_factory):
 
     settings = replace(Settings.from_env().with_root(tmp_path_factory.mktemp("e2e") / "lakehouse"),
                        shuffle_partitions=2, max_files_per_trigger=4)  # fmt: skip
+    # the realistic mix: Snowplow, server-side track calls, shared client session ids, custom events
     summary = simulate(settings.landing, settings.truth, events=4000, seed=3, duplicate_rate=0.03,
-                       late_rate=0.05, malformed_rate=0.01, lines_per_file=500)  # fmt: skip
+                       late_rate=0.05, malformed_rate=0.01, lines_per_file=500, realistic=True)  # fmt: skip
     for layer in (bronze, silver, gold):
         layer.run(spark, settings)
     return settings, summary
