@@ -215,7 +215,10 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
     scrolls = Window.partitionBy("session_key", F.col("event_type") == "scroll").orderBy("occurred_at", "event_id")
     searches = Window.partitionBy("session_key", F.col("event_type") == "search").orderBy("occurred_at", "event_id")
     seconds = F.col("occurred_at").cast("double")
-    depth = F.col("properties")["scroll_depth"].cast("double")
+    # a depth is a percentage: text that is not a number, NaN, infinities and values outside 0-100 are no depth
+    # (a source's odd value never stops the stream)
+    raw_depth = F.col("properties")["scroll_depth"].try_cast("double")
+    depth = F.when(raw_depth.between(0, 100), raw_depth)
     query = F.lower(F.trim(F.col("properties")["query"]))
     product = F.col("properties")["product_id"]
     events = (
@@ -271,7 +274,7 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         _first("campaign.source").alias("_campaign_source"),
         _first("campaign.medium").alias("_campaign_medium"),
         _first("campaign.name").alias("campaign"),
-        F.min_by(F.expr("nullif(parse_url(page.referrer, 'HOST'), '')"), F.struct("occurred_at", "event_id")).alias(
+        F.min_by(F.expr("nullif(try_parse_url(page.referrer, 'HOST'), '')"), F.struct("occurred_at", "event_id")).alias(
             "_referrer_host"
         ),
         F.min_by("page.url", F.struct("occurred_at", "event_id")).alias("_entry_url"),
@@ -285,7 +288,7 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         _first("device.os").alias("_sdk_os"),
         _first("ua_browser").alias("browser"),
     )
-    own_host = F.expr("parse_url(_entry_url, 'HOST')")
+    own_host = F.expr("try_parse_url(_entry_url, 'HOST')")
     external_referrer = F.when(~F.col("_referrer_host").eqNullSafe(own_host), F.col("_referrer_host"))
     closed = (
         F.lit(False)
