@@ -12,6 +12,7 @@ that is not a bot's is scored. The examples are derandomized and bounded: the sa
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -124,7 +125,7 @@ def event_lines(draw) -> list[str]:
 
 
 @hypothesis_settings(
-    max_examples=2,
+    max_examples=int(os.environ.get("INTENTLAKE_PROPERTY_EXAMPLES", "2")),
     derandomize=True,
     database=None,
     deadline=None,
