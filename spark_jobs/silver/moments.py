@@ -101,6 +101,13 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def scroll_depth(event: dict) -> float | None:
+    """An event's scroll depth, a percentage: text that is not a number, NaN, infinities and values outside
+    0-100 are no depth. silver.sessions' max_scroll_depth and scroll_velocity read it by the same rule."""
+    depth = _number(_prop(event, "scroll_depth"))
+    return depth if depth is not None and 0 <= depth <= 100 else None
+
+
 def _seconds(a: datetime, b: datetime) -> float:
     return (b - a).total_seconds()
 
@@ -111,7 +118,7 @@ def rapid_scroll_bursts(events: list[dict], t: Thresholds) -> list[Moment]:
 
     def flush() -> None:
         if len(run) >= t.scroll_min_scrolls:
-            depths = [_number(_prop(e, "scroll_depth")) for e in run]
+            depths = [scroll_depth(e) for e in run]
             span = _seconds(run[0]["occurred_at"], run[-1]["occurred_at"])
             moments.append(Moment("rapid_scroll_burst", run[-1]["occurred_at"], tuple(e["event_id"] for e in run),
                                   {"scrolls": str(len(run)), "from_depth": f"{depths[0]:g}",
@@ -120,13 +127,13 @@ def rapid_scroll_bursts(events: list[dict], t: Thresholds) -> list[Moment]:
     for event in events:
         if event["event_type"] != "scroll":
             continue  # other events between scrolls do not break a burst; the time gap does
-        depth = _number(_prop(event, "scroll_depth"))
+        depth = scroll_depth(event)
         if depth is None:
             continue
         if run:
             previous = run[-1]
             gap = _seconds(previous["occurred_at"], event["occurred_at"])
-            step = depth - _number(_prop(previous, "scroll_depth"))
+            step = depth - scroll_depth(previous)
             if gap > t.scroll_max_gap_seconds or step < t.scroll_min_depth_step:
                 flush()
                 run = []

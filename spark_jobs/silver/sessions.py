@@ -215,8 +215,8 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
     scrolls = Window.partitionBy("session_key", F.col("event_type") == "scroll").orderBy("occurred_at", "event_id")
     searches = Window.partitionBy("session_key", F.col("event_type") == "search").orderBy("occurred_at", "event_id")
     seconds = F.col("occurred_at").cast("double")
-    # a depth is a percentage: text that is not a number, NaN, infinities and values outside 0-100 are no depth
-    # (a source's odd value never stops the stream)
+    # a depth is a percentage, by moments.scroll_depth's rule: text that is not a number, NaN, infinities and
+    # values outside 0-100 are no depth (a source's odd value never stops the stream)
     raw_depth = F.col("properties")["scroll_depth"].try_cast("double")
     depth = F.when(raw_depth.between(0, 100), raw_depth)
     query = F.lower(F.trim(F.col("properties")["query"]))

@@ -117,3 +117,11 @@ def test_thresholds_are_checked_and_named(tmp_path):
     with pytest.raises(InvalidConfigError, match="rapid_scrol_burst: unknown micro-moment"):
         load_thresholds(bad)
     assert replace(T, scroll_min_scrolls=2).scroll_min_scrolls == 2
+
+
+def test_a_scroll_depth_is_a_percentage_or_no_depth():
+    from spark_jobs.silver.moments import scroll_depth
+
+    values = ["0", "75.5", "100", "-5", "101", "abc", "NaN", "1e309", "", None]
+    depths = [scroll_depth({"properties": {"scroll_depth": v}}) for v in values]
+    assert depths == [0.0, 75.5, 100.0, None, None, None, None, None, None, None]
