@@ -398,6 +398,11 @@ def _print_demo_report(lh: Lakehouse, report: op.DemoReport, timings: dict[str, 
     print("quarantine reasons:")
     for row in report.quarantine:
         print(f"  {row.reason:<18} {row.n:>6,}   e.g. {row.example[:70]}")
+    print("events by source (custom: names config/event_vocabulary.yaml does not map, kept, not quarantined):")
+    for row in report.sources:
+        print(f"  {row.kind:<12} {row.n:>9,}   of which custom {row.custom:,}")
+    if report.custom:
+        print("  custom events: " + ", ".join(f"{row.event_name} {row.n:,}" for row in report.custom))
     print("micro-moments (silver.micro_moments):")
     for row in report.moments:
         print(f"  {row.moment_type:<22} {row.n:>7,} in {row.s:,} sessions")

@@ -256,6 +256,8 @@ class DemoReport:
     counts: dict[str, int]
     bronze: Any
     quarantine: list[Any]
+    sources: list[Any]  # bronze events by source kind: mapped and custom
+    custom: list[Any]  # the most frequent custom event names
     moments: list[Any]
     silver: Any
     late_events: int
@@ -276,6 +278,14 @@ def demo_report(lh: Lakehouse) -> DemoReport:
         ).first(),
         quarantine=spark.sql(
             "SELECT reason, count(*) n, min(detail) example FROM bronze.quarantine GROUP BY reason ORDER BY n DESC"
+        ).collect(),
+        sources=spark.sql(
+            "SELECT source.kind kind, count(*) n, count_if(event_type = 'custom') custom FROM bronze.events "
+            "GROUP BY 1 ORDER BY n DESC"
+        ).collect(),
+        custom=spark.sql(
+            "SELECT event_name, count(*) n FROM bronze.events WHERE event_type = 'custom' GROUP BY 1 "
+            "ORDER BY n DESC, event_name LIMIT 5"
         ).collect(),
         moments=spark.sql(
             "SELECT moment_type, count(*) n, count(DISTINCT session_id) s FROM silver.micro_moments "
