@@ -147,11 +147,14 @@ class OpenSessions(StatefulProcessor):
 
 
 def _session_ids(keys: DataFrame) -> DataFrame:
-    """session_key -> the session id the sessions builder gives it (client id, or a hash of device+start)."""
+    """session_key -> the session id the sessions builder gives it (a hash of device and client id, or of
+    device and start; a split client session's later piece `anon#c#id#start` is not produced here)."""
     parts = F.split("retired_key", "#")
+    client = F.concat_ws("|", F.length("anonymous_id").cast("string"), "anonymous_id",
+                         F.length(parts[2]).cast("string"), parts[2])  # fmt: skip
     return keys.select(
         "anonymous_id",
-        F.when(F.size(parts) == 3, parts[2])
+        F.when(F.size(parts) == 3, F.concat(F.lit("c-"), F.substring(F.sha2(client, 256), 1, 32)))
         .otherwise(F.concat(F.lit("s-"), F.substring(F.sha2(F.concat_ws("|", "anonymous_id", parts[1]), 256), 1, 32)))
         .alias("session_id"),
     )

@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from spark_jobs.bronze import job as bronze
 from spark_jobs.bronze.landing import unread_files
 from spark_jobs.bronze.replay import ReplayResult, Selection, replay_quarantine
-from spark_jobs.bronze.vocabulary import load_vocabulary
+from spark_jobs.bronze.vocabulary import vocabulary_at
 from spark_jobs.config import check_rules_compile, load_models, load_scoring, load_segments
 from spark_jobs.contracts import ensure_tables, read_table, table_version
 from spark_jobs.data_docs import build_data_docs
@@ -323,7 +323,7 @@ def validate_config(settings: Settings, spark: SparkSession | None = None) -> li
     learned = load_models(settings.models_file)
     content = load_content_rules(settings.content_rules_file)
     kpis = load_kpi_config(settings.kpis_file)
-    vocabulary = load_vocabulary(settings.event_vocabulary_file)
+    vocabulary = vocabulary_at(settings.event_vocabulary_file)
     SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
     if spark is not None:
         check_rules_compile(spark, settings.segments_file, rules)

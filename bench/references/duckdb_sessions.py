@@ -205,8 +205,11 @@ agg AS (
     FROM gaps GROUP BY session_key
 )
 SELECT * EXCLUDE (session_key, client_session_id),
-    coalesce(client_session_id,
-             's-' || substr(sha256(anonymous_id || '|' || epoch_us(session_start)::VARCHAR), 1, 32)) AS session_id,
+    CASE WHEN client_session_id IS NOT NULL
+         THEN 'c-' || substr(sha256(length(anonymous_id)::VARCHAR || '|' || anonymous_id || '|'
+                                    || length(client_session_id)::VARCHAR || '|' || client_session_id), 1, 32)
+         ELSE 's-' || substr(sha256(anonymous_id || '|' || epoch_us(session_start)::VARCHAR), 1, 32) END
+        AS session_id,
     (epoch_us(session_end) - epoch_us(session_start)) / 1e6 AS duration_seconds
 FROM agg;
 """

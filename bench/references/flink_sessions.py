@@ -160,7 +160,9 @@ def session_row(anonymous_id: str, client_id: str | None, reason: str, events: l
     kinds = [e[2] for e in events]
     start, end = at[0], at[-1]
     hashed = "s-" + hashlib.sha256(f"{anonymous_id}|{start}".encode()).hexdigest()[:32]
-    session_id = hashed if client_id is None else client_id  # silver: the client's id when sent
+    # silver's client session id (spark_jobs.silver.sessions.client_session_id; this venv has no pyspark)
+    client_text = f"{len(anonymous_id)}|{anonymous_id}|{len(client_id or '')}|{client_id}"
+    session_id = hashed if client_id is None else "c-" + hashlib.sha256(client_text.encode()).hexdigest()[:32]
     return Row(
         anonymous_id, session_id, reason, start, end, len(events),
         len({e[3] for e in views if e[3] is not None}), len(views),

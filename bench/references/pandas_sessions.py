@@ -32,6 +32,7 @@ import yaml
 
 from spark_jobs.bronze.normalize import Limits, RejectedEvent, decode_record, normalize_records
 from spark_jobs.settings import Settings, interval_seconds
+from spark_jobs.silver.sessions import client_session_id
 
 VIEW_TYPES = ("page_view", "product_view")
 SETTINGS = Settings.from_env()  # the same INTENTLAKE_* settings the pipeline run sees
@@ -158,7 +159,11 @@ def build_sessions(keyed: pd.DataFrame) -> pd.DataFrame:
         "s-" + hashlib.sha256(f"{a}|{u}".encode()).hexdigest()[:32]
         for a, u in zip(s["anonymous_id"], start_us, strict=True)
     ]
-    s["session_id"] = s["client_session_id"].where(s["client_session_id"].notna(), pd.Series(hashed, index=s.index))
+    # client sessions: silver's id (the simulated ones never reach the maximum length, so none is split)
+    clients = [client_session_id(a, c) if isinstance(c, str) else None
+               for a, c in zip(s["anonymous_id"], s["client_session_id"], strict=True)]  # fmt: skip
+    s["session_id"] = pd.Series(clients, index=s.index).where(s["client_session_id"].notna(),
+                                                             pd.Series(hashed, index=s.index))  # fmt: skip
     s["duration_seconds"] = (s["session_end"] - s["session_start"]).dt.total_seconds()
     return s.drop(columns="client_session_id")
 

@@ -37,7 +37,7 @@ from spark_jobs.bronze.normalize import (
     decode_record,
     normalize_records,
 )
-from spark_jobs.bronze.vocabulary import BUNDLED_VOCABULARY, Vocabulary, load_vocabulary
+from spark_jobs.bronze.vocabulary import BUNDLED_VOCABULARY, Vocabulary, vocabulary_at
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.kafka import kafka_lines
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
@@ -301,7 +301,7 @@ def process_bronze_batch(
     if record.watermark is not None:
         limits = replace(limits, watermark_us=int(record.watermark.timestamp() * 1_000_000))
     registry = SchemaRegistry.load(settings.schema_dir)  # every batch: new versions need no restart
-    vocabulary = load_vocabulary(settings.event_vocabulary_file)  # ... and a changed mapping applies next batch
+    vocabulary = vocabulary_at(settings.event_vocabulary_file)  # ... and a changed mapping applies next batch
     parsed = parse_lines(lines, limits, registry, vocabulary).persist()
     fresh_rows = failed_quality = None
     try:

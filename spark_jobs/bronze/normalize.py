@@ -731,11 +731,16 @@ def _snowplow_unstruct(
     if event_type is None:
         event_type = canonical_type(vocabulary, "snowplow", name, "unstruct_event", "self-describing schema",
                                     event_id, "schemas")  # fmt: skip
-    props: dict[str, str | None] = {"schema": uri}
+    props: dict[str, str | None] = {}
     consent = None
     short = name.rsplit("/", 1)[1]
     if event_type == CUSTOM or short not in _KNOWN_SNOWPLOW_EVENTS:
-        props.update({_snake(str(k)): _text(v) for k, v in data.items()})  # a custom event keeps all its data
+        # a custom event keeps all its data, except what a visitor typed into a form (personal data)
+        props.update(
+            {_snake(str(k)): _text(v) for k, v in data.items() if not (short.endswith("_form") and k == "value")}
+        )
+        if action and short == "snowplow_ecommerce_action":
+            name = f"{name}#{action}"  # list_view, checkout_step ...: one custom name per action type
     elif short == "link_click":
         classes = data.get("elementClasses")
         props.update(target_url=_text(data.get("targetUrl")), element_id=_text(data.get("elementId")),
@@ -769,6 +774,7 @@ def _snowplow_unstruct(
     elif short in ("consent_preferences", "consent_granted", "consent_withdrawn"):
         consent, kept = _snowplow_consent(short, data)
         props.update(kept)
+    props["schema"] = uri  # after the data: a data field called schema cannot hide which schema it was
     return event_type, name, props, consent
 
 

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.bronze.job import first_of_each_event, not_yet_in_bronze, parse_lines, to_bronze_rows
 from spark_jobs.bronze.normalize import Limits, Reason, SchemaRegistry
-from spark_jobs.bronze.vocabulary import load_vocabulary
+from spark_jobs.bronze.vocabulary import vocabulary_at
 from spark_jobs.contracts import ensure_tables, read_table
 from spark_jobs.quality import QualityGate
 from spark_jobs.settings import Settings
@@ -102,7 +102,7 @@ def replay_quarantine(
         # the row key travels through the parser as the record's source; the real source is joined back
         lines = selected.select(F.col("raw").alias("value"), F.col("_key").alias("source_file"))
         registry = SchemaRegistry.load(settings.schema_dir)
-        vocabulary = load_vocabulary(settings.event_vocabulary_file)
+        vocabulary = vocabulary_at(settings.event_vocabulary_file)
         parsed = (
             parse_lines(lines, Limits.from_settings(settings), registry, vocabulary)
             .withColumnRenamed("source_file", "_key")

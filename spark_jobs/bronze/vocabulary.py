@@ -135,6 +135,12 @@ def load_vocabulary(path: Path = BUNDLED_FILE) -> Vocabulary:
 BUNDLED_VOCABULARY = load_vocabulary()
 
 
+def vocabulary_at(path: Path) -> Vocabulary:
+    """The configured vocabulary file, or the bundled one when the config folder has none (a folder made
+    before the vocabulary existed): what the jobs read, so they agree with `vocabulary_beside`."""
+    return load_vocabulary(path) if Path(path).exists() else BUNDLED_VOCABULARY
+
+
 def vocabulary_beside(path: Path) -> Vocabulary:
     """The vocabulary in the config folder `path` is in (config files travel together; rules read its
     custom_<key> features), else the bundled one."""

@@ -22,7 +22,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.bronze.vocabulary import load_vocabulary, vocabulary_beside
+from spark_jobs.bronze.vocabulary import vocabulary_at, vocabulary_beside
 from spark_jobs.config import InvalidConfigError, read_mapping
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.gold.scoring import moment_counts
@@ -154,7 +154,7 @@ def load_content_rules(path: Path) -> ContentRules:
 def person_contexts(spark: SparkSession, settings: Settings, variables: dict[str, str] | None = None) -> DataFrame:
     """One row per person in gold.user_segments with every trigger variable (nulls where unknown)."""
     variables = variables or VARIABLES
-    vocabulary = load_vocabulary(settings.event_vocabulary_file)
+    vocabulary = vocabulary_at(settings.event_vocabulary_file)
     segments = read_table(spark, settings, "gold.user_segments").select(
         "person_id", "segment", "intent_score", "session_id", "sessions", "model_version"
     )

@@ -20,10 +20,11 @@ from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.gold.content import load_content_rules
 from spark_jobs.gold.history import update_segment_history
 from spark_jobs.gold.models import Scorer, check_config_version, resolve_champion
-from spark_jobs.gold.scoring import BOT, assign_segments, current_segments, segment_inputs
+from spark_jobs.gold.scoring import assign_segments, current_segments, segment_inputs
 from spark_jobs.locks import batch_lock
 from spark_jobs.merge import replace_scopes
 from spark_jobs.settings import Settings
+from spark_jobs.silver.sessions import BOT
 from spark_jobs.streaming import BatchRecord, run_stream
 
 JOB = "gold"

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from spark_jobs.config import InvalidConfigError, read_mapping
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.settings import Settings
+from spark_jobs.silver.sessions import not_bots
 
 RHYTHM, SEND_TIMES = "gold.engagement_rhythm", "gold.send_times"
 FALLBACK_DISCOUNT = 0.5  # a borrowed hour is at most half as sure as the source's own share
@@ -181,7 +182,7 @@ def update_send_times(spark: SparkSession, settings: Settings, now: datetime | N
     window = (end - timedelta(days=cfg.window_days), end)
 
     sessions, segments = (
-        read_table(spark, settings, "silver.sessions"),
+        not_bots(read_table(spark, settings, "silver.sessions")),
         read_table(spark, settings, "gold.user_segments"),
     )
     rhythm = build_rhythm(sessions, segments, window).localCheckpoint(eager=True)

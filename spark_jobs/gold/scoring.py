@@ -17,12 +17,12 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.bronze.vocabulary import load_vocabulary
+from spark_jobs.bronze.vocabulary import vocabulary_at
 from spark_jobs.config import ScoringModel, SegmentRule, Signal, rule_columns, rule_condition
 from spark_jobs.contracts import read_table, table_contract
 from spark_jobs.settings import Settings
 from spark_jobs.silver.moments import MOMENT_TYPES
-from spark_jobs.silver.sessions import custom_feature_columns
+from spark_jobs.silver.sessions import custom_feature_columns, not_bots
 
 
 def signal_value(signal: Signal) -> Column:
@@ -61,22 +61,13 @@ def moment_counts(spark: SparkSession, settings: Settings, sessions: DataFrame, 
     )
 
 
-BOT = "bot"
-
-
-def not_bots(sessions: DataFrame) -> DataFrame:
-    """Sessions a person had: bot sessions (device_type bot, as the source's enrichment or the user agent
-    says) are kept out of scores, segments, training and everything that feeds a sync."""
-    return sessions.filter(~F.col("device_type").eqNullSafe(BOT))
-
-
 def segment_inputs(spark: SparkSession, settings: Settings, scored: DataFrame) -> DataFrame:
     """Scored sessions (bots left out) plus what else a segment rule may use (`config.rule_input_schema`):
     moments_<type>, the session's micro-moments of each type; custom_<key>, the session's count of each custom
     event config/event_vocabulary.yaml names; and the person's silver.user_features as of the session's UTC
     day (point in time: sessions ended before that day; null where `intentlake features` has not run)."""
     scored = not_bots(scored)
-    scored = scored.select(*scored.columns, *custom_feature_columns(load_vocabulary(settings.event_vocabulary_file)))
+    scored = scored.select(*scored.columns, *custom_feature_columns(vocabulary_at(settings.event_vocabulary_file)))
     keys = ["session_id", "anonymous_id"]
     counts = moment_counts(spark, settings, scored, keys)
     moment_columns = [F.coalesce(F.col(f"moments_{t}"), F.lit(0)).alias(f"moments_{t}") for t in MOMENT_TYPES]

@@ -169,12 +169,16 @@ def recompute_scope(
         "anchor", F.least("anchor0", "straddle_start")
     )
     # client sessions with an event from the anchor on, or in this batch, are recomputed whole
+    # a client session split at the maximum length is recomputed from its first piece: the pieces are cut
+    # from the client session's first event, so a touched piece needs all of them
     overlapping = (
         sessions.filter(F.col("client_id").isNotNull())
+        .groupBy("anonymous_id", "client_id")
+        .agg(F.min("session_start").alias("first_start"), F.max("session_end").alias("last_end"))
         .join(anchored.select("anonymous_id", "anchor"), "anonymous_id")
-        .filter(F.col("session_end") >= F.col("anchor"))
+        .filter(F.col("last_end") >= F.col("anchor"))
         .groupBy("anonymous_id")
-        .agg(F.collect_set("client_id").alias("old_client_ids"), F.min("session_start").alias("client_start"))
+        .agg(F.collect_set("client_id").alias("old_client_ids"), F.min("first_start").alias("client_start"))
     )
     known_client = (
         sessions.filter(F.col("client_id").isNotNull())

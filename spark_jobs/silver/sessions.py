@@ -14,6 +14,7 @@ any session gives the same sessions as recomputing its whole history (the job re
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,9 +141,12 @@ def session_id_column() -> Column:
     the later pieces of one split at the maximum length; else a hash of the device and the session start.
     Needs anonymous_id, client_session_id, sessionized_by and session_start."""
     start = F.unix_micros("session_start").cast("string")
+    # length-prefixed, so no client id (which may hold "|") can make two sessions' texts equal
     client = F.concat_ws(
         "|",
+        F.length("anonymous_id").cast("string"),
         "anonymous_id",
+        F.length("client_session_id").cast("string"),
         "client_session_id",
         F.when(F.col("sessionized_by") == "max_length", start),
     )
@@ -158,6 +162,25 @@ def session_id_column() -> Column:
             ),
         ),
     )
+
+
+BOT = "bot"
+
+
+def not_bots(sessions: DataFrame) -> DataFrame:
+    """Sessions a person had: bot sessions (device_type bot, as the source's enrichment or the user agent
+    says) are kept out of scores, segments, training, user features, send times and everything that feeds a
+    sync."""
+    return sessions.filter(~F.col("device_type").eqNullSafe(BOT))
+
+
+def client_session_id(anonymous_id: str, client_id: str, piece_start_us: int | None = None) -> str:
+    """The id `session_id_column` gives a client session (piece_start_us: a later piece's start), in Python:
+    for the benchmarks' references and for tests."""
+    parts = [str(len(anonymous_id)), anonymous_id, str(len(client_id)), client_id]
+    if piece_start_us is not None:
+        parts.append(str(piece_start_us))
+    return "c-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 def _count_of(*event_types: str) -> Column:
@@ -187,11 +210,19 @@ def _session_phase(cfg: ContextConfig) -> Column:
     )
 
 
+MAX_CUSTOM_NAMES = 100  # distinct custom event names counted by name per session; the rest under OTHER_CUSTOM
+OTHER_CUSTOM = "(other names)"
+
+
 def custom_event_counts(names: Column) -> Column:
-    """An array of custom event names -> {name: how many times}; an empty map when there are none."""
-    return F.map_from_entries(
-        F.transform(F.array_distinct(names), lambda n: F.struct(n, F.size(F.filter(names, lambda x: x == n))))
-    ).cast("map<string,int>")
+    """An array of custom event names -> {name: how many times}; an empty map when there are none. A session
+    with more than MAX_CUSTOM_NAMES distinct names (a bot, junk kinds) counts the rest under OTHER_CUSTOM, so
+    the work stays bounded and no event goes uncounted."""
+    named = F.slice(F.array_distinct(names), 1, MAX_CUSTOM_NAMES)
+    counted = F.transform(named, lambda n: F.struct(n.alias("k"), F.size(F.filter(names, lambda x: x == n)).alias("v")))
+    rest = F.size(names) - F.aggregate(counted, F.lit(0), lambda acc, kv: acc + kv["v"])
+    entries = F.when(rest > 0, F.concat(counted, F.array(F.struct(F.lit(OTHER_CUSTOM).alias("k"), rest.alias("v")))))
+    return F.map_from_entries(F.coalesce(entries, counted)).cast("map<string,int>")
 
 
 def custom_feature_columns(vocabulary: Vocabulary, counts: Column | None = None) -> list[Column]:
@@ -283,6 +314,7 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         _first("tz_source").alias("timezone_source"),
         F.min_by("local_time", F.struct("occurred_at", "event_id")).alias("local_start"),
         _first("device.type").alias("_sdk_device_type"),
+        F.max((F.col("device.type") == BOT) | (F.col("ua_device_type") == BOT)).alias("_any_bot"),
         _first("ua_device_type").alias("_ua_device_type"),
         _first("ua_os").alias("_ua_os"),
         _first("device.os").alias("_sdk_os"),
@@ -317,10 +349,8 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         .withColumn("daypart", rules.context.daypart_column(F.col("local_hour")))
         .withColumn("custom_events", custom_event_counts(F.col("_custom_names")))
         .withColumn(
-            "device_type",  # a bot is a bot whoever says so: the source's enrichment or our UA parser
-            F.when((F.col("_sdk_device_type") == "bot") | (F.col("_ua_device_type") == "bot"), F.lit("bot")).otherwise(
-                F.coalesce("_sdk_device_type", "_ua_device_type")
-            ),
+            "device_type",  # a bot is a bot whoever says so, at any event: the source's enrichment or our UA parser
+            F.when(F.col("_any_bot"), F.lit(BOT)).otherwise(F.coalesce("_sdk_device_type", "_ua_device_type")),
         )
         .withColumn("os", F.coalesce("_ua_os", "_sdk_os"))
         .withColumn("session_phase", _session_phase(rules.context))

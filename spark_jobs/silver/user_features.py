@@ -24,6 +24,7 @@ from spark_jobs.config import InvalidConfigError, read_mapping
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
+from spark_jobs.silver.sessions import not_bots
 
 TABLE = "silver.user_features"
 SESSIONS = "silver.sessions"
@@ -240,7 +241,7 @@ def update_user_features(
     if not DeltaTable.isDeltaTable(spark, sessions_path):
         raise FileNotFoundError(f"{SESSIONS}: no Delta table at {sessions_path}; run silver first")
     ensure_tables(spark, settings, (TABLE,))
-    sessions = read_table(spark, settings, SESSIONS)
+    sessions = not_bots(read_table(spark, settings, SESSIONS))
     bounds = sessions.agg(
         F.min("session_date").alias("first_session"),
         _utc_day(F.min(F.when(~F.col("is_closed"), F.col("session_end")))).alias("open_session_day"),

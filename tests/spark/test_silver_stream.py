@@ -13,6 +13,7 @@ from spark_jobs.contracts import ensure_tables
 from spark_jobs.gold import job as gold
 from spark_jobs.settings import REPO_ROOT
 from spark_jobs.silver import job as silver
+from spark_jobs.silver.sessions import client_session_id
 from tests.helpers import table
 from tests.spark.test_sessions import T0, _events, _view, sessions_of
 
@@ -218,8 +219,11 @@ def test_custom_events_are_counted_by_name_rules_read_them_and_bots_are_not_scor
     ])  # fmt: skip
     stream.feed([("bot-1", 70, "page_view", {}, None, None, "/"), ("bot-1", 75, "custom:Video Played", {},
                                                                    None, None, None)], device_type="bot")  # fmt: skip
+    stream.feed([("junk", i, f"custom:kind-{i:03d}", {}, None, None, None) for i in range(105)])
     rows = {r.anonymous_id: r for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
     assert rows["c-1"].custom_events == {"Coupon Applied": 2, "Video Played": 1}
+    junk = rows["junk"].custom_events  # bounded: 100 names, the rest counted together
+    assert len(junk) == 101 and junk["(other names)"] == 5 and sum(junk.values()) == 105
     assert rows["bot-1"].device_type == "bot" and rows["bot-1"].custom_events == {"Video Played": 1}
     config = tmp_path / "config"
     shutil.copytree(REPO_ROOT / "config", config)
@@ -250,7 +254,16 @@ def test_devices_sharing_a_client_session_id_get_distinct_sessions_and_a_stuck_o
         ("d2", "shared", 1, "client_session_id"),
     ]
     ids = {(r.anonymous_id, r.sessionized_by): r.session_id for r in rows}
-    stream.feed([_view("d1", 3900, sid="shared")])  # the open piece grows; nothing else changes
+    second_piece_us = int(at(3700).replace(tzinfo=UTC).timestamp() * 1_000_000)
+    assert ids == {("d1", "client_session_id"): client_session_id("d1", "shared"),
+                   ("d1", "max_length"): client_session_id("d1", "shared", second_piece_us),
+                   ("d2", "client_session_id"): client_session_id("d2", "shared")}  # fmt: skip
+    # the first piece is closed, the second open: an event without the client id touches the device, and the
+    # recompute must still read the client session from its first piece (or it would rebuild piece 2 alone)
+    stream.feed([_view("d1", 3950)])
+    stream.feed([_view("d1", 3900, sid="shared")])  # the open piece grows
     again = table(stream.spark, stream.settings, "silver.sessions").collect()
-    assert {(r.anonymous_id, r.sessionized_by): r.session_id for r in again} == ids
-    assert sorted(r.event_count for r in again) == [1, 2, 3]
+    clients = {(r.anonymous_id, r.sessionized_by): r for r in again if r.client_session_id}
+    assert {k: r.session_id for k, r in clients.items()} == ids
+    assert sorted(r.event_count for r in clients.values()) == [1, 2, 3]
+    assert len(again) == 4 and sum(r.event_count for r in again) == 7  # every event in exactly one session

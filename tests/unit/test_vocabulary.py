@@ -222,7 +222,7 @@ def test_snowplow_ecommerce_actions_map_by_type_with_products_and_revenue(action
     if action == "transaction":
         assert (props["order_id"], props["revenue"], props["currency"]) == ("o-77", "59.9", "EUR")
     if expected == "custom":  # an unmapped action keeps its data
-        assert event["event_name"] == "com.snowplowanalytics.snowplow.ecommerce/snowplow_ecommerce_action"
+        assert event["event_name"] == "com.snowplowanalytics.snowplow.ecommerce/snowplow_ecommerce_action#list_view"
         assert props["type"] == "list_view"
 
 
@@ -353,3 +353,22 @@ def test_rules_and_models_may_read_the_custom_features_config_names_and_nothing_
         load_models(models)
     with pytest.raises(InvalidConfigError, match="custom_video_played"):
         load_content_rules(content)
+
+
+def test_an_unmapped_form_schema_is_custom_but_still_never_keeps_typed_values(tmp_path):
+    vocabulary = _vocabulary(
+        tmp_path, lambda doc: doc["sources"]["snowplow"]["schemas"].pop("com.snowplowanalytics.snowplow/change_form")
+    )
+    event = normalize_line(json.dumps(_unstruct("iglu:com.snowplowanalytics.snowplow/change_form/jsonschema/1-0-0",
+                                                {"formId": "f", "value": "ann@example.com", "schema": "x"})),
+                           vocabulary=vocabulary)  # fmt: skip
+    assert event["event_type"] == "custom" and "ann@example.com" not in json.dumps(event)
+    assert event["properties"]["schema"].startswith("iglu:com.snowplowanalytics.snowplow/change_form/")
+
+
+def test_client_session_ids_cannot_collide_whatever_the_client_sends():
+    from spark_jobs.silver.sessions import client_session_id
+
+    ids = {client_session_id("a1", "X|5"), client_session_id("a1", "X", 5), client_session_id("a1|X", "5"),
+           client_session_id("a1", "X"), client_session_id("a2", "X")}  # fmt: skip
+    assert len(ids) == 5 and all(i.startswith("c-") and len(i) == 34 for i in ids)
