@@ -233,8 +233,10 @@ def test_custom_events_are_counted_by_name_rules_read_them_and_bots_are_not_scor
     settings = replace(stream.settings, config_dir=config)
     gold.run(stream.spark, settings)
     scores = table(stream.spark, settings, "gold.session_scores").collect()
-    assert [(r.person_id.startswith("bot"), r.segment) for r in scores] == [(False, "Coupon Hunter")]
-    assert table(stream.spark, settings, "gold.user_segments").count() == 1
+    sessions = {r.session_id: r.anonymous_id for r in table(stream.spark, settings, "silver.sessions").collect()}
+    assert sorted((sessions[r.session_id], r.segment) for r in scores) == [("c-1", "Coupon Hunter"),
+                                                                          ("junk", "Standard")]  # fmt: skip
+    assert table(stream.spark, settings, "gold.user_segments").count() == 2  # the bot has none
     runs = table(stream.spark, settings, "ops.pipeline_runs").filter("job = 'gold'").collect()
     assert sum(int(r.details["bot_sessions_not_scored"]) for r in runs) == 1
 
