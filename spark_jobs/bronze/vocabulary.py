@@ -45,7 +45,8 @@ class SourceVocabulary:
 class Vocabulary:
     path: str  # the file it came from: rejections for strict sources name it
     sources: tuple[tuple[str, SourceVocabulary], ...]
-    custom_features: tuple[tuple[str, str], ...]  # (feature key, custom event name): custom_<key> columns
+    # (feature key, the custom event names it counts: one action as each source spells it): custom_<key> columns
+    custom_features: tuple[tuple[str, tuple[str, ...]], ...]
 
     def source(self, name: str) -> SourceVocabulary:
         return dict(self.sources).get(name, SourceVocabulary(strict=False, events=()))
@@ -62,8 +63,8 @@ class Vocabulary:
         return self.source(source).strict
 
     @property
-    def feature_columns(self) -> dict[str, str]:
-        """custom_<key> -> the custom event name it counts."""
+    def feature_columns(self) -> dict[str, tuple[str, ...]]:
+        """custom_<key> -> the custom event names whose counts it adds up."""
         return {f"custom_{key}": name for key, name in self.custom_features}
 
 
@@ -118,17 +119,22 @@ def load_vocabulary(path: Path = BUNDLED_FILE) -> Vocabulary:
     if not isinstance(raw_features, dict):
         raise InvalidConfigError(path, "custom_features", "must map feature keys to custom event names")
     features, names = [], set()
-    for key, event_name in raw_features.items():
+    for key, spec in raw_features.items():
         where = f"custom_features: {key}"
         if not isinstance(key, str) or not _FEATURE_KEY.fullmatch(key):
             raise InvalidConfigError(path, where, "a key must be lower-case letters, digits and _ (it becomes the "
                                      "column custom_<key>)")  # fmt: skip
-        if not isinstance(event_name, str) or not event_name.strip() or len(event_name) > 256:
-            raise InvalidConfigError(path, where, "must name a custom event (non-empty text, at most 256 characters)")
-        if event_name in names:
-            raise InvalidConfigError(path, where, f"{event_name!r} is already counted under another key")
-        names.add(event_name)
-        features.append((key, event_name))
+        spellings = spec if isinstance(spec, list) else [spec]
+        if not spellings:
+            raise InvalidConfigError(path, where, "must name at least one custom event")
+        for event_name in spellings:
+            if not isinstance(event_name, str) or not event_name.strip() or len(event_name) > 256:
+                raise InvalidConfigError(path, where, "must name a custom event, or list its names per source "
+                                         "(non-empty texts, at most 256 characters)")  # fmt: skip
+            if event_name in names:
+                raise InvalidConfigError(path, where, f"{event_name!r} is already counted under another key")
+            names.add(event_name)
+        features.append((key, tuple(spellings)))
     return Vocabulary(str(path), tuple(sources), tuple(features))
 
 

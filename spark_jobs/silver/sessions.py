@@ -226,12 +226,15 @@ def custom_event_counts(names: Column) -> Column:
 
 
 def custom_feature_columns(vocabulary: Vocabulary, counts: Column | None = None) -> list[Column]:
-    """custom_<key> for each custom feature of the vocabulary: that custom event's count in a session's
-    custom_events (0 when it had none). What segment rules, content rules and learned models read."""
+    """custom_<key> for each custom feature of the vocabulary: how many events of its names (one action as each
+    source spells it) a session's custom_events holds, 0 when none. What segment rules, content rules and
+    learned models read."""
     counts = F.col("custom_events") if counts is None else counts
     return [
-        F.coalesce(F.try_element_at(counts, F.lit(name)), F.lit(0)).cast("int").alias(column)
-        for column, name in vocabulary.feature_columns.items()
+        sum((F.coalesce(F.try_element_at(counts, F.lit(name)), F.lit(0)) for name in names), F.lit(0))
+        .cast("int")
+        .alias(column)
+        for column, names in vocabulary.feature_columns.items()
     ]
 
 

@@ -215,13 +215,14 @@ def test_custom_events_are_counted_by_name_rules_read_them_and_bots_are_not_scor
         ("c-1", 0, "custom:Coupon Applied", {"coupon": "W10"}, None, "u-1", None),
         ("c-1", 20, "custom:Coupon Applied", {}, None, "u-1", None),
         ("c-1", 40, "custom:Video Played", {}, None, "u-1", None),
+        ("c-1", 50, "custom:coupon_applied", {}, None, "u-1", None),  # another source's spelling, same feature
         ("c-1", 60, "cart_add", {"product_id": "p1"}, None, "u-1", None),
     ])  # fmt: skip
     stream.feed([("bot-1", 70, "page_view", {}, None, None, "/"), ("bot-1", 75, "custom:Video Played", {},
                                                                    None, None, None)], device_type="bot")  # fmt: skip
     stream.feed([("junk", i, f"custom:kind-{i:03d}", {}, None, None, None) for i in range(105)])
     rows = {r.anonymous_id: r for r in table(stream.spark, stream.settings, "silver.sessions").collect()}
-    assert rows["c-1"].custom_events == {"Coupon Applied": 2, "Video Played": 1}
+    assert rows["c-1"].custom_events == {"Coupon Applied": 2, "Video Played": 1, "coupon_applied": 1}
     junk = rows["junk"].custom_events  # bounded: 100 names, the rest counted together
     assert len(junk) == 101 and junk["(other names)"] == 5 and sum(junk.values()) == 105
     assert rows["bot-1"].device_type == "bot" and rows["bot-1"].custom_events == {"Video Played": 1}
@@ -229,7 +230,7 @@ def test_custom_events_are_counted_by_name_rules_read_them_and_bots_are_not_scor
     shutil.copytree(REPO_ROOT / "config", config)
     segments = config / "segments.yaml"
     segments.write_text(segments.read_text().replace("segments:\n", "segments:\n  - name: Coupon Hunter\n"
-                                                     "    when: \"custom_coupon_applied >= 2\"\n", 1))  # fmt: skip
+                                                     "    when: \"custom_coupon_applied >= 3\"\n", 1))  # fmt: skip
     settings = replace(stream.settings, config_dir=config)
     gold.run(stream.spark, settings)
     scores = table(stream.spark, settings, "gold.session_scores").collect()
