@@ -171,6 +171,8 @@ def not_bots(sessions: DataFrame) -> DataFrame:
     """Sessions a person had: bot sessions (device_type bot, as the source's enrichment or the user agent
     says) are kept out of scores, segments, training, user features, send times and everything that feeds a
     sync."""
+    if "device_type" not in sessions.columns:  # a projection without the column has no way to tell
+        return sessions
     return sessions.filter(~F.col("device_type").eqNullSafe(BOT))
 
 

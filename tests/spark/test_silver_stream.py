@@ -3,6 +3,7 @@ events, the watermark, late-events table, marathon splits, and a DST change in t
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -169,12 +170,21 @@ def test_every_silver_table_passes_its_quality_suite(stream):
         assert QualityGate.for_table(name).failures(rows) == {}, name
 
 
-def test_a_failing_session_suite_halts_silver_before_anything_is_merged(stream):
+def test_a_failing_session_suite_halts_silver_before_anything_is_merged(stream, tmp_path):
     from spark_jobs.quality import QualityGateHalted
 
-    stream.settings = replace(stream.settings, quality_policy="halt")
+    # silver's rules keep every session within the shipped suite, so a stricter suite stands in for a broken rule
+    suites = tmp_path / "expectations"
+    shutil.copytree(stream.settings.expectations_dir, suites)
+    path = suites / "silver_sessions.json"
+    doc = json.loads(path.read_text())
+    for expectation in doc["expectations"]:
+        if expectation["kwargs"].get("column") == "max_scroll_depth":
+            expectation["kwargs"]["max_value"] = 50
+    path.write_text(json.dumps(doc))
+    stream.settings = replace(stream.settings, quality_policy="halt", expectations_dir=suites)
     stream.feed([_view("a1", 0)])
-    impossible = ("a1", 60, "scroll", {"scroll_depth": "150"}, None, None, "/")  # bronze's gate would catch it
+    impossible = ("a1", 60, "scroll", {"scroll_depth": "75"}, None, None, "/")  # deeper than the suite allows
     with pytest.raises(QualityGateHalted, match=r"expect_column_values_to_be_between\(max_scroll_depth\)"):
         stream.feed([impossible])
     assert stream.sessions() == [("a1", at(0), 1, False)]
