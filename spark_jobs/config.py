@@ -11,13 +11,11 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 from spark_jobs.bronze.vocabulary import vocabulary_beside
 from spark_jobs.contracts import table_contract
-from spark_jobs.errors import InvalidConfigError
+from spark_jobs.errors import InvalidConfigError, read_yaml
 from spark_jobs.silver.moments import MOMENT_TYPES
 
 if TYPE_CHECKING:
@@ -61,20 +59,9 @@ def session_feature_types() -> dict[str, str]:
     return table_contract("silver.sessions").column_types
 
 
-def _read_yaml(path: Path) -> Any:
-    if not path.exists():
-        raise InvalidConfigError(path, "file", "does not exist")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "file"
-        raise InvalidConfigError(path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
-
-
 def read_mapping(path: Path, allowed: set[str], expected: str) -> dict:
     """A config file that must be a mapping with only `allowed` keys (`expected` says what it should hold)."""
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise InvalidConfigError(path, "file", f"expected a mapping with {expected}")
     unknown = sorted(set(doc) - allowed)
@@ -85,7 +72,7 @@ def read_mapping(path: Path, allowed: set[str], expected: str) -> dict:
 
 def load_scoring(path: Path) -> ScoringModel:
     """Read and check config/scoring.yaml."""
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise InvalidConfigError(path, "file", "expected a mapping with model_version and signals")
     version = doc.get("model_version")
@@ -184,7 +171,7 @@ def rule_columns(custom: tuple[str, ...] = ()) -> set[str]:
 
 def load_segments(path: Path) -> tuple[SegmentRule, ...]:
     """Read and check config/segments.yaml (ordered rules, last one a catch-all)."""
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("segments"), list) or not doc["segments"]:
         raise InvalidConfigError(path, "segments", "expected a non-empty list of {name, when} rules")
     allowed = rule_columns(_custom_columns(path))

@@ -11,12 +11,9 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from spark_jobs.contracts import CANONICAL_SCHEMA_VERSIONS, canonical_event_schema
-from spark_jobs.errors import InvalidConfigError
+from spark_jobs.errors import InvalidConfigError, read_yaml
 from spark_jobs.settings import REPO_ROOT
 
 CUSTOM = "custom"
@@ -68,19 +65,9 @@ class Vocabulary:
         return {f"custom_{key}": name for key, name in self.custom_features}
 
 
-def _read(path: Path) -> Any:
-    if not path.exists():
-        raise InvalidConfigError(path, "file", "does not exist")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InvalidConfigError(path, f"line {mark.line + 1}" if mark else "file", "not valid YAML") from None
-
-
 def load_vocabulary(path: Path = BUNDLED_FILE) -> Vocabulary:
     """Read and check the vocabulary file; an error names the source, the section and the entry."""
-    doc = _read(path)
+    doc = read_yaml(path)
     if not isinstance(doc, dict) or set(doc) - {"sources", "custom_features"}:
         raise InvalidConfigError(path, "file", "expected a mapping with sources (and custom_features)")
     raw_sources = doc.get("sources") or {}
