@@ -823,10 +823,7 @@ def from_snowplow(event: dict, vocabulary: Vocabulary = BUNDLED_VOCABULARY) -> d
     event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
     kind = event.get("event")
     properties: dict[str, str | None] = {}
-    has_contexts = any(k in event for k in ("contexts", "derived_contexts")) or any(
-        k.startswith("contexts_") for k in event
-    )
-    entities = snowplow_entities(event) if has_contexts else {}
+    entities = snowplow_entities(event)  # one pass over the fields; empty when the event has no contexts
     consent = None
     page_view_id = snowplow_page_view_id(event, entities) if kind in ("page_view", "page_ping") else None
     if page_view_id is not None:
