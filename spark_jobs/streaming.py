@@ -67,6 +67,7 @@ class BatchRecord:
     source_offsets: dict[str, str] | None = None
     quality_status: str | None = None
     quality_failures: dict[str, list[str]] | None = None
+    part: str = ""  # a part of a batch split to set aside what it cannot process (spark_jobs/set_aside.py)
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     @contextmanager
@@ -95,7 +96,7 @@ class BatchRecord:
             "quarantined_rows": self.quarantined_rows,
             "duplicate_rows": self.duplicate_rows,
             "quarantine_reasons": self.quarantine_reasons,
-            "details": {k: str(v) for k, v in self.details.items()},
+            "details": {k: str(v) for k, v in self.details.items()} | ({"part": self.part} if self.part else {}),
             "run_date": self.started_at.date(),
             "late_rows": self.late_rows,
             "watermark": self.watermark,
@@ -105,7 +106,8 @@ class BatchRecord:
             "quality_failures": self.quality_failures,
         }
         df = spark.createDataFrame([row], table_contract("ops.pipeline_runs").schema())
-        app_id = f"{self.job}-{self.query_id}" + (f"-{app_suffix}" if app_suffix else "")
+        app_id = f"{self.job}-{self.query_id}" + (f"-part-{self.part}" if self.part else "")
+        app_id += f"-{app_suffix}" if app_suffix else ""
         idempotent_append(df, settings.table_path("ops.pipeline_runs"), app_id, self.batch_id)
 
 

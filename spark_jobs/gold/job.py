@@ -23,6 +23,7 @@ from spark_jobs.gold.models import Scorer, check_config_version, resolve_champio
 from spark_jobs.gold.scoring import assign_segments, current_segments, segment_inputs
 from spark_jobs.locks import batch_lock
 from spark_jobs.merge import replace_scopes
+from spark_jobs.set_aside import process_or_set_aside
 from spark_jobs.settings import Settings
 from spark_jobs.silver.sessions import BOT
 from spark_jobs.streaming import BatchRecord, run_stream
@@ -38,10 +39,12 @@ def process_gold_batch(
     query_id: str,
     model: Scorer,
     rules: tuple[SegmentRule, ...],
+    part: str = "",
 ) -> BatchRecord:
     """Rescore every person whose silver sessions changed in this batch (`changes` needs person_id only)
-    with the champion `model`, and merge scores and segments."""
-    record = BatchRecord(JOB, query_id, batch_id)
+    with the champion `model`, and merge scores and segments. `part`: which part of a batch split by person
+    this is (spark_jobs/set_aside.py), '' for a whole batch."""
+    record = BatchRecord(JOB, query_id, batch_id, part=part)
     persons = changes.select("person_id").distinct().persist()
     try:
         with record.phase("read"):
@@ -138,6 +141,9 @@ def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wai
     rescore_stale(spark, settings, scorer, rules)
 
     def process(changes: DataFrame, batch_id: int, query_id: str) -> None:
-        process_gold_batch(spark, settings, changes, batch_id, query_id, scorer, rules)
+        def one(part: DataFrame, name: str) -> BatchRecord:
+            return process_gold_batch(spark, settings, part, batch_id, query_id, scorer, rules, part=name)
+
+        process_or_set_aside(spark, settings, JOB, "person_id", changes, batch_id, query_id, one)
 
     return run_stream(silver_changes(spark, settings), JOB, settings, process, trigger or settings.trigger, wait)

@@ -29,6 +29,7 @@ from spark_jobs.erasure import drop_erased, suppression_list
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.privacy import hash_key
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
+from spark_jobs.set_aside import process_or_set_aside
 from spark_jobs.settings import Settings, interval_seconds
 from spark_jobs.silver.context import ContextConfig, IpTimezones
 from spark_jobs.silver.identity import (
@@ -302,10 +303,12 @@ def process_silver_batch(
     batch_id: int,
     query_id: str,
     config: SilverConfig | None = None,
+    part: str = "",
 ) -> BatchRecord:
     """Record late events, recompute the open sessions (and their micro-moments) of every device in this
-    batch of bronze events, merge them, and close sessions the watermark has passed."""
-    record = BatchRecord(JOB, query_id, batch_id)
+    batch of bronze events, merge them, and close sessions the watermark has passed. `part`: which part of
+    a batch split by device this is (spark_jobs/set_aside.py), '' for a whole batch."""
+    record = BatchRecord(JOB, query_id, batch_id, part=part)
     config = config or SilverConfig.load(settings)
     rules = config.rules
     lateness = timedelta(seconds=config.allowed_lateness_seconds)
@@ -449,7 +452,10 @@ def run(spark: SparkSession, settings: Settings, trigger: str | None = None, wai
     config = SilverConfig.load(settings)  # a bad threshold stops the run before data moves
 
     def process(events: DataFrame, batch_id: int, query_id: str) -> None:
-        process_silver_batch(spark, settings, events, batch_id, query_id, config)
+        def one(part: DataFrame, name: str) -> BatchRecord:
+            return process_silver_batch(spark, settings, part, batch_id, query_id, config, part=name)
+
+        process_or_set_aside(spark, settings, JOB, "anonymous_id", events, batch_id, query_id, one)
 
     pinned = {name: getattr(settings, name) for name in ("session_timeout", "max_session_length", "allowed_lateness")}
     return run_stream(bronze_stream(spark, settings), JOB, settings, process, trigger or settings.trigger, wait, pinned)
