@@ -24,6 +24,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_jobs.activation.destinations import load_destinations
 from spark_jobs.bronze import job as bronze
 from spark_jobs.bronze.landing import unread_files
 from spark_jobs.bronze.replay import ReplayResult, Selection, replay_quarantine
@@ -324,6 +325,7 @@ def validate_config(settings: Settings, spark: SparkSession | None = None) -> li
     content = load_content_rules(settings.content_rules_file)
     kpis = load_kpi_config(settings.kpis_file)
     vocabulary = vocabulary_at(settings.event_vocabulary_file)
+    destinations = load_destinations(settings.destinations_file, tuple(r.name for r in rules))
     SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
     if spark is not None:
         check_rules_compile(spark, settings.segments_file, rules)
@@ -336,6 +338,7 @@ def validate_config(settings: Settings, spark: SparkSession | None = None) -> li
         f"{settings.event_vocabulary_file} ({sum(len(v.events) + len(v.schemas) for _, v in vocabulary.sources)} "
         f"mappings; strict: {', '.join(n for n, v in vocabulary.sources if v.strict) or 'none'}; "
         f"{len(vocabulary.custom_features)} custom features)",
+        f"{settings.destinations_file} ({', '.join(f'{d.name} ({d.type})' for d in destinations) or 'none'})",
         *(str(p) for p in (settings.micro_moments_file, settings.context_file, settings.ip_timezones_file)),
     ]
 

@@ -326,6 +326,10 @@ class Settings:
         return self.config_dir / "event_vocabulary.yaml"
 
     @property
+    def destinations_file(self) -> Path:
+        return self.config_dir / "destinations.yaml"
+
+    @property
     def send_times_file(self) -> Path:
         return self.config_dir / "send_times.yaml"
 
