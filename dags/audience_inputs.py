@@ -1,4 +1,5 @@
-"""audience_inputs: send times and content picks, recomputed whenever gold's segments change (Asset-scheduled)."""
+"""audience_inputs: send times, content picks and profiles, recomputed whenever gold's segments change
+(Asset-scheduled)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from airflow.sdk import DAG, task
 from spark_jobs.dag_support import ASSETS, DAG_DEFAULTS, assets
 
 DOC = """
-### Audience inputs: send times → content picks
+### Audience inputs: send times → content picks; profiles
 
 Scheduled on the **`gold.user_segments` Asset** (Airflow data-aware scheduling): every run of
 `lakehouse_pipeline` whose `gold` task commits segments queues a run here. No timetable: when gold has
@@ -17,19 +18,21 @@ not changed, nothing runs.
 |---|---|---|
 | `send_times` | each person's best local hour (segment fallback) | `gold.engagement_rhythm`, `gold.send_times` |
 | `content_picks` | the winning content rule per person and channel | `gold.content_assignments` |
+| `profiles` | each person's login, email, phone and consent per purpose (latest wins) | `silver.profiles` |
 
 Send times read the sessions of `config/send_times.yaml`'s window before the run's logical time; content
 picks evaluate `config/content_rules.yaml` and carry each person's best send hour.
 
 The chain: `lakehouse_pipeline` (bronze → silver → `silver.user_features` → gold) → `gold.user_segments`
-→ this DAG → `gold.send_times` and `gold.content_assignments` (what segment syncs read). Both tasks
-rewrite their tables from the current gold state, so a retried or repeated run leaves the same tables.
+→ this DAG → `gold.send_times`, `gold.content_assignments` and `silver.profiles` (what segment syncs
+read: who is in an audience, what to send, whom to match and whether they consented). Every task rewrites
+its table from the current state, so a retried or repeated run leaves the same tables.
 Settings come from the worker's environment (`INTENTLAKE_*`).
 """
 
 with DAG(
     dag_id="audience_inputs",
-    description="send times and content picks, whenever gold.user_segments changes",
+    description="send times, content picks and profiles, whenever gold.user_segments changes",
     doc_md=DOC,
     schedule=[ASSETS["gold.user_segments"]],
     **DAG_DEFAULTS,
@@ -57,4 +60,12 @@ with DAG(
         return {"persons": done.persons, "rules_version": done.rules_version, "inserted": merge.inserted,
                 "updated": merge.updated, "deleted": merge.deleted}  # fmt: skip
 
+    @task(outlets=assets("silver.profiles"))
+    def profiles() -> dict:
+        """Each person's login, email, phone and consent per purpose (counts only in XCom)."""
+        from spark_jobs import operations as op
+
+        return op.profiles_summary(op.profiles(op.airflow()))
+
     content_picks(send_times())
+    profiles()

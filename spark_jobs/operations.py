@@ -50,6 +50,7 @@ from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.silver.identity import undo_merge as undo_identity_merge
 from spark_jobs.silver.job import SilverConfig, reattribute
+from spark_jobs.silver.profiles import ProfilesRun, update_profiles
 from spark_jobs.silver.user_features import UserFeaturesRun, update_user_features
 from spark_jobs.simulate import SimulationSummary, simulate
 from spark_jobs.spark import build_spark
@@ -359,15 +360,23 @@ def content_picks(lh: Lakehouse) -> ContentRun:
         return assign_content(lh.spark, lh.settings, rules)
 
 
+def profiles(lh: Lakehouse) -> ProfilesRun:
+    """Rebuild silver.profiles (login, email, phone, consent per purpose) from bronze and the identity map."""
+    with lh.writing("profiles"):
+        return update_profiles(lh.spark, lh.settings)
+
+
 @dataclass(frozen=True)
 class AudienceRun:
     send_times: RhythmResult
     content: ContentRun
+    profiles: ProfilesRun
 
 
 def audience_inputs(lh: Lakehouse, now: datetime | None = None) -> AudienceRun:
-    """Send times, then content picks (which carry each person's best send hour): what a sync reads."""
-    return AudienceRun(send_times(lh, now), content_picks(lh))
+    """Send times, then content picks (which carry each person's best send hour), and the persons'
+    profiles: what a sync reads."""
+    return AudienceRun(send_times(lh, now), content_picks(lh), profiles(lh))
 
 
 def newest_session_end(lh: Lakehouse) -> datetime | None:
@@ -512,7 +521,15 @@ def audience_summary(run: AudienceRun) -> dict[str, Any]:
                        "persons": dict(run.send_times.send_times)},
         "content": {"persons": run.content.persons, "rules_version": run.content.rules_version,
                     "inserted": merge.inserted, "updated": merge.updated, "deleted": merge.deleted},
+        "profiles": profiles_summary(run.profiles),
     }  # fmt: skip
+
+
+def profiles_summary(run: ProfilesRun) -> dict[str, Any]:
+    """Counts only: no email, phone or id reaches XCom or a log."""
+    merge = run.merge
+    return {"persons": run.persons, "with_email": run.with_email, "consenting": dict(run.consenting),
+            "inserted": merge.inserted, "updated": merge.updated, "deleted": merge.deleted}  # fmt: skip
 
 
 def train_summary(result: TrainResult) -> dict[str, Any]:
@@ -584,6 +601,7 @@ OPERATIONS = {
     "replay_quarantine": replay,
     "send_times": send_times,
     "content_picks": content_picks,
+    "profiles": profiles,
     "kpis": kpis,
     "train": train_model,
     "promote": promote,
