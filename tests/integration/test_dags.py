@@ -111,11 +111,12 @@ def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(
     assert features.agg({"as_of_date": "max"}).first()[0] == (open_day or datetime.now(UTC).date())
 
 
-def test_audience_inputs_run_on_gold_segments_and_write_send_times_and_content_picks(spark, piped):
+def test_audience_inputs_run_on_gold_segments_and_write_send_times_content_picks_and_profiles(spark, piped):
     settings = piped.settings
-    assert piped.audience == {"state": "success", "tasks": {"send_times": "success", "content_picks": "success"}}, (
-        piped.audience_log[-3000:]
-    )
+    tasks = {"send_times": "success", "content_picks": "success", "profiles": "success"}
+    assert piped.audience == {"state": "success", "tasks": tasks}, piped.audience_log[-3000:]
+    logins = table(spark, settings, "silver.identity_map").filter("identifier_type = 'user_id'").count()
+    assert 0 < table(spark, settings, "silver.profiles").filter("user_id IS NOT NULL").count() <= logins
     persons = table(spark, settings, "gold.user_segments").count()
     assert table(spark, settings, "gold.send_times").count() == persons > 0
     picks = table(spark, settings, "gold.content_assignments")
