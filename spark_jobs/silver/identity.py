@@ -658,6 +658,13 @@ def _present(column: Column) -> Column:
     return F.when(F.trim(column) != "", column)
 
 
+def trait(name: str) -> Column:
+    """properties.<name>, else the identify trait of that name (a Segment identify's traits arrive in
+    properties as trait.<name>), trimmed; null when blank. What identity and silver.profiles read."""
+    props = F.col("properties")
+    return F.coalesce(_present(F.trim(props[name])), _present(F.trim(props[f"trait.{name}"])))
+
+
 def edges_of(events: DataFrame, key: bytes) -> DataFrame:
     """Bronze events -> silver.identity_edges rows: one per (device, identifier) with first/last seen and events.
 
@@ -668,12 +675,13 @@ def edges_of(events: DataFrame, key: bytes) -> DataFrame:
 
     The email hash is HMAC-SHA256 under `key` (`privacy.hash_key`) of the plain sha256 hex of the address: of
     properties.email_hash as the client sent it (the lower-cased sha256 of the normalised address, as ad
-    platforms take it), else of sha256(lower(trim(properties.email))). So a hashed and a raw email of one
+    platforms take it), else of sha256(lower(trim(properties.email))); identify traits count as properties
+    (`trait`). So a hashed and a raw email of one
     address link, the raw email is never output, and nobody without the key can recompute the identifier.
     """
     props = F.col("properties")
-    email = _present(props["email"])
-    plain_hash = F.coalesce(F.lower(F.trim(_present(props["email_hash"]))), F.sha2(F.lower(F.trim(email)), 256))
+    email = trait("email")
+    plain_hash = F.coalesce(F.lower(trait("email_hash")), F.sha2(F.lower(email), 256))
     email_hash = keyed_hash_column(plain_hash, key)
     ip, user_agent = _present(F.col("context.ip")), _present(F.col("device.user_agent"))
     ip_ua = F.when(ip.isNotNull() & user_agent.isNotNull(), F.sha2(F.concat_ws("|", ip, user_agent), 256))

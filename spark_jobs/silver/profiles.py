@@ -19,17 +19,7 @@ from spark_jobs.bronze.normalize import CONSENT_SCOPES
 from spark_jobs.contracts import read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
 from spark_jobs.settings import Settings
-from spark_jobs.silver.identity import with_person_id
-
-
-def _present(column: Column) -> Column:
-    return F.when(F.trim(column) != "", F.trim(column))
-
-
-def _trait(name: str) -> Column:
-    """properties.<name>, else the identify trait (a Segment identify's traits arrive as trait.<name>)."""
-    props = F.col("properties")
-    return F.coalesce(_present(props[name]), _present(props[f"trait.{name}"]))
+from spark_jobs.silver.identity import trait, with_person_id
 
 
 def build_profiles(events: DataFrame, identity_map: DataFrame) -> DataFrame:
@@ -39,8 +29,8 @@ def build_profiles(events: DataFrame, identity_map: DataFrame) -> DataFrame:
         "anonymous_id",
         F.when(F.trim("user_id") != "", F.col("user_id")).alias("user_id"),
         "occurred_at",
-        F.lower(_trait("email")).alias("email"),
-        _trait("phone").alias("phone"),
+        F.lower(trait("email")).alias("email"),
+        trait("phone").alias("phone"),
         F.when(states_consent, F.coalesce("consent", F.array().cast("array<string>"))).alias("scopes"),
         F.col("source.kind").alias("source_kind"),
     ).filter(

@@ -113,6 +113,7 @@ def test_a_raw_and_a_hashed_email_of_one_address_link_under_a_keyed_identifier(s
         ev("e1", "a1", 0, props={"email": " Ann@Example.COM "}),
         ev("e2", "a2", 10, props={"email_hash": plain.upper()}),
         ev("e3", "a3", 20, props={"email": "bob@example.com"}),
+        ev("e4", "a4", 30, props={"trait.email": "ann@example.com"}),  # a Segment identify's traits.email
     )
     merge_edges(spark, settings, events)
     resolve_identities(spark, settings)
@@ -123,6 +124,7 @@ def test_a_raw_and_a_hashed_email_of_one_address_link_under_a_keyed_identifier(s
     stored = keyed_hash(plain, hash_key(settings))
     assert identity_map[("anonymous_id", "a1")].person_id == identity_map[("anonymous_id", "a2")].person_id
     assert identity_map[("anonymous_id", "a2")].method == "email_hash"
+    assert identity_map[("anonymous_id", "a4")].person_id == identity_map[("anonymous_id", "a1")].person_id
     assert identity_map[("anonymous_id", "a3")].person_id != identity_map[("anonymous_id", "a1")].person_id
     assert ("email_hash", stored) in identity_map
     values = {r.identifier for r in table(spark, settings, "silver.identity_edges").collect()}
