@@ -128,6 +128,7 @@ def is_data_error(exc: BaseException) -> bool:
 class _Failure:
     bucket: int
     depth: int
+    keys: int  # distinct keys in the part (counted when it was split off; not recounted)
     error_class: str
     error_type: str
 
@@ -160,7 +161,7 @@ def process_or_set_aside(
     try:
         keys = batch.select(key).distinct().count()
         if keys == 1:  # nothing to split: the one key is what fails
-            failed = [_Failure(0, 0, error_class(first), type(first).__name__)]
+            failed = [_Failure(0, 0, 1, error_class(first), type(first).__name__)]
         else:
             failed = _split(batch, key, keys, process, first)
         if not failed:  # every part went through on its own (the whole batch failed on their sum)
@@ -195,8 +196,8 @@ def _split(
                 if keys > 1 and depth + 1 < MAX_DEPTH:
                     todo.append((child, depth + 1))
                 else:
-                    failed.append(_Failure(child, depth + 1, error_class(exc), type(exc).__name__))
-    failed_keys = sum(_part(batch, key, f.bucket, f.depth).select(key).distinct().count() for f in failed)
+                    failed.append(_Failure(child, depth + 1, keys, error_class(exc), type(exc).__name__))
+    failed_keys = sum(f.keys for f in failed)
     if failed_keys == keys_seen:
         raise RuntimeError(
             f"every one of the batch's {keys_seen} {key}s fails on its own: the fault is not in the data"

@@ -83,6 +83,19 @@ def _reason(body: object, fallback: str) -> str:
     return fallback
 
 
+def _delete_each(keys: list[str], call) -> BatchOutcome:
+    """One erasure call per key: 2xx acknowledges, 404 too (nothing there to erase), anything else is the
+    key's rejection with the vendor's reason."""
+    outcome = BatchOutcome()
+    for key in keys:
+        response = call(key)
+        if response.status_code in (200, 204, 404):
+            outcome.acknowledged[key] = None
+        else:
+            outcome.rejected[key] = _reason(response.json() if response.content else {}, f"HTTP {response.status_code}")
+    return outcome
+
+
 class HubSpot:
     def __init__(self, destination: Destination, credentials: Credentials, policy: RetryPolicy, **transport) -> None:
         token, url = _need(credentials, destination)
@@ -140,18 +153,12 @@ class HubSpot:
         return outcome.merge(failed)
 
     def delete(self, keys: list[str]) -> BatchOutcome:
-        outcome = BatchOutcome()
-        for key in keys:  # one GDPR delete per contact, as the API takes them
-            response = self.http.request(
+        return _delete_each(  # one GDPR delete per contact, as the API takes them
+            keys,
+            lambda key: self.http.request(
                 "POST", "/crm/v3/objects/contacts/gdpr-delete", json={"objectId": key, "idProperty": "email"}
-            )
-            if response.status_code in (200, 204, 404):  # 404: not there, nothing to erase
-                outcome.acknowledged[key] = None
-            else:
-                outcome.rejected[key] = _reason(
-                    response.json() if response.content else {}, f"HTTP {response.status_code}"
-                )
-        return outcome
+            ),
+        )
 
 
 class Braze:
@@ -266,17 +273,12 @@ class Mailchimp:
         return self._tag(members, "inactive", outcome) if self.tag else outcome
 
     def delete(self, keys: list[str]) -> BatchOutcome:
-        outcome = BatchOutcome()
-        for key in keys:
-            path = f"/lists/{self.list_id}/members/{subscriber_hash(key)}/actions/delete-permanent"
-            response = self.http.request("POST", path)
-            if response.status_code in (200, 204, 404):
-                outcome.acknowledged[key] = None
-            else:
-                outcome.rejected[key] = _reason(
-                    response.json() if response.content else {}, f"HTTP {response.status_code}"
-                )
-        return outcome
+        return _delete_each(
+            keys,
+            lambda key: self.http.request(
+                "POST", f"/lists/{self.list_id}/members/{subscriber_hash(key)}/actions/delete-permanent"
+            ),
+        )
 
 
 class Webhook:
