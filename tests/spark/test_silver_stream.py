@@ -157,6 +157,7 @@ def test_a_login_on_a_second_device_gives_both_devices_sessions_one_person(strea
 def test_every_silver_table_passes_its_quality_suite(stream):
     from spark_jobs.quality import QualityGate
     from spark_jobs.settings import TABLES
+    from spark_jobs.silver.profiles import update_profiles
     from spark_jobs.silver.user_features import update_user_features
 
     product = [("a2", 50 + 60 * i, "product_view", {"product_id": "p-9"}, None, "u-1", "/p/9") for i in range(3)]
@@ -164,6 +165,7 @@ def test_every_silver_table_passes_its_quality_suite(stream):
                  "u-1", "/"), *product])  # fmt: skip
     stream.feed([_view("a1", 90000, uid="u-1"), _view("a3", 90100)])
     update_user_features(stream.spark, stream.settings, (T0 + timedelta(days=2)).date())
+    update_profiles(stream.spark, stream.settings)  # u-1 logged in: a profile
     for name in (t for t in TABLES if t.startswith("silver.")):
         rows = table(stream.spark, stream.settings, name)
         assert rows.count() > 0 or name == "silver.late_events", name
