@@ -111,6 +111,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if r.quality_status:
             failing = ", ".join(f"{k} ({len(v)})" for k, v in sorted((r.quality_failures or {}).items()))
             print(f"      quality gate: {r.quality_status}" + (f"; failing: {failing}" if failing else ""))
+    if state.latest_syncs:
+        print("segment syncs (latest run of each destination in ops.sync_runs):")
+    for r in state.latest_syncs:
+        print(
+            f"  {r.destination:<26} {r.status:<9} at {r.started_at:%Y-%m-%d %H:%M:%S} UTC ({r.mode}) audience "
+            f"{r.audience:,}: {r.upserts:,} upserts, {r.removals:,} removals, acknowledged {r.acknowledged:,}, "
+            f"refused {r.rejected:,}" + (f"; {r.error[:200]}" if r.error else "")
+        )
     if state.unread_landing:
         print(
             f"landing files bronze does not read ({len(state.unread_landing)}; it reads {', '.join(LANDING_SUFFIXES)}):"
@@ -357,6 +365,41 @@ def cmd_undo_merge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_sync(result) -> None:
+    stats = result.stats
+    print(
+        f"{result.destination} ({result.destination_type}, {result.mode}): {result.status}; audience "
+        f"{result.audience:,} at gold version {result.gold_version}: {result.upserts:,} upserts, "
+        f"{result.removals:,} removals, {result.unchanged:,} unchanged; acknowledged {result.acknowledged:,}, "
+        f"refused {result.rejected:,}; {stats.requests:,} requests, {stats.retries:,} retried, "
+        f"{stats.throttled:,} throttled" + (f"; wrote {result.file}" if result.file else "")
+    )
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.names and not args.all:
+        print("name one or more destinations (config/destinations.yaml) or give --all", file=sys.stderr)
+        return 2
+    mode = "dry_run" if args.dry_run else "full" if args.full else "diff"
+    lh = Lakehouse(settings)
+    try:
+        names = None if args.all else args.names
+        results = op.sync(lh, names, mode)
+    except InvalidConfigError as exc:
+        print(f"config error, nothing sent: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    except op.SyncFailed as exc:
+        print(str(exc), file=sys.stderr)
+        print("each run is in ops.sync_runs; refusals in ops.sync_rejections", file=sys.stderr)
+        return 1
+    for result in results:
+        _print_sync(result)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     try:  # fail on a bad config before generating or moving anything
         op.validate_config(settings)
@@ -535,6 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("action", nargs="?", choices=("list", "promote", "rollback"), default="list")
     mod.add_argument("version", nargs="?", help="the version to promote")
     mod.add_argument("--json", action="store_true", help="print the registry as JSON")
+
+    syn = add(
+        "sync",
+        "send segment changes to destinations (config/destinations.yaml): HubSpot, Braze, Mailchimp, webhooks, "
+        "files; only what changed since each destination's last acknowledged state",
+        cmd_sync,
+    )
+    syn.add_argument("names", nargs="*", help="destination names (or --all)")
+    syn.add_argument("--all", action="store_true", help="every configured destination")
+    syn.add_argument("--dry-run", action="store_true", help="compute and record the diff; send nothing")
+    syn.add_argument("--full", action="store_true", help="send everyone in the audience again (after a vendor reset)")
 
     add(
         "content-picks",

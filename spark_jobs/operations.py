@@ -24,7 +24,9 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.activation.destinations import load_destinations
+from spark_jobs.activation.destinations import Destination, load_destinations
+from spark_jobs.activation.sync import SyncResult
+from spark_jobs.activation.sync import sync as sync_destination
 from spark_jobs.bronze import job as bronze
 from spark_jobs.bronze.landing import unread_files
 from spark_jobs.bronze.replay import ReplayResult, Selection, replay_quarantine
@@ -230,6 +232,7 @@ class Status:
     tables: list[TableStatus]
     latest_batches: list[Any]  # ops.pipeline_runs rows: the latest batch of every job
     unread_landing: list[Path]  # landing-zone files bronze does not read (not a landing format)
+    latest_syncs: list[Any] = ()  # ops.sync_runs rows: the latest run of every destination
 
 
 def _registered(name: str) -> tuple[tuple[str, ...], str | None]:
@@ -250,7 +253,14 @@ def status(lh: Lakehouse) -> Status:
         .orderBy("job")
         .collect()  # one row per job
     )
-    return Status(tables, latest, unread_files(settings.landing))
+    syncs = (
+        lh.table("ops.sync_runs")
+        .selectExpr("*", "row_number() OVER (PARTITION BY destination ORDER BY started_at DESC) AS _n")
+        .where("_n = 1")
+        .orderBy("destination")
+        .collect()  # one row per destination
+    )
+    return Status(tables, latest, unread_files(settings.landing), syncs)
 
 
 @dataclass(frozen=True)
@@ -377,6 +387,39 @@ def audience_inputs(lh: Lakehouse, now: datetime | None = None) -> AudienceRun:
     """Send times, then content picks (which carry each person's best send hour), and the persons'
     profiles: what a sync reads."""
     return AudienceRun(send_times(lh, now), content_picks(lh), profiles(lh))
+
+
+class SyncFailed(RuntimeError):
+    """One or more destinations' syncs failed (each recorded in ops.sync_runs); the others ran."""
+
+
+def destinations(settings: Settings) -> tuple[Destination, ...]:
+    """config/destinations.yaml, checked against config/segments.yaml's segment names."""
+    names = tuple(s.name for s in load_segments(settings.segments_file))
+    return load_destinations(settings.destinations_file, names)
+
+
+def sync(lh: Lakehouse, names: Iterable[str] | None = None, mode: str = "diff") -> list[SyncResult]:
+    """Sync the named destinations (all when None) in config order: each sends what changed in its audience
+    since its last acknowledged state (spark_jobs/activation/sync.py). A failing destination does not stop
+    the others; SyncFailed names every one that failed once all have run."""
+    configured = destinations(lh.settings)
+    wanted = list(names) if names is not None else [d.name for d in configured]
+    by_name = {d.name: d for d in configured}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise KeyError(f"no destination {', '.join(unknown)} in {lh.settings.destinations_file}; "
+                       f"configured: {', '.join(by_name) or 'none'}")  # fmt: skip
+    results: list[SyncResult] = []
+    failed: list[str] = []
+    for name in wanted:
+        try:
+            results.append(sync_destination(lh.spark, lh.settings, by_name[name], mode))
+        except Exception as error:  # recorded in ops.sync_runs by sync_destination
+            failed.append(f"{name} ({type(error).__name__}: {error})")
+    if failed:
+        raise SyncFailed("sync failed for " + "; ".join(failed))
+    return results
 
 
 def newest_session_end(lh: Lakehouse) -> datetime | None:
@@ -602,6 +645,7 @@ OPERATIONS = {
     "send_times": send_times,
     "content_picks": content_picks,
     "profiles": profiles,
+    "sync": sync,
     "kpis": kpis,
     "train": train_model,
     "promote": promote,

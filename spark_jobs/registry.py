@@ -30,7 +30,7 @@ LAYERS = ("bronze", "silver", "gold", "ops")  # the order tables are listed in (
 PERSON_KINDS = ("person_id", "anonymous_id", "user_id", "identifier", "payload")
 # Column names that identify a person wherever they appear: a table holding one declares it (or exempts it).
 _PERSON_COLUMNS = "person_id anonymous_id user_id identifier kept_person_id retired_person_id raw"
-IDENTIFYING_COLUMNS = frozenset([*_PERSON_COLUMNS.split(), "scope_key", "subject", "email", "phone"])
+IDENTIFYING_COLUMNS = frozenset([*_PERSON_COLUMNS.split(), "scope_key", "subject", "email", "phone", "match_value"])
 _ANNOTATION = re.compile(r"^--\s*@(?P<key>[a-z-]+)\s*:\s*(?P<value>.*?)\s*$")
 _PERSON = re.compile(r"^(?P<column>\w+)\s*=\s*(?P<kind>\w+)(?:\s+when\s+(?P<when>.+))?$", re.IGNORECASE)
 

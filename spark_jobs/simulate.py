@@ -367,7 +367,7 @@ def _session_events(rng: random.Random, user: _User, persona: Persona, start: da
     for i in range(1, n):
         t = t + timedelta(seconds=min(_log_uniform(rng, *persona.gap), MAX_IN_SESSION_GAP_S))
         if logged_in_at == i and i > 0:
-            events.append({"type": "identify", "t": t, "path": path, "props": {}})
+            events.append({"type": "identify", "t": t, "path": path, "props": {"email": _email(user.user_id)}})
             continue
         action = rng.choices(actions, weights=weights)[0]
         props: dict[str, str] = {}
@@ -455,10 +455,15 @@ def render_segment(user: _User, e: dict, event_id: str, received: datetime) -> d
     if e["type"] == "page_view":
         msg.update(type="page", name=e["path"].strip("/").split("/")[0] or "home", properties={"title": "Shop"})
     elif e["type"] == "identify":
-        msg.update(type="identify", userId=user.user_id, traits={"plan": "member"})
+        msg.update(type="identify", userId=user.user_id, traits={"plan": "member", "email": _email(user.user_id)})
     else:
         msg.update(type="track", event=e.get("name") or SEGMENT_EVENTS[e["type"]], properties=e["props"])
     return msg
+
+
+def _email(user_id: str) -> str:
+    """A login's email address (the reserved example.com domain: nothing real is ever addressed)."""
+    return f"{user_id}@example.com"
 
 
 def render_web_sdk(user: _User, e: dict, event_id: str, received: datetime, session_id: str | None) -> dict:
@@ -575,7 +580,7 @@ def render_server(user: _User, e: dict, event_id: str, received: datetime) -> di
                  "receivedAt": _iso(received), "context": {"library": {"name": "analytics-python",
                                                                        "version": "2.3.2"}}}  # fmt: skip
     if e["type"] == "identify":
-        msg.update(type="identify", traits={"plan": "member"})
+        msg.update(type="identify", traits={"plan": "member", "email": _email(user.user_id)})
     else:
         name = e.get("name") or SERVER_TRACK_NAMES.get(e["type"]) or SEGMENT_EVENTS[e["type"]]
         msg.update(type="track", event=name, properties=e["props"])

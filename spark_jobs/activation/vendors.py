@@ -26,10 +26,9 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,39 +329,47 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def write_file(destination: Destination, folder: Path, members: list[Member], source_version: int) -> Path:
+def write_file(destination: Destination, folder: Path, members: Iterable[Member], source_version: int) -> Path:
     """The whole audience as one CSV or Parquet file plus a manifest (rows, sha256, gold version), each
-    written to a temporary name and renamed, so a reader sees a complete file or none. Returns the data file."""
+    written to a temporary name and renamed, so a reader sees a complete file or none. `members` is read
+    once, in the order given, a row group at a time (a large audience never sits in memory whole).
+    Columns: the key, then the destination's mapped fields in config order. Returns the data file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
     fmt = str(destination.options.get("format", "csv"))
-    columns = ["key", *sorted({name for m in members for name in m.fields})]
+    columns = ["key", *destination.fields.values()]
     target = folder / f"{destination.name}.{fmt}"
     temporary = folder / f".{target.name}.tmp"
+    rows = 0
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(columns)
-        for m in sorted(members, key=lambda m: m.key):
-            writer.writerow([m.key, *(_text(m.fields.get(c)) for c in columns[1:])])
-        temporary.write_text(buffer.getvalue())
+        with temporary.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(columns)
+            for m in members:
+                writer.writerow([m.key, *(_text(m.fields.get(c)) for c in columns[1:])])
+                rows += 1
     else:
-        ordered = sorted(members, key=lambda m: m.key)
-        table = pa.table({c: [m.key if c == "key" else m.fields.get(c) for m in ordered] for c in columns})
-        pq.write_table(table, temporary)
-    digest = hashlib.sha256(temporary.read_bytes()).hexdigest()
+        schema = pa.schema([(c, pa.string()) for c in columns])
+        with pq.ParquetWriter(temporary, schema) as writer:
+            for chunk in _chunks(members, 50_000):
+                table = {c: [m.key if c == "key" else _text(m.fields.get(c)) for m in chunk] for c in columns}
+                writer.write_table(pa.table(table, schema=schema))
+                rows += len(chunk)
+    digest = hashlib.sha256()
     with temporary.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
         os.fsync(fh.fileno())
     temporary.replace(target)
     manifest = {
         "destination": destination.name,
         "file": target.name,
         "format": fmt,
-        "rows": len(members),
+        "rows": rows,
         "columns": columns,
-        "sha256": digest,
+        "sha256": digest.hexdigest(),
         "gold_version": source_version,
         "written_at": datetime.now(UTC).isoformat(),
     }
@@ -370,6 +377,17 @@ def write_file(destination: Destination, folder: Path, members: list[Member], so
     staged.write_text(json.dumps(manifest, indent=2) + "\n")
     staged.replace(folder / f"{destination.name}.manifest.json")
     return target
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 ADAPTERS = {"hubspot": HubSpot, "braze": Braze, "mailchimp": Mailchimp, "webhook": Webhook}

@@ -1,0 +1,374 @@
+"""Segment syncs: send each destination (config/destinations.yaml) what changed in its audience.
+
+1. The audience (`audience`): gold.user_segments in the destination's segments (read at one version, which
+   every state row and the run record name), joined with the session's top three score contributions,
+   gold.send_times, the content pick for the destination's channel (gold.content_assignments) and
+   silver.profiles for the match key (email or user_id) and consent. Only persons who granted the
+   destination's consent purpose and have a match key are in it; the optional filter applies last. The
+   mapped fields become a JSON document and a sha256 of it with the key.
+2. The diff (`changes`) against ops.sync_state: an upsert for a person the destination does not hold, holds
+   outside the audience, or holds with other fields; a removal for a person it holds in the audience who is
+   no longer in it (left the segments, withdrew consent, lost the key, failed the filter), and for the old
+   key of a person whose key changed. `full` upserts everyone in the audience again.
+3. Sending (`sync`): removals first, then upserts, in the destination's batch size, through its adapter
+   (spark_jobs/activation/vendors.py: rate limits, retries, per-record errors). Rows are read partition by
+   partition (`toLocalIterator`), so the driver holds one partition and one commit's acknowledgements, not
+   the audience. Every COMMIT_EVERY acknowledgements are merged into ops.sync_state and refusals appended to
+   ops.sync_rejections; a sync killed mid-run resends at most what it had not committed (upserts are
+   idempotent at every vendor; a webhook batch's id is its content hash). Refused persons are not marked
+   synced: the next run tries them again. The run ends with a row in ops.sync_runs, failed ones included.
+
+A file destination gets the whole audience as one file each run (written atomically, with a manifest), and
+its state is kept the same way, so its runs report the same diff.
+
+Locks: a sync holds the lakehouse lock shared for the whole run, so an erasure (which takes it alone)
+never runs between the audience read and a state commit, and a per-destination lock, so two syncs of one
+destination never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.activation.destinations import Destination, credentials
+from spark_jobs.activation.transport import RetryPolicy, TransportStats
+from spark_jobs.activation.vendors import ADAPTERS, BatchOutcome, Member, write_file
+from spark_jobs.contracts import read_table, table_contract, table_version
+from spark_jobs.locks import _flock, batch_lock
+from spark_jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COMMIT_EVERY = 2_000  # acknowledgements per ops.sync_state commit (what a killed sync may resend)
+MODES = ("diff", "full", "dry_run")
+
+# The three signals that added most to the deciding session's score, largest first (ties by name).
+TOP_CONTRIBUTIONS = (
+    "array_join(transform(slice(sort_array(transform(filter(map_entries(contributions), e -> e.value > 0), "
+    "e -> named_struct('minus', -e.value, 'signal', e.key))), 1, 3), e -> e.signal), ',')"
+)
+
+
+@dataclass
+class SyncResult:
+    """One destination's run, as ops.sync_runs records it."""
+
+    run_id: str
+    destination: str
+    destination_type: str
+    mode: str
+    gold_version: int
+    started_at: datetime
+    status: str = "failed"
+    audience: int = 0
+    upserts: int = 0
+    removals: int = 0
+    unchanged: int = 0
+    acknowledged: int = 0
+    rejected: int = 0
+    stats: TransportStats = field(default_factory=TransportStats)
+    finished_at: datetime | None = None
+    error: str | None = None
+    file: str | None = None
+
+    def summary(self) -> dict[str, object]:
+        """Counts and names only (what a DAG task returns to XCom)."""
+        return {
+            "destination": self.destination, "run_id": self.run_id, "mode": self.mode, "status": self.status,
+            "gold_version": self.gold_version, "audience": self.audience, "upserts": self.upserts,
+            "removals": self.removals, "unchanged": self.unchanged, "acknowledged": self.acknowledged,
+            "rejected": self.rejected, "requests": self.stats.requests, "retries": self.stats.retries,
+            "throttled": self.stats.throttled,
+        }  # fmt: skip
+
+
+def audience(spark: SparkSession, settings: Settings, destination: Destination, version: int) -> DataFrame:
+    """Persons in the destination's audience at gold.user_segments `version`: person_id, match_value,
+    segment, fields_json (the mapped fields) and payload_hash."""
+    segments = read_table(spark, settings, "gold.user_segments", version).filter(
+        F.col("segment").isin(list(destination.segments))
+    )
+    scores = read_table(spark, settings, "gold.session_scores").select(
+        "session_id", F.expr(TOP_CONTRIBUTIONS).alias("top_contributions")
+    )
+    times = read_table(spark, settings, "gold.send_times").select("person_id", "best_local_hour", "timezone")
+    frame = segments.join(scores, "session_id", "left").join(times, "person_id", "left")
+    channel = destination.content_channel
+    picks = (
+        read_table(spark, settings, "gold.content_assignments")
+        .filter(F.col("channel") == F.lit(channel or ""))
+        .select(
+            "person_id",
+            F.col("channel").alias("content_channel"),
+            F.col("rule").alias("content_rule"),
+            "tone",
+            "format",
+            "cta",
+        )
+    )
+    frame = frame.join(picks, "person_id", "left")
+    match = F.trim(F.col(destination.match_key))
+    profiles = (
+        read_table(spark, settings, "silver.profiles")
+        .filter(F.col(f"consent_{destination.consent}") & match.isNotNull() & (match != ""))
+        .select("person_id", match.alias("match_value"))
+    )
+    frame = frame.join(profiles, "person_id")
+    if destination.filter:
+        frame = frame.filter(F.expr(destination.filter))
+    fields = F.to_json(
+        F.struct(*[F.col(column).alias(target) for column, target in destination.fields.items()]),
+        {"ignoreNullFields": "false"},
+    )
+    return frame.select(
+        "person_id",
+        "match_value",
+        "segment",
+        fields.alias("fields_json"),
+        F.sha2(F.concat_ws("\u0001", "match_value", fields), 256).alias("payload_hash"),
+    )
+
+
+def changes(desired: DataFrame, state: DataFrame, full: bool = False) -> DataFrame:
+    """The diff: one row per call to make (action upsert or remove), with person_id, key, record_id,
+    fields_json, payload_hash and segment. `state`: ops.sync_state rows of the destination."""
+    held = state.select(
+        "person_id",
+        F.col("match_value").alias("held_key"),
+        F.col("record_id").alias("held_record"),
+        F.col("payload_hash").alias("held_hash"),
+        F.col("in_audience").alias("held_in"),
+    )
+    both = desired.join(held, "person_id", "full_outer")
+    wanted = F.col("match_value").isNotNull()
+    stale = F.col("held_in").isNull() | ~F.col("held_in") | (F.col("held_hash") != F.col("payload_hash"))
+    upserts = both.filter(wanted & (F.lit(full) | stale)).select(
+        F.lit("upsert").alias("action"),
+        "person_id",
+        F.col("match_value").alias("key"),
+        F.when(F.col("held_key") == F.col("match_value"), F.col("held_record")).alias("record_id"),
+        "fields_json",
+        "payload_hash",
+        "segment",
+    )
+    leaving = F.coalesce(F.col("held_in"), F.lit(False)) & (~wanted | (F.col("held_key") != F.col("match_value")))
+    removals = both.filter(leaving).select(
+        F.lit("remove").alias("action"),
+        "person_id",
+        F.col("held_key").alias("key"),
+        F.col("held_record").alias("record_id"),
+        F.lit(None).cast("string").alias("fields_json"),
+        F.col("held_hash").alias("payload_hash"),
+        F.lit(None).cast("string").alias("segment"),
+    )
+    return upserts.unionByName(removals)
+
+
+@dataclass
+class _Pending:
+    """Acknowledgements and refusals not yet committed (at most COMMIT_EVERY of them)."""
+
+    state: dict[str, dict] = field(default_factory=dict)
+    refused: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.state) + len(self.refused)
+
+
+class _Writer:
+    """Commits acknowledgements to ops.sync_state (MERGE by destination and person) and refusals to
+    ops.sync_rejections (append)."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, result: SyncResult) -> None:
+        self.spark, self.settings, self.result = spark, settings, result
+        self.pending = _Pending()
+
+    def acknowledge(self, row, record_id: str | None, in_audience: bool) -> None:
+        self.pending.state[row.person_id] = {
+            "destination": self.result.destination,
+            "person_id": row.person_id,
+            "match_value": row.key,
+            "record_id": record_id,
+            "payload_hash": row.payload_hash,
+            "in_audience": in_audience,
+            "segment": row.segment if in_audience else None,
+            "gold_version": self.result.gold_version,
+            "synced_at": datetime.now(UTC).replace(tzinfo=None),
+        }
+        self.result.acknowledged += 1
+
+    def refuse(self, row, reason: str) -> None:
+        self.pending.refused.append({
+            "run_id": self.result.run_id, "destination": self.result.destination, "person_id": row.person_id,
+            "action": row.action, "reason": reason or "no reason given",
+            "rejected_at": datetime.now(UTC).replace(tzinfo=None),
+        })  # fmt: skip
+        self.result.rejected += 1
+
+    def commit(self, force: bool = False) -> None:
+        if not len(self.pending) or (len(self.pending) < COMMIT_EVERY and not force):
+            return
+        from delta.tables import DeltaTable
+
+        pending, self.pending = self.pending, _Pending()
+        if pending.state:
+            contract = table_contract("ops.sync_state")
+            rows = [tuple(r[c] for c in contract.column_names) for r in pending.state.values()]
+            source = self.spark.createDataFrame(rows, contract.schema())
+            target = DeltaTable.forPath(self.spark, str(self.settings.table_path("ops.sync_state")))
+            (
+                target.alias("t")
+                .merge(source.alias("s"), "t.destination = s.destination AND t.person_id = s.person_id")
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        if pending.refused:
+            contract = table_contract("ops.sync_rejections")
+            rows = [tuple(r[c] for c in contract.column_names) for r in pending.refused]
+            frame = self.spark.createDataFrame(rows, contract.schema())
+            frame.write.format("delta").mode("append").save(str(self.settings.table_path("ops.sync_rejections")))
+
+
+def _chunked(rows: Iterator, size: int) -> Iterator[list]:
+    chunk: list = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _member(row) -> Member:
+    return Member(row.key, json.loads(row.fields_json) if row.fields_json else {}, row.record_id)
+
+
+def _send(adapter, destination: Destination, rows: list, writer: _Writer) -> None:
+    action = rows[0].action
+    members = [_member(r) for r in rows]
+    if action == "upsert":
+        outcome: BatchOutcome = adapter.upsert(members)
+    elif destination.on_leave == "delete":
+        outcome = adapter.delete([m.key for m in members])
+    else:
+        outcome = adapter.remove(members)
+    for row in rows:
+        if row.key in outcome.acknowledged:
+            record = outcome.acknowledged[row.key] or row.record_id
+            writer.acknowledge(row, None if action == "remove" and destination.on_leave == "delete" else record,
+                               in_audience=action == "upsert")  # fmt: skip
+        else:
+            writer.refuse(row, outcome.rejected.get(row.key, "not acknowledged"))
+    writer.commit()
+
+
+def _ordered(frame: DataFrame, action: str) -> Iterator:
+    return frame.filter(F.col("action") == action).toLocalIterator(prefetchPartitions=True)
+
+
+def _record_run(spark: SparkSession, settings: Settings, result: SyncResult) -> None:
+    contract = table_contract("ops.sync_runs")
+    values = {
+        **{k: getattr(result, k) for k in ("run_id", "destination", "destination_type", "mode", "status",
+                                           "gold_version", "audience", "upserts", "removals", "unchanged",
+                                           "acknowledged", "rejected", "error")},
+        "requests": result.stats.requests, "retries": result.stats.retries, "throttled": result.stats.throttled,
+        "started_at": result.started_at.replace(tzinfo=None),
+        "finished_at": (result.finished_at or datetime.now(UTC)).replace(tzinfo=None),
+    }  # fmt: skip
+    frame = spark.createDataFrame([tuple(values[c] for c in contract.column_names)], contract.schema())
+    frame.write.format("delta").mode("append").save(str(settings.table_path("ops.sync_runs")))
+
+
+def destination_lock(settings: Settings, name: str):
+    """Held alone by a sync of one destination: a second sync of it waits (bounded, then LockTimeout)."""
+    import fcntl
+
+    return _flock(settings.lock_dir / f"sync-{name}.lock", fcntl.LOCK_EX, settings.lock_timeout_seconds,
+                  f"sync {name}")  # fmt: skip
+
+
+def sync(
+    spark: SparkSession,
+    settings: Settings,
+    destination: Destination,
+    mode: str = "diff",
+    policy: RetryPolicy | None = None,
+    **transport,
+) -> SyncResult:
+    """Sync one destination (module doc). Raises what stopped it (auth, the destination unavailable after
+    retries, a missing token) after recording the failed run; what was acknowledged before is committed."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    with ExitStack() as stack:
+        stack.enter_context(destination_lock(settings, destination.name))
+        stack.enter_context(batch_lock(settings.lock_dir, settings.lock_timeout_seconds, f"sync {destination.name}"))
+        version = table_version(spark, settings, "gold.user_segments")
+        result = SyncResult(uuid.uuid4().hex, destination.name, destination.type, mode, version, datetime.now(UTC))
+        started = time.monotonic()
+        adapter = writer = None
+        try:
+            if mode != "dry_run" and destination.type in ADAPTERS:
+                adapter = ADAPTERS[destination.type](destination, credentials(destination), policy or RetryPolicy(),
+                                                     **transport)  # fmt: skip
+                result.stats = adapter.http.stats
+            desired = audience(spark, settings, destination, version)
+            state = read_table(spark, settings, "ops.sync_state").filter(F.col("destination") == destination.name)
+            todo = changes(desired, state, full=mode == "full").localCheckpoint(eager=True)
+            counts = {r.action: r["count"] for r in todo.groupBy("action").count().collect()}
+            result.audience = desired.count()
+            result.upserts, result.removals = counts.get("upsert", 0), counts.get("remove", 0)
+            result.unchanged = result.audience - result.upserts
+            if mode == "dry_run":
+                result.status = "dry_run"
+                return result
+            writer = _Writer(spark, settings, result)
+            if destination.type == "file":
+                rows = desired.orderBy("match_value").toLocalIterator(prefetchPartitions=True)
+                members = (Member(r.match_value, json.loads(r.fields_json)) for r in rows)
+                path = write_file(destination, export_folder(settings, destination), members, version)
+                result.file = str(path)
+                for action in ("remove", "upsert"):
+                    for row in _ordered(todo, action):
+                        writer.acknowledge(row, None, in_audience=action == "upsert")
+                        writer.commit()
+            else:
+                for action in ("remove", "upsert"):
+                    for rows in _chunked(_ordered(todo, action), destination.batch_size):
+                        _send(adapter, destination, rows, writer)
+            writer.commit(force=True)
+            result.status = "succeeded"
+            return result
+        except Exception as error:
+            if writer is not None:
+                writer.commit(force=True)  # what the destination acknowledged stays acknowledged
+            result.error = f"{type(error).__name__}: {error}"[:1000]
+            raise
+        finally:
+            if adapter is not None:
+                adapter.http.close()
+            result.finished_at = datetime.now(UTC)
+            _record_run(spark, settings, result)
+            log.info("sync %s (%s): %s in %.1f s: audience %d, %d upserts, %d removals, %d acknowledged, "
+                     "%d refused", destination.name, mode, result.status, time.monotonic() - started,
+                     result.audience, result.upserts, result.removals, result.acknowledged,
+                     result.rejected)  # fmt: skip
+
+
+def export_folder(settings: Settings, destination: Destination) -> Path:
+    """Where a file destination writes: options.path, relative to the lakehouse root unless absolute."""
+    folder = Path(str(destination.options["path"]))
+    return folder if folder.is_absolute() else settings.lakehouse / folder

@@ -1,0 +1,147 @@
+"""Segment syncs against local servers that keep each vendor's contract: the audience (segments, consent,
+a match key, the filter), the fields sent, only changes sent again, refusals recorded and retried, a
+consent withdrawal removing the person, dry runs sending nothing, files written whole, and every run in
+ops.sync_runs. The gold and silver inputs are written directly (no pipeline run), so each case is exact."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+from delta.tables import DeltaTable
+
+from spark_jobs.activation.destinations import load_destinations
+from spark_jobs.activation.sync import sync
+from spark_jobs.activation.transport import RetryPolicy
+from spark_jobs.contracts import ensure_tables, table_contract
+from spark_jobs.settings import REPO_ROOT
+from tests.helpers import table
+from tests.vendor_servers import HubSpotServer, WebhookReceiver
+
+pytestmark = pytest.mark.spark
+
+DESTINATIONS = {d.name: d for d in load_destinations(REPO_ROOT / "config" / "destinations.yaml")}
+TOKEN = "test-token-0123"
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+POLICY = RetryPolicy(max_tries=4, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=5.0)
+NOW = datetime(2026, 11, 3, 12, 0)
+
+# person: (segment, intent_score, email, user_id, consent_marketing, consent_personalization)
+PEOPLE = {
+    "p1": ("High Intent", 91.0, "one@example.com", "u-1", True, True),
+    "p2": ("High Intent", 88.0, "two@example.com", "u-2", False, True),  # no marketing consent
+    "p3": ("High Intent", 85.0, None, "u-3", True, True),  # no email
+    "p4": ("Price Sensitive", 40.0, "four@example.com", "u-4", True, True),
+    "p5": ("High Intent", 82.0, "not-an-email", "u-5", True, True),  # HubSpot refuses it
+}
+
+
+def _write(spark, settings, name, rows):
+    contract = table_contract(name)
+    frame = spark.createDataFrame([tuple(r.get(c) for c in contract.column_names) for r in rows], contract.schema())
+    frame.write.format("delta").mode("overwrite").save(str(settings.table_path(name)))
+
+
+def _lakehouse(spark, settings, people):
+    ensure_tables(spark, settings)
+    segments, scores, times, profiles = [], [], [], []
+    for person, (segment, score, email, user_id, marketing, personalization) in people.items():
+        session = f"s-{person}"
+        segments.append({"person_id": person, "segment": segment, "intent_score": score, "session_id": session,
+                         "last_seen_at": NOW, "sessions": 2, "model_version": "rules-v1"})  # fmt: skip
+        scores.append({"session_id": session, "person_id": person, "session_start": NOW, "session_end": NOW,
+                       "is_closed": True, "intent_score": score, "segment": segment, "model_version": "rules-v1",
+                       "contributions": {"cart_add": 40.0, "product_views": 30.0, "dwell": 15.0, "bounce": 0.0,
+                                         "search": 6.0},
+                       "session_date": NOW.date()})  # fmt: skip
+        times.append({"person_id": person, "best_local_hour": 9, "timezone": "Europe/Paris", "source": "person",
+                      "confidence": 0.5, "sessions": 2, "segment": segment, "window_end": NOW})  # fmt: skip
+        profiles.append({"person_id": person, "user_id": user_id, "email": email, "consent_analytics": True,
+                         "consent_marketing": marketing, "consent_personalization": personalization,
+                         "consent_updated_at": NOW, "consent_source": "segment", "updated_at": NOW})  # fmt: skip
+    _write(spark, settings, "gold.user_segments", segments)
+    _write(spark, settings, "gold.session_scores", scores)
+    _write(spark, settings, "gold.send_times", times)
+    _write(spark, settings, "silver.profiles", profiles)
+
+
+def test_a_hubspot_sync_sends_the_consenting_audience_once_retries_refusals_and_removes_a_withdrawal(
+    spark, settings, monkeypatch
+):
+    _lakehouse(spark, settings, PEOPLE)
+    destination = replace(DESTINATIONS["hubspot_high_intent"], options={
+        **DESTINATIONS["hubspot_high_intent"].options, "requests_per_second": 100})  # fmt: skip
+    with HubSpotServer(TOKEN) as server:
+        monkeypatch.setenv("INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT_TOKEN", TOKEN)
+        monkeypatch.setenv("INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT_URL", server.url)
+
+        first = sync(spark, settings, destination, policy=POLICY)
+        assert (first.status, first.audience, first.upserts, first.removals) == ("succeeded", 2, 2, 0)
+        assert (first.acknowledged, first.rejected) == (1, 1)
+        assert server.upserts == ["one@example.com"]  # p2 (no consent), p3 (no email), p4 (segment): never sent
+        contact = server.contacts["one@example.com"]["properties"]
+        assert contact["intentlake_segment"] == "High Intent" and contact["intentlake_intent_score"] == "91"
+        assert contact["intentlake_top_signals"] == "cart_add,product_views,dwell"  # the three largest
+        assert contact["intentlake_best_send_hour"] == "9"
+        record = server.contacts["one@example.com"]["id"]
+        assert server.lists["intentlake-high-intent"] == {record}
+        state = {r.person_id: r for r in table(spark, settings, "ops.sync_state").collect()}
+        assert set(state) == {"p1"} and state["p1"].record_id == record and state["p1"].in_audience
+        [refused] = table(spark, settings, "ops.sync_rejections").collect()
+        assert (refused.person_id, refused.action, refused.run_id) == ("p5", "upsert", first.run_id)
+        assert "VALIDATION_ERROR" in refused.reason
+
+        again = sync(spark, settings, destination, policy=POLICY)  # nothing changed: only the refusal again
+        assert (again.upserts, again.unchanged, again.acknowledged, again.rejected) == (1, 1, 0, 1)
+        assert server.upserts == ["one@example.com"]
+
+        dry = sync(spark, settings, destination, mode="dry_run", policy=POLICY)
+        assert (dry.status, dry.upserts) == ("dry_run", 1) and dry.stats.requests == 0
+
+        withdrawn = DeltaTable.forPath(spark, str(settings.table_path("silver.profiles")))
+        withdrawn.update("person_id = 'p1'", {"consent_marketing": "false"})
+        left = sync(spark, settings, destination, policy=POLICY)
+        assert (left.removals, left.acknowledged) == (1, 1)
+        assert server.lists["intentlake-high-intent"] == set() and "one@example.com" in server.contacts
+        assert not table(spark, settings, "ops.sync_state").first().in_audience
+
+        full = sync(spark, settings, destination, mode="full", policy=POLICY)  # p1 is out: nobody to resend
+        assert (full.upserts, full.removals, full.acknowledged) == (1, 0, 0)
+
+    runs = table(spark, settings, "ops.sync_runs").orderBy("started_at").collect()
+    assert [(r.mode, r.status) for r in runs] == [("diff", "succeeded"), ("diff", "succeeded"),
+                                                  ("dry_run", "dry_run"), ("diff", "succeeded"),
+                                                  ("full", "succeeded")]  # fmt: skip
+    assert runs[0].requests >= 2 and runs[0].gold_version == runs[-1].gold_version
+
+
+def test_a_webhook_sync_signs_each_batch_and_a_file_sync_writes_the_whole_audience(spark, settings, monkeypatch):
+    _lakehouse(spark, settings, PEOPLE)
+    webhook = replace(DESTINATIONS["webhook_all_segments"], options={
+        **DESTINATIONS["webhook_all_segments"].options, "batch_size": 2, "requests_per_second": 100})  # fmt: skip
+    with WebhookReceiver(SECRET) as receiver:
+        monkeypatch.setenv("INTENTLAKE_DEST_WEBHOOK_ALL_SEGMENTS_TOKEN", SECRET)
+        monkeypatch.setenv("INTENTLAKE_DEST_WEBHOOK_ALL_SEGMENTS_URL", receiver.url)
+        done = sync(spark, settings, webhook, policy=POLICY)
+        # everyone with personalization consent and a user_id, in batches of two, each verified by the receiver
+        assert (done.audience, done.acknowledged) == (5, 5) and len(receiver.messages) == 3
+        sent = {m["key"]: m["fields"] for message in receiver.messages for m in message["members"]}
+        assert set(sent) == {"u-1", "u-2", "u-3", "u-4", "u-5"}
+        assert sent["u-4"]["segment"] == "Price Sensitive" and sent["u-4"]["tone"] is None  # no content pick
+        assert sync(spark, settings, webhook, policy=POLICY).upserts == 0 and len(receiver.messages) == 3
+
+    exported = sync(spark, settings, DESTINATIONS["file_high_intent"])
+    with open(exported.file) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["key"] for r in rows] == ["not-an-email", "one@example.com"]  # a file refuses nothing
+    assert rows[1] == {"key": "one@example.com", "segment": "High Intent", "intent_score": "91",
+                       "best_local_hour": "9"}  # fmt: skip
+    manifest = json.loads(
+        (settings.lakehouse / "exports" / "high_intent" / "file_high_intent.manifest.json").read_text()
+    )
+    assert manifest["rows"] == 2 and manifest["gold_version"] == exported.gold_version
+    state = table(spark, settings, "ops.sync_state").groupBy("destination").count().collect()
+    assert {r.destination: r["count"] for r in state} == {"webhook_all_segments": 5, "file_high_intent": 2}
