@@ -37,3 +37,23 @@ ASSETS = {table: Asset(name=table, uri=_settings.table_path(table).as_uri(), gro
 def assets(*tables: str) -> list[Asset]:
     """The Assets of these tables (a KeyError names a table the contracts do not have)."""
     return [ASSETS[t] for t in tables]
+
+
+def destination_credentials_from_connection(name: str) -> None:
+    """Let an Airflow connection named like the destination supply its token and URL: the password is the
+    token, the host the base URL (a full https://... URL). Set into this task process's environment as
+    INTENTLAKE_DEST_<NAME>_TOKEN / _URL unless those are already set; nothing is logged or returned."""
+    import os
+
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(name)
+    except AirflowNotFoundException:
+        return  # the worker's environment has to carry them
+    prefix = f"INTENTLAKE_DEST_{name.upper()}"
+    if conn.password:
+        os.environ.setdefault(f"{prefix}_TOKEN", conn.password)
+    if conn.host and "://" in conn.host:
+        os.environ.setdefault(f"{prefix}_URL", conn.host)

@@ -26,9 +26,15 @@ event "e-4217" and of any time with 42 in it:
 - text that is not JSON at all (a truncated line) names them when it holds one of their identifiers as a
   whole JSON string, with its quotes: `"42"` (or its JSON-escaped form), never 42 inside other text.
 
-Not reached from here (the receipt says so): the Kafka topic (its retention expires the events), Delta log
-statistics (min/max values of removed files, expired with the log retention) and copies outside the
-lakehouse (destinations get their own deletion calls when syncs exist).
+Copies outside the lakehouse: before any row is deleted, every destination ops.sync_state says holds the
+person (config/destinations.yaml) gets its vendor's delete call for their keys (HubSpot GDPR delete, Braze
+/users/delete, Mailchimp delete-permanent, a signed person.erased webhook), and file exports are rewritten
+without their rows (spark_jobs/activation/sync.py `erase_from_destinations`); the receipt lists the
+destinations reached. A destination that does not confirm leaves the request pending, and the next run
+calls it again.
+
+Not reached from here (the receipt says so): the Kafka topic (its retention expires the events) and Delta
+log statistics (min/max values of removed files, expired with the log retention).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType
 
+from spark_jobs.activation.destinations import Destination, load_destinations
+from spark_jobs.activation.sync import erase_from_destinations
 from spark_jobs.bronze.landing import is_landing_file
 from spark_jobs.bronze.normalize import (
     BUNDLED_SCHEMAS,
@@ -57,6 +65,7 @@ from spark_jobs.bronze.normalize import (
     SchemaRegistry,
     normalize_records,
 )
+from spark_jobs.config import load_segments
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.locks import exclusive_lock
 from spark_jobs.maintenance import purge
@@ -71,6 +80,11 @@ NOT_REACHED = (
     "kafka: events in the topic expire with its retention",
     "delta log statistics: min/max values of removed files expire with each table's log retention",
 )
+
+
+def configured_destinations(settings: Settings) -> tuple[Destination, ...]:
+    """config/destinations.yaml (checked against the segment names), for the calls into destinations."""
+    return load_destinations(settings.destinations_file, tuple(s.name for s in load_segments(settings.segments_file)))
 
 
 class ErasureError(ValueError):
@@ -363,6 +377,8 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
     for request in pending:
         at = max(_naive(now), request.requested_at)  # a backfilled run's interval may end before the request
         ids = resolve(spark, settings, request.subject_type, request.subject)
+        # the copies destinations hold first: a destination that does not confirm keeps the request pending
+        reached = erase_from_destinations(spark, settings, configured_destinations(settings), ids.person_ids)
         done = _delete_everywhere(spark, settings, conditions(ids, registry))
         rows = {table: deleted for table, (deleted, _) in done.items()}
         versions = {table: version for table, (_, version) in done.items() if version is not None}
@@ -376,6 +392,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             "erased_at": at.isoformat(),
             "identifiers": ids.count,
             "rows_deleted": rows,
+            "destinations": reached,
             "table_versions": versions,
             "purge_after_hours": settings.erasure_purge_hours,
             "not_reached": list(NOT_REACHED),

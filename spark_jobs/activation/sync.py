@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.activation.destinations import Destination, credentials
 from spark_jobs.activation.transport import RetryPolicy, TransportStats
-from spark_jobs.activation.vendors import ADAPTERS, BatchOutcome, Member, write_file
+from spark_jobs.activation.vendors import ADAPTERS, BatchOutcome, Member, remove_from_file, write_file
 from spark_jobs.contracts import read_table, table_contract, table_version
 from spark_jobs.locks import _flock, batch_lock
 from spark_jobs.settings import Settings
@@ -372,3 +372,62 @@ def export_folder(settings: Settings, destination: Destination) -> Path:
     """Where a file destination writes: options.path, relative to the lakehouse root unless absolute."""
     folder = Path(str(destination.options["path"]))
     return folder if folder.is_absolute() else settings.lakehouse / folder
+
+
+class DestinationErasureFailed(RuntimeError):
+    """A destination did not confirm an erasure (refused a key, or was unreachable past the retries)."""
+
+
+def erase_from_destinations(
+    spark: SparkSession,
+    settings: Settings,
+    destinations: tuple[Destination, ...],
+    person_ids: frozenset[str],
+    policy: RetryPolicy | None = None,
+    **transport,
+) -> dict[str, int]:
+    """Delete the persons from every destination ops.sync_state says holds them (in or out of its audience):
+    the vendor's delete call per key, or the file export rewritten without them. Returns {destination: keys
+    erased}. Raises DestinationErasureFailed naming each destination that did not confirm (the caller keeps
+    the request pending: the next run calls again; deletes are idempotent, a 404 counts as done). Called by
+    erasure before it deletes the ops.sync_state rows, holding the lakehouse lock alone (so no sync runs)."""
+    if not person_ids or not (settings.table_path("ops.sync_state") / "_delta_log").is_dir():
+        return {}
+    held = (
+        read_table(spark, settings, "ops.sync_state")
+        .filter(F.col("person_id").isin(sorted(person_ids)))
+        .select("destination", "match_value")
+        .distinct()
+        .collect()  # one person's keys: a few per destination
+    )
+    keys: dict[str, set[str]] = {}
+    for row in held:
+        keys.setdefault(row.destination, set()).add(row.match_value)
+    configured = {d.name: d for d in destinations}
+    erased: dict[str, int] = {}
+    problems: list[str] = []
+    for name, wanted in sorted(keys.items()):
+        destination = configured.get(name)
+        if destination is None:
+            problems.append(f"{name}: holds the person but is no longer in the destinations config")
+            continue
+        try:
+            if destination.type == "file":
+                remove_from_file(destination, export_folder(settings, destination), wanted)
+                erased[name] = len(wanted)
+                continue
+            adapter = ADAPTERS[destination.type](destination, credentials(destination), policy or RetryPolicy(),
+                                                 **transport)  # fmt: skip
+            try:
+                outcome = adapter.delete(sorted(wanted))
+            finally:
+                adapter.http.close()
+        except Exception as error:
+            problems.append(f"{name}: {type(error).__name__}: {error}")
+            continue
+        if outcome.rejected:
+            problems.append(f"{name}: refused {len(outcome.rejected)} key(s): {next(iter(outcome.rejected.values()))}")
+        erased[name] = len(outcome.acknowledged)
+    if problems:
+        raise DestinationErasureFailed("; ".join(problems))
+    return erased

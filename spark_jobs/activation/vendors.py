@@ -379,6 +379,58 @@ def write_file(destination: Destination, folder: Path, members: Iterable[Member]
     return target
 
 
+def remove_from_file(destination: Destination, folder: Path, keys: set[str]) -> int:
+    """Erasure's reach into a file export: rewrite the destination's file without the rows of `keys`
+    (streamed, then renamed over it) and its manifest with the new count and hash; the rows removed."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    fmt = str(destination.options.get("format", "csv"))
+    target = folder / f"{destination.name}.{fmt}"
+    manifest_path = folder / f"{destination.name}.manifest.json"
+    if not target.exists():
+        return 0
+    temporary = folder / f".{target.name}.tmp"
+    kept = removed = 0
+    if fmt == "csv":
+        with target.open(newline="") as source, temporary.open("w", newline="") as out:
+            reader, writer = csv.reader(source), csv.writer(out)
+            writer.writerow(next(reader))
+            for row in reader:
+                if row and row[0] in keys:
+                    removed += 1
+                else:
+                    writer.writerow(row)
+                    kept += 1
+    else:
+        import pyarrow as pa
+
+        source = pq.ParquetFile(target)
+        with pq.ParquetWriter(temporary, source.schema_arrow) as writer:
+            for batch in source.iter_batches():
+                mask = pc.invert(pc.is_in(batch.column("key"), value_set=pa.array(sorted(keys), pa.string())))
+                left = batch.filter(mask)
+                removed += batch.num_rows - left.num_rows
+                kept += left.num_rows
+                writer.write_batch(left)
+    if not removed:
+        temporary.unlink()
+        return 0
+    digest = hashlib.sha256()
+    with temporary.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        os.fsync(fh.fileno())
+    temporary.replace(target)
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        manifest.update(rows=kept, sha256=digest.hexdigest(), erased_at=datetime.now(UTC).isoformat())
+        staged = folder / f".{manifest_path.name}.tmp"
+        staged.write_text(json.dumps(manifest, indent=2) + "\n")
+        staged.replace(manifest_path)
+    return removed
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     chunk: list = []
     for item in items:

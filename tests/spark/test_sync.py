@@ -118,10 +118,15 @@ def test_a_hubspot_sync_sends_the_consenting_audience_once_retries_refusals_and_
     assert runs[0].requests >= 2 and runs[0].gold_version == runs[-1].gold_version
 
 
-def test_a_webhook_sync_signs_each_batch_and_a_file_sync_writes_the_whole_audience(spark, settings, monkeypatch):
+def test_a_webhook_sync_signs_each_batch_a_file_sync_writes_the_whole_audience_and_erasure_reaches_both(
+    spark, settings, monkeypatch
+):
+    from spark_jobs import erasure
+
     _lakehouse(spark, settings, PEOPLE)
     webhook = replace(DESTINATIONS["webhook_all_segments"], options={
         **DESTINATIONS["webhook_all_segments"].options, "batch_size": 2, "requests_per_second": 100})  # fmt: skip
+    file_export = DESTINATIONS["file_high_intent"]
     with WebhookReceiver(SECRET) as receiver:
         monkeypatch.setenv("INTENTLAKE_DEST_WEBHOOK_ALL_SEGMENTS_TOKEN", SECRET)
         monkeypatch.setenv("INTENTLAKE_DEST_WEBHOOK_ALL_SEGMENTS_URL", receiver.url)
@@ -133,15 +138,26 @@ def test_a_webhook_sync_signs_each_batch_and_a_file_sync_writes_the_whole_audien
         assert sent["u-4"]["segment"] == "Price Sensitive" and sent["u-4"]["tone"] is None  # no content pick
         assert sync(spark, settings, webhook, policy=POLICY).upserts == 0 and len(receiver.messages) == 3
 
-    exported = sync(spark, settings, DESTINATIONS["file_high_intent"])
+        exported = sync(spark, settings, file_export)
+        with open(exported.file) as fh:
+            rows = list(csv.DictReader(fh))
+        assert [r["key"] for r in rows] == ["not-an-email", "one@example.com"]  # a file refuses nothing
+        assert rows[1] == {"key": "one@example.com", "segment": "High Intent", "intent_score": "91",
+                           "best_local_hour": "9"}  # fmt: skip
+        folder = settings.lakehouse / "exports" / "high_intent"
+        manifest = json.loads((folder / "file_high_intent.manifest.json").read_text())
+        assert manifest["rows"] == 2 and manifest["gold_version"] == exported.gold_version
+        state = table(spark, settings, "ops.sync_state").groupBy("destination").count().collect()
+        assert {r.destination: r["count"] for r in state} == {"webhook_all_segments": 5, "file_high_intent": 2}
+
+        # erasure reaches both copies before it deletes the state: a signed person.erased, the file rewritten
+        request = erasure.file_request(spark, settings, "person_id", "p1", NOW)
+        erasure.process_erasures(spark, settings, NOW)
+        erased = [m for m in receiver.messages if m["type"] == "intentlake.person.erased"]
+        assert [m["members"] for m in erased] == [[{"key": "u-1"}]]
     with open(exported.file) as fh:
-        rows = list(csv.DictReader(fh))
-    assert [r["key"] for r in rows] == ["not-an-email", "one@example.com"]  # a file refuses nothing
-    assert rows[1] == {"key": "one@example.com", "segment": "High Intent", "intent_score": "91",
-                       "best_local_hour": "9"}  # fmt: skip
-    manifest = json.loads(
-        (settings.lakehouse / "exports" / "high_intent" / "file_high_intent.manifest.json").read_text()
-    )
-    assert manifest["rows"] == 2 and manifest["gold_version"] == exported.gold_version
-    state = table(spark, settings, "ops.sync_state").groupBy("destination").count().collect()
-    assert {r.destination: r["count"] for r in state} == {"webhook_all_segments": 5, "file_high_intent": 2}
+        assert [r["key"] for r in csv.DictReader(fh)] == ["not-an-email"]
+    assert json.loads((folder / "file_high_intent.manifest.json").read_text())["rows"] == 1
+    receipt = erasure.receipt(spark, settings, request)
+    assert receipt["destinations"] == {"file_high_intent": 1, "webhook_all_segments": 1}
+    assert table(spark, settings, "ops.sync_state").where("person_id = 'p1'").count() == 0
