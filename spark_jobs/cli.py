@@ -421,7 +421,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         t0 = time.monotonic()
     op.audience_inputs(lh, now=op.newest_session_end(lh))  # the simulated days, not today: send times' window
     timings["send times, content"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    syncs = op.demo_syncs(lh)
+    timings["segment syncs"] = time.monotonic() - t0
     _print_demo_report(lh, op.demo_report(lh), timings, time.monotonic() - started)
+    print("\nsegment syncs (config/destinations.yaml; each run is a row of ops.sync_runs):")
+    for result in syncs:
+        _print_sync(result)
+        if result.mode == "dry_run":
+            prefix = f"INTENTLAKE_DEST_{result.destination.upper()}"
+            print(f"    nothing sent: set {prefix}_TOKEN and {prefix}_URL, then `intentlake sync {result.destination}`")
     return 0
 
 

@@ -422,6 +422,20 @@ def sync(lh: Lakehouse, names: Iterable[str] | None = None, mode: str = "diff") 
     return results
 
 
+def demo_syncs(lh: Lakehouse) -> list[SyncResult]:
+    """What `intentlake demo` does with the destinations: a real sync of each one that can be reached here
+    (a file export, or a destination whose INTENTLAKE_DEST_<NAME>_TOKEN / _URL are set) and a dry run (the
+    diff computed and recorded, nothing sent) of the others."""
+    from spark_jobs.activation.destinations import credentials
+
+    results = []
+    for destination in destinations(lh.settings):
+        found = credentials(destination)
+        reachable = destination.type == "file" or bool(found.token and found.url)
+        results.append(sync_destination(lh.spark, lh.settings, destination, "diff" if reachable else "dry_run"))
+    return results
+
+
 def newest_session_end(lh: Lakehouse) -> datetime | None:
     """The newest session end in silver (a replayed or simulated day's "now"); None when there is none."""
     newest = lh.table("silver.sessions").agg({"session_end": "max"}).first()[0]

@@ -172,6 +172,8 @@ class Settings:
     ip_retention_days: int = 30
     # The lakehouse lock: the longest a batch waits for erasure or maintenance, and they for batches
     lock_timeout_seconds: int = 3600
+    # Segment syncs: acknowledgements per ops.sync_state commit (what a killed sync may send again)
+    sync_commit_every: int = 2000
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret

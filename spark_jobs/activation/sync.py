@@ -13,10 +13,11 @@
 3. Sending (`sync`): removals first, then upserts, in the destination's batch size, through its adapter
    (spark_jobs/activation/vendors.py: rate limits, retries, per-record errors). Rows are read partition by
    partition (`toLocalIterator`), so the driver holds one partition and one commit's acknowledgements, not
-   the audience. Every COMMIT_EVERY acknowledgements are merged into ops.sync_state and refusals appended to
-   ops.sync_rejections; a sync killed mid-run resends at most what it had not committed (upserts are
-   idempotent at every vendor; a webhook batch's id is its content hash). Refused persons are not marked
-   synced: the next run tries them again. The run ends with a row in ops.sync_runs, failed ones included.
+   the audience. Every INTENTLAKE_SYNC_COMMIT_EVERY (default 2,000) acknowledgements are merged into
+   ops.sync_state and refusals appended to ops.sync_rejections; a sync killed mid-run resends at most what
+   it had not committed (upserts are idempotent at every vendor; a webhook batch's id is its content hash).
+   Refused persons are not marked synced: the next run tries them again. The run ends with a row in
+   ops.sync_runs, failed ones included.
 
 A file destination gets the whole audience as one file each run (written atomically, with a manifest), and
 its state is kept the same way, so its runs report the same diff.
@@ -50,7 +51,6 @@ from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COMMIT_EVERY = 2_000  # acknowledgements per ops.sync_state commit (what a killed sync may resend)
 MODES = ("diff", "full", "dry_run")
 
 # The three signals that added most to the deciding session's score, largest first (ties by name).
@@ -177,7 +177,7 @@ def changes(desired: DataFrame, state: DataFrame, full: bool = False) -> DataFra
 
 @dataclass
 class _Pending:
-    """Acknowledgements and refusals not yet committed (at most COMMIT_EVERY of them)."""
+    """Acknowledgements and refusals not yet committed (at most `sync_commit_every` of them)."""
 
     state: dict[str, dict] = field(default_factory=dict)
     refused: list[dict] = field(default_factory=list)
@@ -190,8 +190,8 @@ class _Writer:
     """Commits acknowledgements to ops.sync_state (MERGE by destination and person) and refusals to
     ops.sync_rejections (append)."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, result: SyncResult) -> None:
-        self.spark, self.settings, self.result = spark, settings, result
+    def __init__(self, spark: SparkSession, settings: Settings, result: SyncResult, every: int) -> None:
+        self.spark, self.settings, self.result, self.every = spark, settings, result, every
         self.pending = _Pending()
 
     def acknowledge(self, row, record_id: str | None, in_audience: bool) -> None:
@@ -217,7 +217,7 @@ class _Writer:
         self.result.rejected += 1
 
     def commit(self, force: bool = False) -> None:
-        if not len(self.pending) or (len(self.pending) < COMMIT_EVERY and not force):
+        if not len(self.pending) or (len(self.pending) < self.every and not force):
             return
         from delta.tables import DeltaTable
 
@@ -307,6 +307,7 @@ def sync(
     destination: Destination,
     mode: str = "diff",
     policy: RetryPolicy | None = None,
+    commit_every: int | None = None,
     **transport,
 ) -> SyncResult:
     """Sync one destination (module doc). Raises what stopped it (auth, the destination unavailable after
@@ -335,7 +336,7 @@ def sync(
             if mode == "dry_run":
                 result.status = "dry_run"
                 return result
-            writer = _Writer(spark, settings, result)
+            writer = _Writer(spark, settings, result, commit_every or settings.sync_commit_every)
             if destination.type == "file":
                 rows = desired.orderBy("match_value").toLocalIterator(prefetchPartitions=True)
                 members = (Member(r.match_value, json.loads(r.fields_json)) for r in rows)

@@ -48,7 +48,7 @@ def test_the_dags_parse_without_spark_and_are_documented(tmp_path, settings):
     assert not report["spark"]  # no DAG file imports Spark at parse time
     assert set(report["dags"]) == {
         "lakehouse_pipeline", "retrain_intent_model", "lakehouse_maintenance", "kpi_report", "tune_signals",
-        "audience_inputs",
+        "audience_inputs", "segment_sync",
     }  # fmt: skip
     for dag_id, dag in report["dags"].items():
         assert dag["doc"], f"{dag_id} has no Markdown doc"
@@ -215,3 +215,44 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
     for path in settings.landing.rglob("*"):
         if path.is_file():
             assert not any(n.encode() in path.read_bytes() for n in names), path
+
+
+def test_segment_sync_sends_every_destination_its_consenting_audience(spark, piped):
+    from spark_jobs.activation.vendors import subscriber_hash
+    from tests.vendor_servers import BrazeServer, HubSpotServer, MailchimpServer, WebhookReceiver
+
+    settings = piped.settings
+    token, secret = "dag-token-0123", "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    with HubSpotServer(token) as hubspot, BrazeServer(token) as braze, MailchimpServer(token) as mailchimp, \
+            WebhookReceiver(secret) as webhook:  # fmt: skip
+        servers = {"HUBSPOT_HIGH_INTENT": hubspot, "BRAZE_CONSIDERATION": braze,
+                   "MAILCHIMP_PRICE_SENSITIVE": mailchimp, "WEBHOOK_ALL_SEGMENTS": webhook}  # fmt: skip
+        env = airflow_env(piped.root / "airflow", settings.lakehouse)
+        for name, server in servers.items():
+            env[f"INTENTLAKE_DEST_{name}_TOKEN"] = secret if server is webhook else token
+            env[f"INTENTLAKE_DEST_{name}_URL"] = server.url
+        result, log = run_dag(env, "segment_sync", "2026-11-04T00:00:00+00:00")
+    assert result == {"state": "success", "tasks": {"destinations": "success", "sync": "success"}}, log[-3000:]
+
+    runs = {r.destination: r for r in table(spark, settings, "ops.sync_runs").collect()}
+    assert set(runs) == {"hubspot_high_intent", "braze_consideration", "mailchimp_price_sensitive",
+                         "webhook_all_segments", "file_high_intent"}  # fmt: skip
+    assert all(r.status == "succeeded" and r.rejected == 0 and r.acknowledged == r.upserts for r in runs.values())
+    state = table(spark, settings, "ops.sync_state")
+    held = {d: {r.match_value for r in state.where(f"destination = '{d}' AND in_audience").collect()} for d in runs}
+    # what each server holds is what the state says it acknowledged, and only consenting persons with a key
+    assert held["hubspot_high_intent"] and set(hubspot.contacts) == held["hubspot_high_intent"]
+    assert set(braze.users) == held["braze_consideration"]
+    assert {m["email_address"] for m in mailchimp.members.values()} == held["mailchimp_price_sensitive"]
+    assert all(subscriber_hash(e) in mailchimp.members for e in held["mailchimp_price_sensitive"])
+    assert {m["key"] for msg in webhook.messages for m in msg["members"]} == held["webhook_all_segments"]
+    profiles = table(spark, settings, "silver.profiles")
+    marketing = {r.email for r in profiles.where("consent_marketing AND email IS NOT NULL").collect()}
+    assert held["hubspot_high_intent"] <= marketing and held["mailchimp_price_sensitive"] <= marketing
+    segments = {r.person_id: r.segment for r in table(spark, settings, "gold.user_segments").collect()}
+    assert {segments[r.person_id] for r in state.where("destination = 'hubspot_high_intent'").collect()} == {
+        "High Intent"
+    }
+    export = settings.lakehouse / "exports" / "high_intent" / "file_high_intent.csv"
+    assert len(export.read_text().splitlines()) == 1 + len(held["file_high_intent"])
+    assert "dag-token-0123" not in log and secret not in log  # no secret in the task logs

@@ -161,3 +161,47 @@ def test_a_webhook_sync_signs_each_batch_a_file_sync_writes_the_whole_audience_a
     receipt = erasure.receipt(spark, settings, request)
     assert receipt["destinations"] == {"file_high_intent": 1, "webhook_all_segments": 1}
     assert table(spark, settings, "ops.sync_state").where("person_id = 'p1'").count() == 0
+
+
+def test_a_sync_killed_mid_run_resumes_from_its_last_commit_and_every_person_lands_once(spark, settings, monkeypatch):
+    import os
+    import signal
+    import time
+
+    from tests.faults import start_job
+
+    people = {f"k{i:04d}": ("High Intent", 80.0 + i % 20, f"k{i:04d}@example.com", f"u-{i}", True, True)
+              for i in range(600)}  # fmt: skip
+    _lakehouse(spark, settings, people)
+    with HubSpotServer(TOKEN) as server:
+        prefix = "INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT"
+        env = {f"{prefix}_TOKEN": TOKEN, f"{prefix}_URL": server.url, "INTENTLAKE_SYNC_COMMIT_EVERY": "100"}
+        # 100 contacts per call at HubSpot's 10 requests/s, two calls per batch (upsert, list membership)
+        job = start_job(settings, "sync", "hubspot_high_intent", extra_env=env)
+        deadline = time.monotonic() + 300
+        state = settings.table_path("ops.sync_state") / "_delta_log"
+        # kill -9 once the first state commit is in and more contacts were sent after it
+        while time.monotonic() < deadline and job.poll() is None:
+            commits = len(list(state.glob("*.json"))) - 1  # version 0 is the CREATE
+            if commits >= 2 and len(server.upserts) > 100 * commits:
+                break
+            time.sleep(0.05)
+        assert job.poll() is None, "the sync ended before it could be killed"
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        time.sleep(1)  # a request the server had read in full before the kill is still being answered
+        committed = table(spark, settings, "ops.sync_state").count()
+        sent_before = len(server.upserts)
+        assert 0 < committed < sent_before < 600
+
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        resumed = sync(spark, settings, DESTINATIONS["hubspot_high_intent"], policy=POLICY)
+        assert resumed.status == "succeeded" and resumed.upserts == 600 - committed  # only what was not committed
+        assert set(server.contacts) == {p[2] for p in people.values()}  # everyone, once each at HubSpot
+        assert server.lists["intentlake-high-intent"] == {c["id"] for c in server.contacts.values()}
+        resent = len(server.upserts) - 600
+        assert resent == sent_before - committed  # sent again: exactly what the kill left uncommitted
+    assert table(spark, settings, "ops.sync_state").count() == 600
+    runs = {r.status for r in table(spark, settings, "ops.sync_runs").collect()}
+    assert runs == {"succeeded"}  # the killed run never wrote its row; the resumed one did
