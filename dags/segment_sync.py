@@ -10,9 +10,11 @@ from spark_jobs.dag_support import ASSETS, DAG_DEFAULTS, assets
 DOC = """
 ### Segment syncs: one mapped task per destination
 
-Scheduled on the **`gold.content_assignments` and `silver.profiles` Assets**, which `audience_inputs`
-writes after every change of `gold.user_segments`: the chain is `lakehouse_pipeline` → `gold.user_segments`
-→ `audience_inputs` → this DAG. No timetable: when nothing changed upstream, nothing is sent.
+Scheduled on the **`gold.user_segments` Asset** together with `gold.content_assignments` and
+`silver.profiles` (a run is queued once all three have been updated since the last one): gold's segments
+change, `audience_inputs` rewrites the picks and profiles from them, then the syncs read all three, never a
+half-updated set. The chain is `lakehouse_pipeline` → `gold.user_segments` → `audience_inputs` → this
+DAG. No timetable: when nothing changed upstream, nothing is sent.
 
 | task | does | writes |
 |---|---|---|
@@ -39,7 +41,7 @@ with DAG(
     dag_id="segment_sync",
     description="send segment changes to HubSpot, Braze, Mailchimp, webhooks and files",
     doc_md=DOC,
-    schedule=[ASSETS["gold.content_assignments"], ASSETS["silver.profiles"]],
+    schedule=[ASSETS["gold.user_segments"], ASSETS["gold.content_assignments"], ASSETS["silver.profiles"]],
     **DAG_DEFAULTS,
     tags=["intentlake", "activation"],
 ) as dag:

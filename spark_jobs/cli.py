@@ -116,8 +116,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for r in state.latest_syncs:
         print(
             f"  {r.destination:<26} {r.status:<9} at {r.started_at:%Y-%m-%d %H:%M:%S} UTC ({r.mode}) audience "
-            f"{r.audience:,}: {r.upserts:,} upserts, {r.removals:,} removals, acknowledged {r.acknowledged:,}, "
-            f"refused {r.rejected:,}" + (f"; {r.error[:200]}" if r.error else "")
+            f"{r.audience:,}: added {r.added:,}, updated {r.updated:,}, removed {r.removals:,}, acknowledged "
+            f"{r.acknowledged:,}, refused {r.rejected:,}, dead letters {r.dead_lettered:,}"
+            + (f"; {r.error[:200]}" if r.error else "")
         )
     if state.unread_landing:
         print(
@@ -367,13 +368,23 @@ def cmd_undo_merge(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_sync(result) -> None:
     stats = result.stats
+    seconds = (result.finished_at - result.started_at).total_seconds() if result.finished_at else 0.0
     print(
-        f"{result.destination} ({result.destination_type}, {result.mode}): {result.status}; audience "
-        f"{result.audience:,} at gold version {result.gold_version}: {result.upserts:,} upserts, "
-        f"{result.removals:,} removals, {result.unchanged:,} unchanged; acknowledged {result.acknowledged:,}, "
+        f"{result.destination} ({result.destination_type}, {result.mode}): {result.status} in {seconds:.1f} s; "
+        f"audience {result.audience:,} at gold version {result.gold_version}: added {result.added:,}, updated "
+        f"{result.updated:,}, resent {result.resent:,}, removed {result.removals:,}, unchanged "
+        f"{result.unchanged:,}, dead letters {result.dead_lettered:,}; acknowledged {result.acknowledged:,}, "
         f"refused {result.rejected:,}; {stats.requests:,} requests, {stats.retries:,} retried, "
         f"{stats.throttled:,} throttled" + (f"; wrote {result.file}" if result.file else "")
     )
+    for sample in result.samples:
+        print(f"    would send ({sample['change']}) person {sample['person_id']}: {json.dumps(sample['fields'])}")
+
+
+def _sync_progress(result) -> None:
+    calls = result.upserts + result.removals
+    print(f"  {result.destination}: {result.acknowledged + result.rejected:,} of {calls:,} calls answered "
+          f"(refused {result.rejected:,})", file=sys.stderr)  # fmt: skip
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -384,7 +395,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     lh = Lakehouse(settings)
     try:
         names = None if args.all else args.names
-        results = op.sync(lh, names, mode)
+        results = op.sync(lh, names, mode, progress=_sync_progress)
     except InvalidConfigError as exc:
         print(f"config error, nothing sent: {exc}", file=sys.stderr)
         return 2

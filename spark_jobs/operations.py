@@ -399,7 +399,9 @@ def destinations(settings: Settings) -> tuple[Destination, ...]:
     return load_destinations(settings.destinations_file, names)
 
 
-def sync(lh: Lakehouse, names: Iterable[str] | None = None, mode: str = "diff") -> list[SyncResult]:
+def sync(
+    lh: Lakehouse, names: Iterable[str] | None = None, mode: str = "diff", progress: Any = None
+) -> list[SyncResult]:
     """Sync the named destinations (all when None) in config order: each sends what changed in its audience
     since its last acknowledged state (spark_jobs/activation/sync.py). A failing destination does not stop
     the others; SyncFailed names every one that failed once all have run."""
@@ -414,7 +416,7 @@ def sync(lh: Lakehouse, names: Iterable[str] | None = None, mode: str = "diff") 
     failed: list[str] = []
     for name in wanted:
         try:
-            results.append(sync_destination(lh.spark, lh.settings, by_name[name], mode))
+            results.append(sync_destination(lh.spark, lh.settings, by_name[name], mode, progress=progress))
         except Exception as error:  # recorded in ops.sync_runs by sync_destination
             failed.append(f"{name} ({type(error).__name__}: {error})")
     if failed:

@@ -174,6 +174,9 @@ class Settings:
     lock_timeout_seconds: int = 3600
     # Segment syncs: acknowledgements per ops.sync_state commit (what a killed sync may send again)
     sync_commit_every: int = 2000
+    # Segment syncs: runs in which a destination may refuse the same call before it is a dead letter (not sent
+    # again until the person's payload changes or a --full run; reported in ops.sync_runs.dead_lettered)
+    sync_max_tries: int = 3
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret

@@ -33,7 +33,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,22 +72,31 @@ class SyncResult:
     started_at: datetime
     status: str = "failed"
     audience: int = 0
-    upserts: int = 0
+    added: int = 0  # upserts of persons the destination did not hold in the audience
+    updated: int = 0  # upserts of persons it holds with other fields (or another key)
+    resent: int = 0  # upserts of unchanged persons (a full run)
     removals: int = 0
     unchanged: int = 0
+    dead_lettered: int = 0  # calls refused INTENTLAKE_SYNC_MAX_TRIES times: not sent until their payload changes
     acknowledged: int = 0
     rejected: int = 0
     stats: TransportStats = field(default_factory=TransportStats)
     finished_at: datetime | None = None
     error: str | None = None
     file: str | None = None
+    samples: list[dict] = field(default_factory=list)  # a dry run's first few calls: person_id, change, fields
+
+    @property
+    def upserts(self) -> int:
+        return self.added + self.updated + self.resent
 
     def summary(self) -> dict[str, object]:
         """Counts and names only (what a DAG task returns to XCom)."""
         return {
             "destination": self.destination, "run_id": self.run_id, "mode": self.mode, "status": self.status,
-            "gold_version": self.gold_version, "audience": self.audience, "upserts": self.upserts,
-            "removals": self.removals, "unchanged": self.unchanged, "acknowledged": self.acknowledged,
+            "gold_version": self.gold_version, "audience": self.audience, "added": self.added,
+            "updated": self.updated, "resent": self.resent, "removals": self.removals, "unchanged": self.unchanged,
+            "dead_lettered": self.dead_lettered, "acknowledged": self.acknowledged,
             "rejected": self.rejected, "requests": self.stats.requests, "retries": self.stats.retries,
             "throttled": self.stats.throttled,
         }  # fmt: skip
@@ -140,9 +149,14 @@ def audience(spark: SparkSession, settings: Settings, destination: Destination, 
     )
 
 
-def changes(desired: DataFrame, state: DataFrame, full: bool = False) -> DataFrame:
-    """The diff: one row per call to make (action upsert or remove), with person_id, key, record_id,
-    fields_json, payload_hash and segment. `state`: ops.sync_state rows of the destination."""
+def changes(
+    desired: DataFrame, state: DataFrame, refused: DataFrame, full: bool = False, max_tries: int = 3
+) -> DataFrame:
+    """The diff: one row per call to make, with action (upsert or remove), change (add, update, resend (a
+    full run), remove or dead_letter), person_id, key, record_id, fields_json, payload_hash, segment and
+    tries_before (refusals of this very call in earlier runs). `state`: the destination's ops.sync_state
+    rows; `refused`: its ops.sync_rejections rows. A call refused `max_tries` times is a dead letter: kept
+    in the diff as change dead_letter (counted, not sent) until its payload changes or a full run."""
     held = state.select(
         "person_id",
         F.col("match_value").alias("held_key"),
@@ -152,9 +166,11 @@ def changes(desired: DataFrame, state: DataFrame, full: bool = False) -> DataFra
     )
     both = desired.join(held, "person_id", "full_outer")
     wanted = F.col("match_value").isNotNull()
-    stale = F.col("held_in").isNull() | ~F.col("held_in") | (F.col("held_hash") != F.col("payload_hash"))
-    upserts = both.filter(wanted & (F.lit(full) | stale)).select(
+    was_in = F.coalesce(F.col("held_in"), F.lit(False))
+    same = was_in & (F.col("held_hash") == F.col("payload_hash"))
+    upserts = both.filter(wanted & (F.lit(full) | ~same)).select(
         F.lit("upsert").alias("action"),
+        F.when(~was_in, "add").when(same, "resend").otherwise("update").alias("change"),
         "person_id",
         F.col("match_value").alias("key"),
         F.when(F.col("held_key") == F.col("match_value"), F.col("held_record")).alias("record_id"),
@@ -162,9 +178,10 @@ def changes(desired: DataFrame, state: DataFrame, full: bool = False) -> DataFra
         "payload_hash",
         "segment",
     )
-    leaving = F.coalesce(F.col("held_in"), F.lit(False)) & (~wanted | (F.col("held_key") != F.col("match_value")))
+    leaving = was_in & (~wanted | (F.col("held_key") != F.col("match_value")))
     removals = both.filter(leaving).select(
         F.lit("remove").alias("action"),
+        F.lit("remove").alias("change"),
         "person_id",
         F.col("held_key").alias("key"),
         F.col("held_record").alias("record_id"),
@@ -172,7 +189,11 @@ def changes(desired: DataFrame, state: DataFrame, full: bool = False) -> DataFra
         F.col("held_hash").alias("payload_hash"),
         F.lit(None).cast("string").alias("segment"),
     )
-    return upserts.unionByName(removals)
+    tries = refused.groupBy("person_id", "action", "payload_hash").agg(F.count(F.lit(1)).alias("tries_before"))
+    calls = upserts.unionByName(removals).join(tries, ["person_id", "action", "payload_hash"], "left")
+    calls = calls.withColumn("tries_before", F.coalesce(F.col("tries_before"), F.lit(0)))
+    dead = (F.col("tries_before") >= max_tries) & F.lit(not full)
+    return calls.withColumn("change", F.when(dead, "dead_letter").otherwise(F.col("change")))
 
 
 @dataclass
@@ -190,8 +211,9 @@ class _Writer:
     """Commits acknowledgements to ops.sync_state (MERGE by destination and person) and refusals to
     ops.sync_rejections (append)."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, result: SyncResult, every: int) -> None:
+    def __init__(self, spark: SparkSession, settings: Settings, result: SyncResult, every: int, progress) -> None:
         self.spark, self.settings, self.result, self.every = spark, settings, result, every
+        self.progress = progress
         self.pending = _Pending()
 
     def acknowledge(self, row, record_id: str | None, in_audience: bool) -> None:
@@ -209,9 +231,11 @@ class _Writer:
         self.result.acknowledged += 1
 
     def refuse(self, row, reason: str) -> None:
+        tries = row.tries_before + 1
         self.pending.refused.append({
             "run_id": self.result.run_id, "destination": self.result.destination, "person_id": row.person_id,
-            "action": row.action, "reason": reason or "no reason given",
+            "action": row.action, "payload_hash": row.payload_hash, "tries": tries,
+            "dead_letter": tries >= self.settings.sync_max_tries, "reason": reason or "no reason given",
             "rejected_at": datetime.now(UTC).replace(tzinfo=None),
         })  # fmt: skip
         self.result.rejected += 1
@@ -239,6 +263,8 @@ class _Writer:
             rows = [tuple(r[c] for c in contract.column_names) for r in pending.refused]
             frame = self.spark.createDataFrame(rows, contract.schema())
             frame.write.format("delta").mode("append").save(str(self.settings.table_path("ops.sync_rejections")))
+        if self.progress is not None:
+            self.progress(self.result)
 
 
 def _chunked(rows: Iterator, size: int) -> Iterator[list]:
@@ -276,15 +302,16 @@ def _send(adapter, destination: Destination, rows: list, writer: _Writer) -> Non
 
 
 def _ordered(frame: DataFrame, action: str) -> Iterator:
-    return frame.filter(F.col("action") == action).toLocalIterator(prefetchPartitions=True)
+    calls = frame.filter((F.col("action") == action) & (F.col("change") != "dead_letter"))
+    return calls.toLocalIterator(prefetchPartitions=True)
 
 
 def _record_run(spark: SparkSession, settings: Settings, result: SyncResult) -> None:
     contract = table_contract("ops.sync_runs")
     values = {
         **{k: getattr(result, k) for k in ("run_id", "destination", "destination_type", "mode", "status",
-                                           "gold_version", "audience", "upserts", "removals", "unchanged",
-                                           "acknowledged", "rejected", "error")},
+                                           "gold_version", "audience", "added", "updated", "resent", "removals",
+                                           "unchanged", "dead_lettered", "acknowledged", "rejected", "error")},
         "requests": result.stats.requests, "retries": result.stats.retries, "throttled": result.stats.throttled,
         "started_at": result.started_at.replace(tzinfo=None),
         "finished_at": (result.finished_at or datetime.now(UTC)).replace(tzinfo=None),
@@ -308,6 +335,7 @@ def sync(
     mode: str = "diff",
     policy: RetryPolicy | None = None,
     commit_every: int | None = None,
+    progress: Callable[[SyncResult], None] | None = None,
     **transport,
 ) -> SyncResult:
     """Sync one destination (module doc). Raises what stopped it (auth, the destination unavailable after
@@ -328,15 +356,27 @@ def sync(
                 result.stats = adapter.http.stats
             desired = audience(spark, settings, destination, version)
             state = read_table(spark, settings, "ops.sync_state").filter(F.col("destination") == destination.name)
-            todo = changes(desired, state, full=mode == "full").localCheckpoint(eager=True)
-            counts = {r.action: r["count"] for r in todo.groupBy("action").count().collect()}
+            refused = read_table(spark, settings, "ops.sync_rejections").filter(
+                F.col("destination") == destination.name
+            )
+            todo = changes(desired, state, refused, mode == "full", settings.sync_max_tries)
+            todo = todo.localCheckpoint(eager=True)
+            counts = {(r.action, r.change): r["count"] for r in todo.groupBy("action", "change").count().collect()}
             result.audience = desired.count()
-            result.upserts, result.removals = counts.get("upsert", 0), counts.get("remove", 0)
-            result.unchanged = result.audience - result.upserts
+            result.added, result.updated = counts.get(("upsert", "add"), 0), counts.get(("upsert", "update"), 0)
+            result.resent, result.removals = counts.get(("upsert", "resend"), 0), counts.get(("remove", "remove"), 0)
+            result.dead_lettered = counts.get(("upsert", "dead_letter"), 0) + counts.get(("remove", "dead_letter"), 0)
+            result.unchanged = result.audience - result.upserts - counts.get(("upsert", "dead_letter"), 0)
             if mode == "dry_run":
                 result.status = "dry_run"
+                sample = todo.filter(F.col("change") != "dead_letter").orderBy("action", "person_id").limit(3)
+                result.samples = [
+                    {"person_id": r.person_id, "change": r.change,
+                     "fields": json.loads(r.fields_json) if r.fields_json else None}
+                    for r in sample.collect()
+                ]  # fmt: skip
                 return result
-            writer = _Writer(spark, settings, result, commit_every or settings.sync_commit_every)
+            writer = _Writer(spark, settings, result, commit_every or settings.sync_commit_every, progress)
             if destination.type == "file":
                 rows = desired.orderBy("match_value").toLocalIterator(prefetchPartitions=True)
                 members = (Member(r.match_value, json.loads(r.fields_json)) for r in rows)

@@ -1,6 +1,7 @@
 -- ops.sync_runs: one row per segment sync of one destination: what the audience was, what the diff against
 -- ops.sync_state sent (upserts, removals), what the destination acknowledged or refused, the HTTP traffic
 -- (requests, retries, 429s) and how the run ended. A dry run computes the diff and sends nothing.
+-- added + updated + resent + removals are the calls made; acknowledged + rejected of them came back.
 -- @producer: sync
 -- @person: none (counts per destination and run)
 CREATE TABLE IF NOT EXISTS ops.sync_runs (
@@ -11,9 +12,12 @@ CREATE TABLE IF NOT EXISTS ops.sync_runs (
   status         STRING    NOT NULL COMMENT 'succeeded, failed (error says why; what was acknowledged before is kept) or dry_run',
   gold_version   BIGINT    NOT NULL COMMENT 'gold.user_segments version the audience was read at',
   audience       BIGINT    NOT NULL COMMENT 'Persons in the audience (segments, filter, consent, a match key)',
-  upserts        BIGINT    NOT NULL COMMENT 'Persons to add or update',
+  added          BIGINT    NOT NULL COMMENT 'Persons sent who were not in the destination''s audience',
+  updated        BIGINT    NOT NULL COMMENT 'Persons sent again because their fields (or key) changed',
+  resent         BIGINT    NOT NULL COMMENT 'Unchanged persons sent again (a full run)',
   removals       BIGINT    NOT NULL COMMENT 'Persons to remove (left the audience, withdrew consent, changed key)',
   unchanged      BIGINT    NOT NULL COMMENT 'Persons in the audience whose fields the destination already holds',
+  dead_lettered  BIGINT    NOT NULL COMMENT 'Calls not made: refused INTENTLAKE_SYNC_MAX_TRIES times already (ops.sync_rejections.dead_letter)',
   acknowledged   BIGINT    NOT NULL COMMENT 'Upserts and removals the destination acknowledged',
   rejected       BIGINT    NOT NULL COMMENT 'Ones it refused (ops.sync_rejections has each with the reason)',
   requests       BIGINT    NOT NULL COMMENT 'HTTP requests made (retries included)',

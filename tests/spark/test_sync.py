@@ -15,7 +15,7 @@ from delta.tables import DeltaTable
 
 from spark_jobs.activation.destinations import load_destinations
 from spark_jobs.activation.sync import sync
-from spark_jobs.activation.transport import RetryPolicy
+from spark_jobs.activation.transport import DestinationAuthError, RetryPolicy
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import REPO_ROOT
 from tests.helpers import table
@@ -75,8 +75,12 @@ def test_a_hubspot_sync_sends_the_consenting_audience_once_retries_refusals_and_
     destination = replace(DESTINATIONS["hubspot_high_intent"], options={
         **DESTINATIONS["hubspot_high_intent"].options, "requests_per_second": 100})  # fmt: skip
     with HubSpotServer(TOKEN) as server:
-        monkeypatch.setenv("INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT_TOKEN", TOKEN)
+        monkeypatch.setenv("INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT_TOKEN", "revoked-token")
         monkeypatch.setenv("INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT_URL", server.url)
+        with pytest.raises(DestinationAuthError):  # stops the destination, names the cause, changes no state
+            sync(spark, settings, destination, policy=POLICY)
+        assert table(spark, settings, "ops.sync_state").count() == 0 and not server.upserts
+        monkeypatch.setenv("INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT_TOKEN", TOKEN)
 
         first = sync(spark, settings, destination, policy=POLICY)
         assert (first.status, first.audience, first.upserts, first.removals) == ("succeeded", 2, 2, 0)
@@ -109,13 +113,24 @@ def test_a_hubspot_sync_sends_the_consenting_audience_once_retries_refusals_and_
         assert not table(spark, settings, "ops.sync_state").first().in_audience
 
         full = sync(spark, settings, destination, mode="full", policy=POLICY)  # p1 is out: nobody to resend
-        assert (full.upserts, full.removals, full.acknowledged) == (1, 0, 0)
+        assert (full.upserts, full.removals, full.acknowledged) == (1, 0, 0)  # p5: a full run tries dead letters
 
+        segments = DeltaTable.forPath(spark, str(settings.table_path("gold.user_segments")))
+        segments.update("person_id = 'p4'", {"segment": "'High Intent'"})  # a mover joins the audience
+        moved = sync(spark, settings, destination, policy=POLICY)
+        assert (moved.added, moved.updated, moved.removals, moved.dead_lettered) == (1, 0, 0, 1)
+        assert server.upserts == ["one@example.com", "four@example.com"]  # p5: refused thrice, not sent again
+
+    refusals = table(spark, settings, "ops.sync_rejections").orderBy("tries").collect()
+    assert [(r.person_id, r.tries, r.dead_letter) for r in refusals] == [
+        ("p5", 1, False), ("p5", 2, False), ("p5", 3, True), ("p5", 4, True)
+    ]  # fmt: skip
     runs = table(spark, settings, "ops.sync_runs").orderBy("started_at").collect()
-    assert [(r.mode, r.status) for r in runs] == [("diff", "succeeded"), ("diff", "succeeded"),
+    assert [(r.mode, r.status) for r in runs] == [("diff", "failed"), ("diff", "succeeded"), ("diff", "succeeded"),
                                                   ("dry_run", "dry_run"), ("diff", "succeeded"),
-                                                  ("full", "succeeded")]  # fmt: skip
-    assert runs[0].requests >= 2 and runs[0].gold_version == runs[-1].gold_version
+                                                  ("full", "succeeded"), ("diff", "succeeded")]  # fmt: skip
+    assert "DestinationAuthError" in runs[0].error and "revoked-token" not in runs[0].error
+    assert runs[1].requests >= 2 and runs[1].gold_version < runs[-1].gold_version
 
 
 def test_a_webhook_sync_signs_each_batch_a_file_sync_writes_the_whole_audience_and_erasure_reaches_both(
