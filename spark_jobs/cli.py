@@ -436,12 +436,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     syncs = op.demo_syncs(lh)
     timings["segment syncs"] = time.monotonic() - t0
     _print_demo_report(lh, op.demo_report(lh), timings, time.monotonic() - started)
-    print("\nsegment syncs (config/destinations.yaml; each run is a row of ops.sync_runs):")
-    for result in syncs:
-        _print_sync(result)
-        if result.mode == "dry_run":
-            prefix = f"INTENTLAKE_DEST_{result.destination.upper()}"
-            print(f"    nothing sent: set {prefix}_TOKEN and {prefix}_URL, then `intentlake sync {result.destination}`")
+    print(
+        "\nsegment syncs (config/destinations.yaml; each run is a row of ops.sync_runs, the state in ops.sync_state):"
+    )
+    for done in syncs:
+        _print_sync(done.result)
+        held = "" if done.holds is None else f"; it now holds {done.holds}"
+        print(f"    sent to {done.target}{held}")
+    print("  (a destination without INTENTLAKE_DEST_<NAME>_TOKEN went to a local stand-in of its vendor's API;")
+    print("   set the token and URL to reach the real account: `intentlake sync NAME`)")
     return 0
 
 

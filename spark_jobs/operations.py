@@ -424,18 +424,56 @@ def sync(
     return results
 
 
-def demo_syncs(lh: Lakehouse) -> list[SyncResult]:
-    """What `intentlake demo` does with the destinations: a real sync of each one that can be reached here
-    (a file export, or a destination whose INTENTLAKE_DEST_<NAME>_TOKEN / _URL are set) and a dry run (the
-    diff computed and recorded, nothing sent) of the others."""
+@dataclass(frozen=True)
+class DemoSync:
+    result: SyncResult
+    target: str  # where it went: "the account at <url>", "a local stand-in of the <vendor> API at <url>", a file
+    holds: str | None  # what the local stand-in holds afterwards: "3 contacts", "2 signed messages" ...
+
+
+def demo_syncs(lh: Lakehouse) -> list[DemoSync]:
+    """What `intentlake demo` does with the destinations: each is synced for real. One whose token is set
+    (INTENTLAKE_DEST_<NAME>_TOKEN) goes to its account; a file destination writes its file; any other goes
+    to a local stand-in of its vendor's API (spark_jobs/activation/local_servers.py: the same contract the
+    tests sync against), started for the demo with a throwaway token on loopback and stopped after."""
+    import base64
+    import os
+    import secrets
+
+    from spark_jobs.activation import local_servers
     from spark_jobs.activation.destinations import credentials
 
-    results = []
+    done: list[DemoSync] = []
     for destination in destinations(lh.settings):
-        found = credentials(destination)
-        reachable = destination.type == "file" or bool(found.token and found.url)
-        results.append(sync_destination(lh.spark, lh.settings, destination, "diff" if reachable else "dry_run"))
-    return results
+        prefix = destination.env_prefix
+        if destination.type == "file" or credentials(destination).token:
+            result = sync_destination(lh.spark, lh.settings, destination)
+            target = result.file or f"the account at {credentials(destination).url}"
+            done.append(DemoSync(result, target, None))
+            continue
+        if destination.type == "webhook":
+            token = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            server: local_servers.ContractServer = local_servers.WebhookReceiver(token)
+        else:
+            token = secrets.token_urlsafe(16)
+            server = {"hubspot": local_servers.HubSpotServer, "braze": local_servers.BrazeServer,
+                      "mailchimp": local_servers.MailchimpServer}[destination.type](token)  # fmt: skip
+        saved = {k: os.environ.get(k) for k in (f"{prefix}_TOKEN", f"{prefix}_URL")}
+        try:
+            with server:
+                os.environ[f"{prefix}_TOKEN"], os.environ[f"{prefix}_URL"] = token, server.url
+                result = sync_destination(lh.spark, lh.settings, destination)
+                kind = {"hubspot": "contacts", "braze": "users", "mailchimp": "members", "webhook": "messages"}
+                held = f"{len(getattr(server, kind[destination.type]))} {kind[destination.type]}"
+                done.append(DemoSync(result, f"a local stand-in of the {destination.type} API at {server.url}",
+                                     held))  # fmt: skip
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    return done
 
 
 def newest_session_end(lh: Lakehouse) -> datetime | None:

@@ -218,8 +218,8 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
 
 
 def test_segment_sync_sends_every_destination_its_consenting_audience(spark, piped):
+    from spark_jobs.activation.local_servers import BrazeServer, HubSpotServer, MailchimpServer, WebhookReceiver
     from spark_jobs.activation.vendors import subscriber_hash
-    from tests.vendor_servers import BrazeServer, HubSpotServer, MailchimpServer, WebhookReceiver
 
     settings = piped.settings
     token, secret = "dag-token-0123", "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from spark_jobs.activation.local_servers import ContractServer, Fault
 from spark_jobs.activation.transport import (
     DestinationAuthError,
     DestinationUnavailable,
@@ -13,7 +14,6 @@ from spark_jobs.activation.transport import (
     Transport,
     retry_after_seconds,
 )
-from tests.vendor_servers import ContractServer, Fault
 
 pytestmark = pytest.mark.integration
 

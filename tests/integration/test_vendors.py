@@ -12,10 +12,10 @@ import pytest
 import standardwebhooks
 
 from spark_jobs.activation.destinations import Credentials, load_destinations
+from spark_jobs.activation.local_servers import BrazeServer, Fault, HubSpotServer, MailchimpServer, WebhookReceiver
 from spark_jobs.activation.transport import RetryPolicy
 from spark_jobs.activation.vendors import Braze, HubSpot, Mailchimp, Member, Webhook, subscriber_hash, write_file
 from spark_jobs.settings import REPO_ROOT
-from tests.vendor_servers import BrazeServer, Fault, HubSpotServer, MailchimpServer, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 

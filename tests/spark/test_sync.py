@@ -14,12 +14,12 @@ import pytest
 from delta.tables import DeltaTable
 
 from spark_jobs.activation.destinations import load_destinations
+from spark_jobs.activation.local_servers import HubSpotServer, WebhookReceiver
 from spark_jobs.activation.sync import sync
 from spark_jobs.activation.transport import DestinationAuthError, RetryPolicy
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import REPO_ROOT
 from tests.helpers import table
-from tests.vendor_servers import HubSpotServer, WebhookReceiver
 
 pytestmark = pytest.mark.spark
 

@@ -1,4 +1,6 @@
-"""Local HTTP servers on loopback that behave as the destinations' APIs do, for the sync tests.
+"""Local HTTP servers on loopback that behave as the destinations' APIs do, as each vendor documents them:
+what the tests sync against, and the stand-ins `make demo` syncs to when no destination token is set. A
+sync never uses them by itself: a destination reaches one only when its URL points there.
 
 `ContractServer` is the common part: it checks the auth header the vendor asks for, enforces a request
 rate the way the vendor does (429, with Retry-After when the vendor sends one), can be told to answer
