@@ -57,26 +57,30 @@ class TypeSpec:
 # /users/track request and 3,000 requests / 3 s; Mailchimp 500 members per batch call (and 10 connections).
 SPECS: dict[str, TypeSpec] = {
     "hubspot": TypeSpec(
-        frozenset({"list_id", "batch_size", "requests_per_second", "content_channel"}),
+        frozenset({"list_id", "batch_size", "requests_per_second", "concurrency", "content_channel"}),
         100,
         100,
         10.0,
         default_url="https://api.hubapi.com",
     ),
     "braze": TypeSpec(
-        frozenset({"batch_size", "requests_per_second", "audience_attribute", "content_channel"}),
+        frozenset({"batch_size", "requests_per_second", "concurrency", "audience_attribute", "content_channel"}),
         75,
         75,
         1000.0,
     ),
     "mailchimp": TypeSpec(
-        frozenset({"list_id", "tag", "batch_size", "requests_per_second", "status_if_new", "content_channel"}),
+        frozenset(
+            {"list_id", "tag", "batch_size", "requests_per_second", "concurrency", "status_if_new", "content_channel"}
+        ),
         500,
         500,
         10.0,
         required=("list_id",),
     ),
-    "webhook": TypeSpec(frozenset({"url", "batch_size", "requests_per_second", "content_channel"}), 10_000, 500, 20.0),
+    "webhook": TypeSpec(
+        frozenset({"url", "batch_size", "requests_per_second", "concurrency", "content_channel"}), 10_000, 500, 20.0
+    ),
     "file": TypeSpec(frozenset({"path", "format", "content_channel"}), 10**9, 10**9, 0.0, required=("path",)),
 }
 
@@ -100,6 +104,15 @@ class Destination:
     @property
     def requests_per_second(self) -> float:
         return float(self.options.get("requests_per_second", SPECS[self.type].default_rate))
+
+    @property
+    def concurrency(self) -> int:
+        """Batches in flight at once: options.concurrency, else one per 100 requests/s allowed (1 to 8), so a
+        high limit (Braze's 1,000/s) is reached despite each request's round trip, and a low one is not
+        hurried. Mailchimp allows 10 connections at once; keep it at most that."""
+        if "concurrency" in self.options:
+            return int(self.options["concurrency"])
+        return max(1, min(8, int(self.requests_per_second // 100)))
 
     @property
     def content_channel(self) -> str | None:
@@ -184,6 +197,10 @@ def _options(path: Path, where: str, kind: str, options: object) -> dict[str, ob
             raise InvalidConfigError(
                 path, f"{where}: batch_size", f"{size!r}: expected 1 to {spec.max_batch} (the {kind} API's limit)"
             )
+    if "concurrency" in options:
+        workers = options["concurrency"]
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 16:
+            raise InvalidConfigError(path, f"{where}: concurrency", f"{workers!r}: expected 1 to 16 batches in flight")
     if "requests_per_second" in options:
         rate = options["requests_per_second"]
         if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:

@@ -33,7 +33,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -282,15 +282,43 @@ def _member(row) -> Member:
     return Member(row.key, json.loads(row.fields_json) if row.fields_json else {}, row.record_id)
 
 
-def _send(adapter, destination: Destination, rows: list, writer: _Writer) -> None:
-    action = rows[0].action
-    members = [_member(r) for r in rows]
+def call(adapter, destination: Destination, members: list[Member], action: str) -> BatchOutcome:
+    """One batch's call: upsert, or on leaving remove (or delete, when the destination says on_leave: delete)."""
     if action == "upsert":
-        outcome: BatchOutcome = adapter.upsert(members)
-    elif destination.on_leave == "delete":
-        outcome = adapter.delete([m.key for m in members])
-    else:
-        outcome = adapter.remove(members)
+        return adapter.upsert(members)
+    if destination.on_leave == "delete":
+        return adapter.delete([m.key for m in members])
+    return adapter.remove(members)
+
+
+def in_flight(
+    adapter, destination: Destination, batches: Iterable[list], action: str, workers: int
+) -> Iterator[tuple[list, BatchOutcome]]:
+    """(batch, outcome) for each batch of rows, in order, with up to `workers` batches in flight (the
+    adapter's rate limiter paces them all; httpx's client is shared safely across threads). A failing call
+    raises here once the batches before it have been yielded; batches in flight after it are not
+    acknowledged, so the next run sends them again."""
+    if workers <= 1:
+        for rows in batches:
+            yield rows, call(adapter, destination, [_member(r) for r in rows], action)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sync-{destination.name}") as pool:
+        window: deque = deque()
+        for rows in batches:
+            window.append((rows, pool.submit(call, adapter, destination, [_member(r) for r in rows], action)))
+            if len(window) >= workers:
+                done, future = window.popleft()
+                yield done, future.result()
+        while window:
+            done, future = window.popleft()
+            yield done, future.result()
+
+
+def _record(destination: Destination, rows: list, outcome: BatchOutcome, writer: _Writer) -> None:
+    action = rows[0].action
     for row in rows:
         if row.key in outcome.acknowledged:
             record = outcome.acknowledged[row.key] or row.record_id
@@ -388,8 +416,9 @@ def sync(
                         writer.commit()
             else:
                 for action in ("remove", "upsert"):
-                    for rows in _chunked(_ordered(todo, action), destination.batch_size):
-                        _send(adapter, destination, rows, writer)
+                    batches = _chunked(_ordered(todo, action), destination.batch_size)
+                    for rows, outcome in in_flight(adapter, destination, batches, action, destination.concurrency):
+                        _record(destination, rows, outcome, writer)
             writer.commit(force=True)
             result.status = "succeeded"
             return result

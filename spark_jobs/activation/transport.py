@@ -108,6 +108,13 @@ class TransportStats:
     server_errors: int = 0
     timeouts: int = 0
     waited_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, **deltas: float) -> None:
+        """Add to the counters (requests may be in flight on several threads)."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
 
 
 @dataclass
@@ -143,16 +150,16 @@ class Transport:
         """Send once the limiter allows; retry 429 / 5xx / timeouts; return any other answer (2xx, 4xx)."""
         problem = ""
         for attempt in range(1, self.policy.max_tries + 1):
-            self.stats.waited_seconds += self._bucket.acquire()
-            self.stats.requests += 1
+            self.stats.count(waited_seconds=self._bucket.acquire())
+            self.stats.count(requests=1)
             try:
                 response = self._client.request(method, path, json=json, content=content, headers=headers)
             except httpx.TimeoutException:
-                self.stats.timeouts += 1
+                self.stats.count(timeouts=1)
                 problem = f"no answer within {self.policy.timeout_seconds:g} s"
                 wait = self.policy.backoff(attempt, self._rng)
             except httpx.TransportError as exc:
-                self.stats.server_errors += 1
+                self.stats.count(server_errors=1)
                 problem = f"connection failed ({type(exc).__name__})"
                 wait = self.policy.backoff(attempt, self._rng)
             else:
@@ -163,7 +170,7 @@ class Transport:
                         f"INTENTLAKE_DEST_{self.name.upper()}_TOKEN (and its scopes); nothing was synced past here"
                     )
                 if status == 429:
-                    self.stats.throttled += 1
+                    self.stats.count(throttled=1)
                     asked = retry_after_seconds(response.headers.get("Retry-After"))
                     if asked is not None and asked > self.policy.max_retry_after_seconds:
                         raise DestinationUnavailable(
@@ -173,13 +180,13 @@ class Transport:
                     problem = "429 Too Many Requests"
                     wait = asked if asked is not None else self.policy.backoff(attempt, self._rng)
                 elif status >= 500:
-                    self.stats.server_errors += 1
+                    self.stats.count(server_errors=1)
                     problem = f"{status} from the server"
                     wait = self.policy.backoff(attempt, self._rng)
                 else:
                     return response
             if attempt < self.policy.max_tries:
-                self.stats.retries += 1
-                self.stats.waited_seconds += wait
+                self.stats.count(retries=1)
+                self.stats.count(waited_seconds=wait)
                 self.sleep(wait)
         raise DestinationUnavailable(f"{self.name}: {method} {path}: {problem}, {self.policy.max_tries} tries")
