@@ -159,3 +159,24 @@ def test_file_destination_writes_the_audience_and_a_manifest_atomically(tmp_path
     import pyarrow.parquet as pq
 
     assert pq.read_table(write_file(parquet, tmp_path, _members(2), 13)).num_rows == 2
+
+
+def test_batches_in_flight_together_through_a_429_storm_and_5xx_each_arrive_once_in_order():
+    from types import SimpleNamespace
+
+    from spark_jobs.activation.sync import in_flight
+
+    destination = replace(DESTINATIONS["braze_consideration"], options={
+        **DESTINATIONS["braze_consideration"].options, "requests_per_second": 400, "concurrency": 4})  # fmt: skip
+    calls = [SimpleNamespace(key=f"u-{i}", record_id=None, fields_json='{"intentlake_tone": "warm"}')
+             for i in range(1500)]  # fmt: skip
+    batches = [calls[i : i + 75] for i in range(0, 1500, 75)]
+    with BrazeServer(TOKEN, rate_limit=(40, 0.2)) as server:  # 200/s allowed: the 400/s asked is throttled
+        server.faults.extend([Fault(429, retry_after="0")] * 5 + [Fault(503)] * 3)
+        patient = RetryPolicy(max_tries=30, base_seconds=0.01, cap_seconds=0.1, timeout_seconds=2.0)
+        braze = Braze(destination, Credentials(TOKEN, server.url), patient, **FAST)
+        answered = list(in_flight(braze, destination, batches, "upsert", destination.concurrency))
+        assert [rows for rows, _ in answered] == batches  # outcomes come back in the batches' order
+        assert all(not outcome.rejected and len(outcome.acknowledged) == 75 for _, outcome in answered)
+        assert sorted(server.tracked) == sorted(c.key for c in calls)  # each exactly once
+        assert braze.http.stats.throttled >= 5 and braze.http.stats.server_errors >= 3
