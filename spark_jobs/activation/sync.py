@@ -382,7 +382,8 @@ def sync(
                 adapter = ADAPTERS[destination.type](destination, credentials(destination), policy or RetryPolicy(),
                                                      **transport)  # fmt: skip
                 result.stats = adapter.http.stats
-            desired = audience(spark, settings, destination, version)
+            # materialised once: the diff, the audience count and a file export all read it
+            desired = audience(spark, settings, destination, version).localCheckpoint(eager=True)
             state = read_table(spark, settings, "ops.sync_state").filter(F.col("destination") == destination.name)
             refused = read_table(spark, settings, "ops.sync_rejections").filter(
                 F.col("destination") == destination.name
