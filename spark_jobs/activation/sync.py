@@ -457,23 +457,39 @@ def erase_from_destinations(
     policy: RetryPolicy | None = None,
     **transport,
 ) -> dict[str, int]:
-    """Delete the persons from every destination ops.sync_state says holds them (in or out of its audience):
-    the vendor's delete call per key, or the file export rewritten without them. Returns {destination: keys
-    erased}. Raises DestinationErasureFailed naming each destination that did not confirm (the caller keeps
-    the request pending: the next run calls again; deletes are idempotent, a 404 counts as done). Called by
-    erasure before it deletes the ops.sync_state rows, holding the lakehouse lock alone (so no sync runs)."""
-    if not person_ids or not (settings.table_path("ops.sync_state") / "_delta_log").is_dir():
+    """Delete the persons from every destination that may hold them: the vendor's delete call per key, or
+    the file export rewritten without them. Which keys: every key ops.sync_state says a destination holds
+    (in or out of its audience), and, at every destination in use (a token set, or a file export written),
+    the person's current key from silver.profiles, which covers a sync killed after a call and before its
+    state commit. Returns {destination: keys erased}. Raises DestinationErasureFailed naming each destination
+    that did not confirm (the caller keeps the request pending: the next run calls again; deletes are
+    idempotent, a 404 counts as done). Called by erasure before it deletes the ops.sync_state and
+    silver.profiles rows, holding the lakehouse lock alone (so no sync runs meanwhile)."""
+    if not person_ids:
         return {}
-    held = (
-        read_table(spark, settings, "ops.sync_state")
-        .filter(F.col("person_id").isin(sorted(person_ids)))
-        .select("destination", "match_value")
-        .distinct()
-        .collect()  # one person's keys: a few per destination
-    )
+    persons = sorted(person_ids)
     keys: dict[str, set[str]] = {}
-    for row in held:
-        keys.setdefault(row.destination, set()).add(row.match_value)
+    if (settings.table_path("ops.sync_state") / "_delta_log").is_dir():
+        held = (
+            read_table(spark, settings, "ops.sync_state")
+            .filter(F.col("person_id").isin(persons))
+            .select("destination", "match_value")
+            .distinct()
+            .collect()  # one person's keys: a few per destination
+        )
+        for row in held:
+            keys.setdefault(row.destination, set()).add(row.match_value)
+    in_use = [
+        d for d in destinations
+        if credentials(d).token or (d.type == "file" and export_folder(settings, d).is_dir())
+    ]  # fmt: skip
+    if in_use and (settings.table_path("silver.profiles") / "_delta_log").is_dir():
+        profiles = read_table(spark, settings, "silver.profiles").filter(F.col("person_id").isin(persons))
+        known = profiles.select("email", "user_id").collect()  # the person's rows: one per person id
+        for d in in_use:
+            found = {str(getattr(r, d.match_key)).strip() for r in known if getattr(r, d.match_key)}
+            if found:
+                keys.setdefault(d.name, set()).update(found)
     configured = {d.name: d for d in destinations}
     erased: dict[str, int] = {}
     problems: list[str] = []
