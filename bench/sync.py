@@ -61,14 +61,15 @@ def _serve(kind: str, token: str, limit: tuple[int, float], ready) -> None:
             time.sleep(3600)
 
 
-def bench_rate(kind: str, rows: int, concurrency: int | None = None) -> dict:
+def bench_rate(kind: str, rows: int, concurrency: int | None = None, **options: object) -> dict:
     import multiprocessing
 
     from spark_jobs.activation.destinations import Credentials
 
     destination = next(d for d in load_destinations(REPO_ROOT / "config" / "destinations.yaml") if d.type == kind)
     if concurrency is not None:
-        destination = replace(destination, options={**destination.options, "concurrency": concurrency})
+        options["concurrency"] = concurrency
+    destination = replace(destination, options={**destination.options, **options})
     limit, per = LIMITS[kind]
     token = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" if kind == "webhook" else "bench-token"
     ready = multiprocessing.Queue()
@@ -221,10 +222,13 @@ def main() -> int:
         print("| destination | rows | batch | in flight | requests | 429s | req/s | limit req/s | share of limit | "
               "rows/s | most rows/s at the limit |")  # fmt: skip
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        runs = [("hubspot", None), ("braze", 1), ("braze", None), ("mailchimp", None), ("webhook", None)]
-        for kind, concurrency in runs:
-            r = bench_rate(kind, ROWS[kind], concurrency)
-            print(f"| {kind} | {r['rows']:,} | {r['batch_size']} | {r['concurrency']} | {r['requests']:,} | "
+        runs = [("hubspot", None, {}), ("braze", 1, {}), ("braze", None, {}), ("mailchimp", None, {}),
+                ("mailchimp", None, {"tag_id": "7001"}), ("webhook", None, {})]  # fmt: skip
+        for kind, concurrency, options in runs:
+            rows = 5_000 if options.get("tag_id") else ROWS[kind]
+            r = bench_rate(kind, rows, concurrency, **options)
+            label = kind + "".join(f" ({k} {v})" for k, v in options.items())
+            print(f"| {label} | {r['rows']:,} | {r['batch_size']} | {r['concurrency']} | {r['requests']:,} | "
                   f"{r['throttled']} | "
                   f"{r['requests_per_s']:,.1f} | {r['limit_per_s']:,.0f} | {100 * r['share_of_limit']:.1f} % | "
                   f"{r['rows_per_s']:,.0f} | {r['max_rows_per_s']:,.0f} |", flush=True)  # fmt: skip

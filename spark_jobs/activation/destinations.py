@@ -71,7 +71,16 @@ SPECS: dict[str, TypeSpec] = {
     ),
     "mailchimp": TypeSpec(
         frozenset(
-            {"list_id", "tag", "batch_size", "requests_per_second", "concurrency", "status_if_new", "content_channel"}
+            {
+                "list_id",
+                "tag",
+                "tag_id",
+                "batch_size",
+                "requests_per_second",
+                "concurrency",
+                "status_if_new",
+                "content_channel",
+            }
         ),
         500,
         500,

@@ -307,6 +307,24 @@ class MailchimpServer(ContractServer):
                 (updated if existing else new).append({"id": member_hash, "email_address": email.lower()})
             counts = {"total_created": len(new), "total_updated": len(updated), "error_count": len(errors)}
             return 200, {"new_members": new, "updated_members": updated, "errors": errors, **counts}, {}
+        if method == "POST" and len(parts) == 4 and parts[2] == "segments":  # batch add/remove on a static segment
+            adding, removing = body.get("members_to_add") or [], body.get("members_to_remove") or []
+            if len(adding) > self.MAX_MEMBERS or len(removing) > self.MAX_MEMBERS:
+                return 400, {"title": "Invalid Resource", "status": 400,
+                             "detail": f"at most {self.MAX_MEMBERS} emails to add or remove per call"}, {}  # fmt: skip
+            added, removed, missing = [], [], []
+            for email, into in [(e, True) for e in adding] + [(e, False) for e in removing]:
+                record = self.members.get(hashlib.md5(str(email).lower().encode()).hexdigest())
+                if record is None:
+                    missing.append(email)
+                    continue
+                (record.setdefault("segments", set()).add if into else
+                 record.setdefault("segments", set()).discard)(parts[3])  # fmt: skip
+                (added if into else removed).append({"email_address": str(email).lower()})
+            errors = [{"email_addresses": missing, "error": "Email addresses not on the list"}] if missing else []
+            return 200, {"members_added": added, "members_removed": removed, "errors": errors,
+                         "total_added": len(added), "total_removed": len(removed),
+                         "error_count": len(missing)}, {}  # fmt: skip
         if method == "POST" and len(parts) == 5 and parts[2] == "members" and parts[4] == "tags":
             record = self.members.get(parts[3])
             if record is None:

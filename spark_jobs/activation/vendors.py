@@ -12,8 +12,10 @@ exhausted, auth) raises from the transport (spark_jobs/activation/transport.py) 
   POST /crm/v3/objects/contacts/gdpr-delete. Private-app bearer token.
 - Braze: POST /users/track, attributes objects by external_id or email (75 per request; errors[] carry
   the index of the object), POST /users/delete by external_ids or email_addresses (50 per request).
-- Mailchimp Marketing: POST /lists/{list_id} batch member upsert (500 members; errors[] per email),
-  POST /lists/{list_id}/members/{subscriber_hash}/tags (hash = MD5 of the lower-cased email), and
+- Mailchimp Marketing: POST /lists/{list_id} batch member upsert (500 members; errors[] per email), the
+  tag by its static segment id for the whole batch (POST /lists/{list_id}/segments/{tag_id}: 500 emails)
+  or by name per member (POST /lists/{list_id}/members/{subscriber_hash}/tags; hash = MD5 of the
+  lower-cased email), and
   POST .../members/{hash}/actions/delete-permanent. HTTP Basic with the API key as password.
 - Webhook: JSON batches signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature:
   HMAC-SHA256 over "<id>.<timestamp>.<body>"); the id is the batch's content hash, so a retried batch
@@ -228,8 +230,34 @@ class Mailchimp:
                               destination.requests_per_second, policy, **transport)  # fmt: skip
         self.list_id = str(destination.options["list_id"])
         self.tag = destination.options.get("tag")
+        self.tag_id = destination.options.get("tag_id")  # the tag's static segment id: one call per batch
+
+    def _segment(self, members: list[Member], add: bool, outcome: BatchOutcome) -> BatchOutcome:
+        """Tag (or untag) the whole batch in one call: a tag is a static segment, and
+        POST /lists/{list_id}/segments/{segment_id} adds or removes up to 500 emails; errors[] name them."""
+        emails = [m.key for m in members if m.key in outcome.acknowledged]
+        if not emails:
+            return outcome
+        field_name = "members_to_add" if add else "members_to_remove"
+        response = self.http.request("POST", f"/lists/{self.list_id}/segments/{self.tag_id}", json={field_name: emails})
+        body = response.json() if response.content else {}
+        if response.status_code != 200:
+            for email in emails:
+                outcome.acknowledged.pop(email, None)
+                outcome.rejected[email] = _reason(body, f"segment: HTTP {response.status_code}")
+            return outcome
+        lowered = {e.lower(): e for e in emails}
+        for error in body.get("errors") or []:
+            for address in error.get("email_addresses") or []:
+                email = lowered.get(str(address).lower())
+                if email is not None:
+                    outcome.acknowledged.pop(email, None)
+                    outcome.rejected[email] = f"segment: {error.get('error', 'error')}"[:300]
+        return outcome
 
     def _tag(self, members: list[Member], status: str, outcome: BatchOutcome) -> BatchOutcome:
+        if self.tag_id:
+            return self._segment(members, status == "active", outcome)
         for m in members:
             if m.key not in outcome.acknowledged:
                 continue
@@ -265,11 +293,11 @@ class Mailchimp:
             if key:
                 rejected[key] = f"{error.get('error_code', 'ERROR')}: {error.get('error', '')}"[:300]
         outcome = BatchOutcome({k: subscriber_hash(k) for k in keys if k not in rejected}, rejected)
-        return self._tag(members, "active", outcome) if self.tag else outcome
+        return self._tag(members, "active", outcome) if self.tag or self.tag_id else outcome
 
     def remove(self, members: list[Member]) -> BatchOutcome:
         outcome = BatchOutcome({m.key: subscriber_hash(m.key) for m in members})
-        return self._tag(members, "inactive", outcome) if self.tag else outcome
+        return self._tag(members, "inactive", outcome) if self.tag or self.tag_id else outcome
 
     def delete(self, keys: list[str]) -> BatchOutcome:
         return _delete_each(

@@ -110,6 +110,22 @@ def test_mailchimp_batch_upsert_tags_by_subscriber_hash_and_deletes_permanently(
         assert len(mailchimp.upsert(_members(501)).rejected) == 501
 
 
+def test_mailchimp_tags_a_whole_batch_in_one_call_by_the_tags_segment_id():
+    destination = _fast(DESTINATIONS["mailchimp_price_sensitive"])
+    destination = replace(destination, options={**destination.options, "tag_id": "7001"})
+    with MailchimpServer(TOKEN + "-us21") as server:
+        mailchimp = Mailchimp(destination, Credentials(TOKEN + "-us21", server.url), POLICY, **FAST)
+        outcome = mailchimp.upsert(_members(300, bad=(3,)))
+        assert list(outcome.rejected) == ["not-an-email-3"] and len(outcome.acknowledged) == 299
+        assert len(server.received) == 2  # the batch upsert and one segment call, not 299 tag calls
+        assert server.received[1].path == "/lists/a1b2c3d4e5/segments/7001"
+        assert all(m["segments"] == {"7001"} for m in server.members.values())
+        left = mailchimp.remove([Member("person0@example.com"), Member("never-added@example.com")])
+        assert list(left.acknowledged) == ["person0@example.com"]  # the stand-in names the one not on the list
+        assert "not on the list" in left.rejected["never-added@example.com"]
+        assert server.members[subscriber_hash("person0@example.com")]["segments"] == set()
+
+
 def test_webhook_batches_verify_with_the_secret_and_fail_with_a_wrong_one_or_an_old_timestamp():
     secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     destination = _fast(DESTINATIONS["webhook_all_segments"])
