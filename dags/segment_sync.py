@@ -27,9 +27,9 @@ retrying 429 (honouring Retry-After) and 5xx. `ops.sync_*`: `ops.sync_state`, `o
 `ops.sync_rejections`.
 
 Each mapped task is its own try: one destination down (its API failing past the retries, a revoked token)
-fails only its task, which Airflow retries; the others go on. A retried task resumes from the acknowledged
-state (committed every 2,000 acknowledgements) and resends at most what was not committed (every call is an
-idempotent upsert). Every run, failed ones too, is a row in `ops.sync_runs` (`intentlake status` shows the
+fails only its task, which Airflow retries; the others go on. A retried task first commits what the failed
+try had journaled, so it sends nothing the destination acknowledged again (every call is an idempotent
+upsert besides). Every run, failed ones too, is a row in `ops.sync_runs` (`intentlake status` shows the
 latest per destination); persons a destination refused are in `ops.sync_rejections` with its reason and are
 tried again next run.
 

@@ -13,9 +13,12 @@
 3. Sending (`sync`): removals first, then upserts, in the destination's batch size, through its adapter
    (spark_jobs/activation/vendors.py: rate limits, retries, per-record errors). Rows are read partition by
    partition (`toLocalIterator`), so the driver holds one partition and one commit's acknowledgements, not
-   the audience. Every INTENTLAKE_SYNC_COMMIT_EVERY (default 2,000) acknowledgements are merged into
-   ops.sync_state and refusals appended to ops.sync_rejections; a sync killed mid-run resends at most what
-   it had not committed (upserts are idempotent at every vendor; a webhook batch's id is its content hash).
+   the audience. What each batch brings back is journaled at once (a small file per batch under
+   <checkpoints>/sync/<destination>/, written atomically), and every INTENTLAKE_SYNC_COMMIT_EVERY (default
+   2,000) acknowledgements are merged into ops.sync_state and refusals appended to ops.sync_rejections. A
+   sync killed mid-run commits the journal first when it starts again, so it sends nothing the destination
+   acknowledged again: at most the batch whose answer the kill cut off (upserts are idempotent at every
+   vendor; a webhook batch's id is its content hash, for the receiver to drop the repeat).
    Refused persons are not marked synced: the next run tries them again. The run ends with a row in
    ops.sync_runs, failed ones included.
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -85,6 +89,7 @@ class SyncResult:
     error: str | None = None
     file: str | None = None
     samples: list[dict] = field(default_factory=list)  # a dry run's first few calls: person_id, change, fields
+    recovered: int = 0  # acknowledgements an interrupted run had journaled, committed before this one's diff
 
     @property
     def upserts(self) -> int:
@@ -98,7 +103,7 @@ class SyncResult:
             "updated": self.updated, "resent": self.resent, "removals": self.removals, "unchanged": self.unchanged,
             "dead_lettered": self.dead_lettered, "acknowledged": self.acknowledged,
             "rejected": self.rejected, "requests": self.stats.requests, "retries": self.stats.retries,
-            "throttled": self.stats.throttled,
+            "throttled": self.stats.throttled, "recovered": self.recovered,
         }  # fmt: skip
 
 
@@ -215,6 +220,32 @@ class _Writer:
         self.spark, self.settings, self.result, self.every = spark, settings, result, every
         self.progress = progress
         self.pending = _Pending()
+        self.journal = journal_dir(settings, result.destination)
+        self.journaled: list[Path] = []  # journal files the next commit covers
+        self._seq = 0
+        self._written = (0, 0)  # pending.state / pending.refused entries already in a journal file
+
+    def journal_batch(self) -> None:
+        """Write what the last batch(es) brought back to a journal file (atomically) before anything else is
+        sent: a sync killed before its next state commit recovers it from there, so nothing the destination
+        acknowledged is sent again."""
+        states = list(self.pending.state.values())
+        done_states, done_refused = self._written
+        fresh = {"state": [_plain(r) for r in states[done_states:]],
+                 "refused": [_plain(r) for r in self.pending.refused[done_refused:]]}  # fmt: skip
+        if not fresh["state"] and not fresh["refused"]:
+            return
+        self.journal.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        target = self.journal / f"{self.result.run_id}-{self._seq:08d}.json"
+        staged = target.with_suffix(".tmp")
+        with staged.open("w") as fh:
+            json.dump(fresh, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        staged.replace(target)
+        self.journaled.append(target)
+        self._written = (len(states), len(self.pending.refused))
 
     def acknowledge(self, row, record_id: str | None, in_audience: bool) -> None:
         self.pending.state[row.person_id] = {
@@ -243,28 +274,74 @@ class _Writer:
     def commit(self, force: bool = False) -> None:
         if not len(self.pending) or (len(self.pending) < self.every and not force):
             return
-        from delta.tables import DeltaTable
 
         pending, self.pending = self.pending, _Pending()
-        if pending.state:
-            contract = table_contract("ops.sync_state")
-            rows = [tuple(r[c] for c in contract.column_names) for r in pending.state.values()]
-            source = self.spark.createDataFrame(rows, contract.schema())
-            target = DeltaTable.forPath(self.spark, str(self.settings.table_path("ops.sync_state")))
-            (
-                target.alias("t")
-                .merge(source.alias("s"), "t.destination = s.destination AND t.person_id = s.person_id")
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
-        if pending.refused:
-            contract = table_contract("ops.sync_rejections")
-            rows = [tuple(r[c] for c in contract.column_names) for r in pending.refused]
-            frame = self.spark.createDataFrame(rows, contract.schema())
-            frame.write.format("delta").mode("append").save(str(self.settings.table_path("ops.sync_rejections")))
+        covered, self.journaled, self._written = self.journaled, [], (0, 0)
+        _commit(self.spark, self.settings, list(pending.state.values()), pending.refused)
+        for path in covered:  # committed: the journal is not needed any more
+            path.unlink(missing_ok=True)
         if self.progress is not None:
             self.progress(self.result)
+
+
+def _plain(row: dict) -> dict:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def journal_dir(settings: Settings, destination: str) -> Path:
+    """Where a sync journals acknowledgements between state commits (beside the streams' checkpoints)."""
+    return settings.checkpoints / "sync" / destination
+
+
+def _commit(spark: SparkSession, settings: Settings, states: list[dict], refused: list[dict]) -> None:
+    """MERGE acknowledgements into ops.sync_state (by destination and person: replaying one changes nothing)
+    and append refusals to ops.sync_rejections, leaving out any already there (a replayed journal)."""
+    from delta.tables import DeltaTable
+
+    if states:
+        contract = table_contract("ops.sync_state")
+        rows = [tuple(r[c] for c in contract.column_names) for r in states]
+        source = spark.createDataFrame(rows, contract.schema())
+        target = DeltaTable.forPath(spark, str(settings.table_path("ops.sync_state")))
+        (
+            target.alias("t")
+            .merge(source.alias("s"), "t.destination = s.destination AND t.person_id = s.person_id")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    if refused:
+        contract = table_contract("ops.sync_rejections")
+        rows = [tuple(r[c] for c in contract.column_names) for r in refused]
+        keys = ["run_id", "destination", "person_id", "action"]
+        frame = spark.createDataFrame(rows, contract.schema())
+        there = read_table(spark, settings, "ops.sync_rejections").select(*keys)
+        frame = frame.join(there, keys, "left_anti")
+        frame.write.format("delta").mode("append").save(str(settings.table_path("ops.sync_rejections")))
+
+
+def recover_journal(spark: SparkSession, settings: Settings, destination: str) -> int:
+    """Commit what an interrupted sync of the destination had journaled but not committed; the entries
+    recovered. Called at the start of every sync, under its destination lock."""
+    folder = journal_dir(settings, destination)
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        return 0
+    states: dict[str, dict] = {}
+    refused: list[dict] = []
+    for path in files:  # in the order written: a later acknowledgement of a person wins
+        entry = json.loads(path.read_text())
+        for row in entry["state"]:
+            row["synced_at"] = datetime.fromisoformat(row["synced_at"])
+            states[row["person_id"]] = row
+        for row in entry["refused"]:
+            row["rejected_at"] = datetime.fromisoformat(row["rejected_at"])
+            refused.append(row)
+    _commit(spark, settings, list(states.values()), refused)
+    for path in files:
+        path.unlink(missing_ok=True)
+    log.info("sync %s: recovered %d journaled acknowledgements of an interrupted run", destination, len(states))
+    return len(states) + len(refused)
 
 
 def _chunked(rows: Iterator, size: int) -> Iterator[list]:
@@ -326,6 +403,7 @@ def _record(destination: Destination, rows: list, outcome: BatchOutcome, writer:
                                in_audience=action == "upsert")  # fmt: skip
         else:
             writer.refuse(row, outcome.rejected.get(row.key, "not acknowledged"))
+    writer.journal_batch()
     writer.commit()
 
 
@@ -373,6 +451,7 @@ def sync(
     with ExitStack() as stack:
         stack.enter_context(destination_lock(settings, destination.name))
         stack.enter_context(batch_lock(settings.lock_dir, settings.lock_timeout_seconds, f"sync {destination.name}"))
+        recovered = recover_journal(spark, settings, destination.name) if mode != "dry_run" else 0
         version = table_version(spark, settings, "gold.user_segments")
         result = SyncResult(uuid.uuid4().hex, destination.name, destination.type, mode, version, datetime.now(UTC))
         started = time.monotonic()
@@ -432,6 +511,7 @@ def sync(
             if adapter is not None:
                 adapter.http.close()
             result.finished_at = datetime.now(UTC)
+            result.recovered = recovered
             _record_run(spark, settings, result)
             log.info("sync %s (%s): %s in %.1f s: audience %d, %d upserts, %d removals, %d acknowledged, "
                      "%d refused", destination.name, mode, result.status, time.monotonic() - started,
@@ -467,6 +547,11 @@ def erase_from_destinations(
     silver.profiles rows, holding the lakehouse lock alone (so no sync runs meanwhile)."""
     if not person_ids:
         return {}
+    # an interrupted sync's journal holds acknowledgements (keys included): into ops.sync_state first, so
+    # they are reached below and deleted with the person's rows
+    journals = settings.checkpoints / "sync"
+    for folder in sorted(journals.iterdir()) if journals.is_dir() else []:
+        recover_journal(spark, settings, folder.name)
     persons = sorted(person_ids)
     keys: dict[str, set[str]] = {}
     if (settings.table_path("ops.sync_state") / "_delta_log").is_dir():

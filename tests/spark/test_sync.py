@@ -178,45 +178,52 @@ def test_a_webhook_sync_signs_each_batch_a_file_sync_writes_the_whole_audience_a
     assert table(spark, settings, "ops.sync_state").where("person_id = 'p1'").count() == 0
 
 
-def test_a_sync_killed_mid_run_resumes_from_its_last_commit_and_every_person_lands_once(spark, settings, monkeypatch):
+def test_a_sync_killed_mid_run_resumes_from_its_journal_and_sends_nothing_acknowledged_twice(
+    spark, settings, monkeypatch
+):
     import os
     import signal
     import time
 
+    from spark_jobs.activation.sync import journal_dir
     from tests.faults import start_job
 
     people = {f"k{i:04d}": ("High Intent", 80.0 + i % 20, f"k{i:04d}@example.com", f"u-{i}", True, True)
               for i in range(600)}  # fmt: skip
     _lakehouse(spark, settings, people)
+    journal = journal_dir(settings, "hubspot_high_intent")
     with HubSpotServer(TOKEN) as server:
         prefix = "INTENTLAKE_DEST_HUBSPOT_HIGH_INTENT"
-        env = {f"{prefix}_TOKEN": TOKEN, f"{prefix}_URL": server.url, "INTENTLAKE_SYNC_COMMIT_EVERY": "100"}
-        # 100 contacts per call at HubSpot's 10 requests/s, two calls per batch (upsert, list membership)
+        # batches of 100 at HubSpot's 10 requests/s (an upsert and a list call each), a state commit every 300
+        env = {f"{prefix}_TOKEN": TOKEN, f"{prefix}_URL": server.url, "INTENTLAKE_SYNC_COMMIT_EVERY": "300"}
         job = start_job(settings, "sync", "hubspot_high_intent", extra_env=env)
         deadline = time.monotonic() + 300
         state = settings.table_path("ops.sync_state") / "_delta_log"
-        # kill -9 once the first state commit is in and more contacts were sent after it
+        # kill -9 once a state commit is in and acknowledgements after it sit in the journal only
         while time.monotonic() < deadline and job.poll() is None:
             commits = len(list(state.glob("*.json"))) - 1  # version 0 is the CREATE
-            if commits >= 2 and len(server.upserts) > 100 * commits:
+            if commits >= 1 and len(server.upserts) >= 400 and list(journal.glob("*.json")):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert job.poll() is None, "the sync ended before it could be killed"
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
         time.sleep(1)  # a request the server had read in full before the kill is still being answered
-        committed = table(spark, settings, "ops.sync_state").count()
+        committed = {r.person_id for r in table(spark, settings, "ops.sync_state").collect()}
+        entries = [row for p in journal.glob("*.json") for row in json.loads(p.read_text())["state"]]
+        acknowledged = committed | {row["person_id"] for row in entries}  # in Delta or in the journal
         sent_before = len(server.upserts)
-        assert 0 < committed < sent_before < 600
+        assert len(committed) >= 300 and len(acknowledged) >= 400 and len(acknowledged) <= sent_before < 600
 
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         resumed = sync(spark, settings, DESTINATIONS["hubspot_high_intent"], policy=POLICY)
-        assert resumed.status == "succeeded" and resumed.upserts == 600 - committed  # only what was not committed
-        assert set(server.contacts) == {p[2] for p in people.values()}  # everyone, once each at HubSpot
+        assert resumed.status == "succeeded" and resumed.recovered == len(entries)
+        assert resumed.upserts == 600 - len(acknowledged)  # only what the destination had not acknowledged
+        assert set(server.contacts) == {p[2] for p in people.values()}  # everyone at HubSpot
         assert server.lists["intentlake-high-intent"] == {c["id"] for c in server.contacts.values()}
         resent = len(server.upserts) - 600
-        assert resent == sent_before - committed  # sent again: exactly what the kill left uncommitted
-    assert table(spark, settings, "ops.sync_state").count() == 600
+        assert resent == sent_before - len(acknowledged) <= 100  # at most the batch whose answer the kill cut off
+    assert table(spark, settings, "ops.sync_state").count() == 600 and not list(journal.glob("*.json"))
     runs = {r.status for r in table(spark, settings, "ops.sync_runs").collect()}
     assert runs == {"succeeded"}  # the killed run never wrote its row; the resumed one did
