@@ -95,3 +95,20 @@ def test_secrets_and_urls_come_from_the_environment_and_never_show(monkeypatch):
     assert "secret" not in repr(hubspot) and "secret" not in str(destinations["hubspot_high_intent"])
     assert credentials(destinations["mailchimp_price_sensitive"], env).url == "https://us21.api.mailchimp.com/3.0"
     assert credentials(destinations["braze_consideration"], env) == credentials(destinations["braze_consideration"], {})
+
+
+def test_two_syncs_of_one_destination_never_run_at_once(tmp_path):
+    from dataclasses import replace as with_
+
+    from spark_jobs.activation.sync import destination_lock, sync
+    from spark_jobs.locks import LockTimeout
+    from spark_jobs.settings import Settings
+
+    settings = with_(Settings.from_env().with_root(tmp_path / "lakehouse"), lock_timeout_seconds=1)
+    [hubspot] = [d for d in load_destinations(REPO_ROOT / "config" / "destinations.yaml") if d.type == "hubspot"]
+    with destination_lock(settings, hubspot.name):  # a sync of it in progress
+        with pytest.raises(LockTimeout, match=r"sync hubspot_high_intent: no exclusive hold on .*sync-hubspot"):
+            sync(None, settings, hubspot)  # the second waits its timeout and gives up before touching anything
+    other = next(d for d in load_destinations(REPO_ROOT / "config" / "destinations.yaml") if d.type == "braze")
+    with destination_lock(settings, hubspot.name), destination_lock(settings, other.name):
+        pass  # another destination's lock is its own
