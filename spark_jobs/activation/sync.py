@@ -48,7 +48,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.activation.destinations import Destination, credentials
 from spark_jobs.activation.transport import RetryPolicy, TransportStats
-from spark_jobs.activation.vendors import ADAPTERS, BatchOutcome, Member, remove_from_file, write_file
+from spark_jobs.activation.vendors import ADAPTERS, BatchOutcome, Member, chunks, remove_from_file, write_file
 from spark_jobs.contracts import read_table, table_contract, table_version
 from spark_jobs.locks import _flock, batch_lock
 from spark_jobs.settings import Settings
@@ -344,17 +344,6 @@ def recover_journal(spark: SparkSession, settings: Settings, destination: str) -
     return len(states) + len(refused)
 
 
-def _chunked(rows: Iterator, size: int) -> Iterator[list]:
-    chunk: list = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _member(row) -> Member:
     return Member(row.key, json.loads(row.fields_json) if row.fields_json else {}, row.record_id)
 
@@ -496,7 +485,7 @@ def sync(
                         writer.commit()
             else:
                 for action in ("remove", "upsert"):
-                    batches = _chunked(_ordered(todo, action), destination.batch_size)
+                    batches = chunks(_ordered(todo, action), destination.batch_size)
                     for rows, outcome in in_flight(adapter, destination, batches, action, destination.concurrency):
                         _record(destination, rows, outcome, writer)
             writer.commit(force=True)

@@ -381,29 +381,22 @@ def write_file(destination: Destination, folder: Path, members: Iterable[Member]
     else:
         schema = pa.schema([(c, pa.string()) for c in columns])
         with pq.ParquetWriter(temporary, schema) as writer:
-            for chunk in _chunks(members, 50_000):
+            for chunk in chunks(members, 50_000):
                 table = {c: [m.key if c == "key" else _text(m.fields.get(c)) for m in chunk] for c in columns}
                 writer.write_table(pa.table(table, schema=schema))
                 rows += len(chunk)
-    digest = hashlib.sha256()
-    with temporary.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-        os.fsync(fh.fileno())
-    temporary.replace(target)
+    digest = _seal(temporary, target)
     manifest = {
         "destination": destination.name,
         "file": target.name,
         "format": fmt,
         "rows": rows,
         "columns": columns,
-        "sha256": digest.hexdigest(),
+        "sha256": digest,
         "gold_version": source_version,
         "written_at": datetime.now(UTC).isoformat(),
     }
-    staged = folder / f".{destination.name}.manifest.json.tmp"
-    staged.write_text(json.dumps(manifest, indent=2) + "\n")
-    staged.replace(folder / f"{destination.name}.manifest.json")
+    _write_manifest(folder / f"{destination.name}.manifest.json", manifest)
     return target
 
 
@@ -444,22 +437,33 @@ def remove_from_file(destination: Destination, folder: Path, keys: set[str]) -> 
     if not removed:
         temporary.unlink()
         return 0
+    digest = _seal(temporary, target)
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        manifest.update(rows=kept, sha256=digest, erased_at=datetime.now(UTC).isoformat())
+        _write_manifest(manifest_path, manifest)
+    return removed
+
+
+def _seal(temporary: Path, target: Path) -> str:
+    """fsync a fully written temporary file and rename it over `target`; its sha256 (hex)."""
     digest = hashlib.sha256()
     with temporary.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
         os.fsync(fh.fileno())
     temporary.replace(target)
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        manifest.update(rows=kept, sha256=digest.hexdigest(), erased_at=datetime.now(UTC).isoformat())
-        staged = folder / f".{manifest_path.name}.tmp"
-        staged.write_text(json.dumps(manifest, indent=2) + "\n")
-        staged.replace(manifest_path)
-    return removed
+    return digest.hexdigest()
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
+def _write_manifest(path: Path, manifest: dict) -> None:
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(manifest, indent=2) + "\n")
+    staged.replace(path)
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last one shorter), reading them once."""
     chunk: list = []
     for item in items:
         chunk.append(item)
