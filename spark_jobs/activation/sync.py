@@ -293,9 +293,12 @@ def journal_dir(settings: Settings, destination: str) -> Path:
     return settings.checkpoints / "sync" / destination
 
 
-def _commit(spark: SparkSession, settings: Settings, states: list[dict], refused: list[dict]) -> None:
+def _commit(
+    spark: SparkSession, settings: Settings, states: list[dict], refused: list[dict], replay: bool = False
+) -> None:
     """MERGE acknowledgements into ops.sync_state (by destination and person: replaying one changes nothing)
-    and append refusals to ops.sync_rejections, leaving out any already there (a replayed journal)."""
+    and append refusals to ops.sync_rejections; a `replay` of a journal leaves out refusals already there (a
+    kill between the commit and the journal's removal), which a live commit never needs to look up."""
     from delta.tables import DeltaTable
 
     if states:
@@ -315,8 +318,9 @@ def _commit(spark: SparkSession, settings: Settings, states: list[dict], refused
         rows = [tuple(r[c] for c in contract.column_names) for r in refused]
         keys = ["run_id", "destination", "person_id", "action"]
         frame = spark.createDataFrame(rows, contract.schema())
-        there = read_table(spark, settings, "ops.sync_rejections").select(*keys)
-        frame = frame.join(there, keys, "left_anti")
+        if replay:
+            there = read_table(spark, settings, "ops.sync_rejections").select(*keys)
+            frame = frame.join(there, keys, "left_anti")
         frame.write.format("delta").mode("append").save(str(settings.table_path("ops.sync_rejections")))
 
 
@@ -337,7 +341,7 @@ def recover_journal(spark: SparkSession, settings: Settings, destination: str) -
         for row in entry["refused"]:
             row["rejected_at"] = datetime.fromisoformat(row["rejected_at"])
             refused.append(row)
-    _commit(spark, settings, list(states.values()), refused)
+    _commit(spark, settings, list(states.values()), refused, replay=True)
     for path in files:
         path.unlink(missing_ok=True)
     log.info("sync %s: recovered %d journaled acknowledgements of an interrupted run", destination, len(states))
