@@ -49,13 +49,10 @@ with DAG(
     @task
     def destinations() -> list[str]:
         """The configured destinations' names, checked against config/segments.yaml (no Spark)."""
-        from spark_jobs.activation.destinations import load_destinations
-        from spark_jobs.config import load_segments
+        from spark_jobs.activation.destinations import configured
         from spark_jobs.settings import Settings
 
-        settings = Settings.from_env()
-        segments = tuple(s.name for s in load_segments(settings.segments_file))
-        return [d.name for d in load_destinations(settings.destinations_file, segments)]
+        return [d.name for d in configured(Settings.from_env())]
 
     @task(outlets=assets("ops.sync_state", "ops.sync_runs", "ops.sync_rejections"), map_index_template="{{ name }}")
     def sync(name: str) -> dict:

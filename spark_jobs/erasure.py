@@ -54,7 +54,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType
 
-from spark_jobs.activation.destinations import Destination, load_destinations
+from spark_jobs.activation.destinations import configured
 from spark_jobs.activation.sync import erase_from_destinations
 from spark_jobs.bronze.landing import is_landing_file
 from spark_jobs.bronze.normalize import (
@@ -65,7 +65,6 @@ from spark_jobs.bronze.normalize import (
     SchemaRegistry,
     normalize_records,
 )
-from spark_jobs.config import load_segments
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.locks import exclusive_lock
 from spark_jobs.maintenance import purge
@@ -80,11 +79,6 @@ NOT_REACHED = (
     "kafka: events in the topic expire with its retention",
     "delta log statistics: min/max values of removed files expire with each table's log retention",
 )
-
-
-def configured_destinations(settings: Settings) -> tuple[Destination, ...]:
-    """config/destinations.yaml (checked against the segment names), for the calls into destinations."""
-    return load_destinations(settings.destinations_file, tuple(s.name for s in load_segments(settings.segments_file)))
 
 
 class ErasureError(ValueError):
@@ -378,7 +372,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
         at = max(_naive(now), request.requested_at)  # a backfilled run's interval may end before the request
         ids = resolve(spark, settings, request.subject_type, request.subject)
         # the copies destinations hold first: a destination that does not confirm keeps the request pending
-        reached = erase_from_destinations(spark, settings, configured_destinations(settings), ids.person_ids)
+        reached = erase_from_destinations(spark, settings, configured(settings), ids.person_ids)
         done = _delete_everywhere(spark, settings, conditions(ids, registry))
         rows = {table: deleted for table, (deleted, _) in done.items()}
         versions = {table: version for table, (_, version) in done.items() if version is not None}

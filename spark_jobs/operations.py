@@ -24,7 +24,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.activation.destinations import Destination, load_destinations
+from spark_jobs.activation.destinations import configured as configured_destinations
 from spark_jobs.activation.sync import SyncResult
 from spark_jobs.activation.sync import sync as sync_destination
 from spark_jobs.bronze import job as bronze
@@ -336,7 +336,7 @@ def validate_config(settings: Settings, spark: SparkSession | None = None) -> li
     content = load_content_rules(settings.content_rules_file)
     kpis = load_kpi_config(settings.kpis_file)
     vocabulary = vocabulary_at(settings.event_vocabulary_file)
-    destinations = load_destinations(settings.destinations_file, tuple(r.name for r in rules))
+    destinations = configured_destinations(settings)
     SilverConfig.load(settings)  # micro-moment thresholds, context, IP time zones
     if spark is not None:
         check_rules_compile(spark, settings.segments_file, rules)
@@ -393,19 +393,13 @@ class SyncFailed(RuntimeError):
     """One or more destinations' syncs failed (each recorded in ops.sync_runs); the others ran."""
 
 
-def destinations(settings: Settings) -> tuple[Destination, ...]:
-    """config/destinations.yaml, checked against config/segments.yaml's segment names."""
-    names = tuple(s.name for s in load_segments(settings.segments_file))
-    return load_destinations(settings.destinations_file, names)
-
-
 def sync(
     lh: Lakehouse, names: Iterable[str] | None = None, mode: str = "diff", progress: Any = None
 ) -> list[SyncResult]:
     """Sync the named destinations (all when None) in config order: each sends what changed in its audience
     since its last acknowledged state (spark_jobs/activation/sync.py). A failing destination does not stop
     the others; SyncFailed names every one that failed once all have run."""
-    configured = destinations(lh.settings)
+    configured = configured_destinations(lh.settings)
     wanted = list(names) if names is not None else [d.name for d in configured]
     by_name = {d.name: d for d in configured}
     unknown = [n for n in wanted if n not in by_name]
@@ -444,7 +438,7 @@ def demo_syncs(lh: Lakehouse) -> list[DemoSync]:
     from spark_jobs.activation.destinations import credentials
 
     done: list[DemoSync] = []
-    for destination in destinations(lh.settings):
+    for destination in configured_destinations(lh.settings):
         prefix = destination.env_prefix
         if destination.type == "file" or credentials(destination).token:
             result = sync_destination(lh.spark, lh.settings, destination)

@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spark_jobs.config import FORBIDDEN_FUNCTIONS, referenced_names
+from spark_jobs.config import FORBIDDEN_FUNCTIONS, load_segments, referenced_names
 from spark_jobs.errors import InvalidConfigError, read_yaml
+from spark_jobs.settings import Settings
 
 TYPES = ("hubspot", "braze", "mailchimp", "webhook", "file")
 MATCH_KEYS = ("email", "user_id")
@@ -292,3 +293,10 @@ def load_destinations(path: Path, segment_names: tuple[str, ...] | None = None) 
             Destination(name, kind, segments, audience_filter, match_key, consent, dict(fields), on_leave, options)
         )
     return tuple(found)
+
+
+def configured(settings: Settings) -> tuple[Destination, ...]:
+    """The settings' config/destinations.yaml, checked against config/segments.yaml's segment names: what
+    the sync, erasure, validate-config and the segment_sync DAG read."""
+    names = tuple(rule.name for rule in load_segments(settings.segments_file))
+    return load_destinations(settings.destinations_file, names)
