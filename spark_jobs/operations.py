@@ -240,26 +240,20 @@ def _registered(name: str) -> tuple[tuple[str, ...], str | None]:
     return info.producers, info.gated_by
 
 
+def _latest_per(runs: DataFrame, key: str, order: str) -> list[Any]:
+    """The newest row of each `key` (a job, a destination) by `order`: one row per key, collected."""
+    newest = runs.selectExpr("*", f"row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _n")
+    return newest.where("_n = 1").orderBy(key).collect()
+
+
 def status(lh: Lakehouse) -> Status:
     """Rows per table with who writes it, the latest batch of every job, and landing files bronze skips."""
     settings = lh.settings
     tables = [
         TableStatus(name, lh.table(name).count(), settings.table_path(name), *_registered(name)) for name in TABLES
     ]
-    latest = (
-        lh.table("ops.pipeline_runs")
-        .selectExpr("*", "row_number() OVER (PARTITION BY job ORDER BY started_at DESC, batch_id DESC) AS _n")
-        .where("_n = 1")
-        .orderBy("job")
-        .collect()  # one row per job
-    )
-    syncs = (
-        lh.table("ops.sync_runs")
-        .selectExpr("*", "row_number() OVER (PARTITION BY destination ORDER BY started_at DESC) AS _n")
-        .where("_n = 1")
-        .orderBy("destination")
-        .collect()  # one row per destination
-    )
+    latest = _latest_per(lh.table("ops.pipeline_runs"), "job", "started_at DESC, batch_id DESC")
+    syncs = _latest_per(lh.table("ops.sync_runs"), "destination", "started_at DESC")
     return Status(tables, latest, unread_files(settings.landing), syncs)
 
 

@@ -130,6 +130,10 @@ def test_a_hubspot_sync_sends_the_consenting_audience_once_retries_refusals_and_
                                                   ("dry_run", "dry_run"), ("diff", "succeeded"),
                                                   ("full", "succeeded"), ("diff", "succeeded")]  # fmt: skip
     assert "DestinationAuthError" in runs[0].error and "revoked-token" not in runs[0].error
+    from spark_jobs.operations import _latest_per  # what `intentlake status` shows per destination
+
+    [last] = _latest_per(table(spark, settings, "ops.sync_runs"), "destination", "started_at DESC")
+    assert (last.destination, last.run_id, last.added) == ("hubspot_high_intent", runs[-1].run_id, 1)
     assert runs[1].requests >= 2 and runs[1].gold_version < runs[-1].gold_version
 
 
