@@ -105,7 +105,7 @@ def bench_rate(kind: str, rows: int, concurrency: int | None = None, **options: 
     }  # fmt: skip
 
 
-def _diff_lakehouse(spark, settings: Settings, persons: int, changed: float) -> None:
+def _diff_lakehouse(spark, settings: Settings, persons: int) -> None:
     from pyspark.sql import functions as F
 
     from spark_jobs.contracts import ensure_tables, table_contract
@@ -159,7 +159,7 @@ def bench_diff(persons: int, changed: float) -> dict:
         segments=("High Intent", "Standard", "Price Sensitive"),
     )
     t0 = time.perf_counter()
-    _diff_lakehouse(spark, settings, persons, changed)
+    _diff_lakehouse(spark, settings, persons)
     # the state: what a previous sync acknowledged, for everyone, at the current fields
     version = table_version(spark, settings, "gold.user_segments")
     acknowledged = audience(spark, settings, destination, version).select(
