@@ -4,7 +4,8 @@
    anonymous_id or a person_id. Filing the same identifier again while it is pending returns the same request.
 2. `process_erasures(now)` (the lakehouse_maintenance DAG, or `intentlake erase --process`) resolves each
    pending request to every identifier of the person (silver.identity_map, and persons merged into or out of
-   theirs in silver.identity_merges), then deletes their rows from every table that can hold them and the
+   theirs in silver.identity_merges; devices bronze saw logged in as one of their logins and as nobody else,
+   for events silver has not resolved yet), then deletes their rows from every table that can hold them and the
    lines naming them from the landing zone's data files (plain or gzip-compressed). The request becomes
    `erased`: the identifier itself is dropped from the row, which keeps its keyed hash and the receipt (rows deleted
    and the deleting version of each table).
@@ -164,8 +165,30 @@ def resolve(spark: SparkSession, settings: Settings, subject_type: str, subject:
         by_type.get(r.identifier_type, other).add(r.identifier)
     if subject_type != "person_id":
         by_type[subject_type].add(subject)
+    by_type["anonymous_id"] |= devices_logged_in_as(spark, settings, frozenset(by_type["user_id"]))
     return Identifiers(frozenset(persons), frozenset(by_type["anonymous_id"]), frozenset(by_type["user_id"]),
                        frozenset(other))  # fmt: skip
+
+
+def devices_logged_in_as(spark: SparkSession, settings: Settings, user_ids: frozenset[str]) -> frozenset[str]:
+    """Devices bronze.events has seen logged in as one of `user_ids` and never as anyone else.
+
+    The identity map knows a device once silver has resolved it; a login whose events bronze holds but silver
+    has not read yet (a request filed between the two, a silver stream stopped) is found here, so the
+    device's events before the login go too. A device also used by another login is a shared device, which
+    identity resolution never joins to anyone: it stays, as it does when found through the map. Bounded by
+    the person's devices (the scan filters before anything reaches the driver)."""
+    if not user_ids:
+        return frozenset()
+    users = sorted(user_ids)
+    events = read_table(spark, settings, "bronze.events").select("anonymous_id", "user_id")
+    theirs = events.where(F.col("user_id").isin(users)).select("anonymous_id").distinct()
+    shared = (
+        events.join(theirs, "anonymous_id", "left_semi")
+        .where(F.col("user_id").isNotNull() & (F.trim("user_id") != "") & ~F.col("user_id").isin(users))
+        .select("anonymous_id")
+    )
+    return frozenset(r.anonymous_id for r in theirs.join(shared, "anonymous_id", "left_anti").collect())
 
 
 # Every source field that names a person, in any format bronze accepts (bronze's own table of them).

@@ -56,3 +56,26 @@ def test_erasing_user_42_deletes_exactly_their_quarantine_rows_and_landing_lines
     assert erasure.scrub_landing(settings, ids.texts) == 3
     assert (landing / "a.ndjson").read_text() == theirs + theirs
     assert gzip.decompress((landing / "b.ndjson.gz").read_bytes()).decode() == theirs
+
+
+def test_a_login_silver_has_not_resolved_yet_takes_its_device_and_leaves_a_shared_one(spark, settings):
+    """Bronze holds device d1 browsing, then logging in as u1; silver has not run (the identity map is empty).
+    Erasing u1 takes d1's events from before the login too; d2, where u2 also logged in, is a shared device
+    and keeps its rows, as identity resolution would have it."""
+    ensure_tables(spark, settings, ("bronze.events", "silver.identity_map", "silver.identity_merges"))
+    schema = table_contract("bronze.events").schema()
+    at = datetime(2026, 11, 2, 10)
+    rows = [("e1", "d1", None), ("e2", "d1", "u1"), ("e3", "d2", "u1"), ("e4", "d2", "u2"), ("e5", "d3", "u9"),
+            ("e6", "d3", None)]  # fmt: skip
+    values = [{"event_id": e, "anonymous_id": a, "user_id": u, "event_type": "page_view", "occurred_at": at,
+               "received_at": at, "event_date": at.date(), "ingested_at": at, "schema_version": 3,
+               "ingest_batch": "t/0"}
+              for e, a, u in rows]  # fmt: skip
+    frame = spark.createDataFrame([tuple(v.get(f.name) for f in schema.fields) for v in values], schema)
+    frame.write.format("delta").mode("append").save(str(settings.table_path("bronze.events")))
+
+    ids = erasure.resolve(spark, settings, "user_id", "u1")
+    assert ids.anonymous_ids == {"d1"} and ids.user_ids == {"u1"}
+    erasure._delete(spark, settings, "bronze.events", erasure.conditions(ids)["bronze.events"])
+    left = {r.event_id for r in table(spark, settings, "bronze.events").collect()}
+    assert left == {"e4", "e5", "e6"}  # d1 whole, and u1's event on the shared d2; u2 and d3 untouched
