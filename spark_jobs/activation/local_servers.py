@@ -52,6 +52,8 @@ class ContractServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the vendors' APIs: no new connection per request
+
             def do_GET(self) -> None:
                 self._serve("GET")
 

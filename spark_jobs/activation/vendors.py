@@ -102,7 +102,7 @@ class HubSpot:
         token, url = _need(credentials, destination)
         self.destination = destination
         self.http = Transport(destination.name, url, {"Authorization": f"Bearer {token}"},
-                              destination.requests_per_second, policy, **transport)  # fmt: skip
+                              destination.requests_per_second, policy, destination.burst, **transport)  # fmt: skip
 
     def _errors(self, body: dict, keys: Sequence[str]) -> dict[str, str]:
         rejected: dict[str, str] = {}
@@ -167,7 +167,7 @@ class Braze:
         token, url = _need(credentials, destination)
         self.destination = destination
         self.http = Transport(destination.name, url, {"Authorization": f"Bearer {token}"},
-                              destination.requests_per_second, policy, **transport)  # fmt: skip
+                              destination.requests_per_second, policy, destination.burst, **transport)  # fmt: skip
         self.identifier = "external_id" if destination.match_key == "user_id" else "email"
 
     def _track(self, members: list[Member], in_audience: bool) -> BatchOutcome:
@@ -227,7 +227,7 @@ class Mailchimp:
         self.destination = destination
         basic = base64.b64encode(f"intentlake:{token}".encode()).decode()
         self.http = Transport(destination.name, url, {"Authorization": f"Basic {basic}"},
-                              destination.requests_per_second, policy, **transport)  # fmt: skip
+                              destination.requests_per_second, policy, destination.burst, **transport)  # fmt: skip
         self.list_id = str(destination.options["list_id"])
         self.tag = destination.options.get("tag")
         self.tag_id = destination.options.get("tag_id")  # the tag's static segment id: one call per batch
@@ -319,7 +319,7 @@ class Webhook:
         self.destination = destination
         self.signer = standardwebhooks.Webhook(secret)
         self.http = Transport(destination.name, url, {"Content-Type": "application/json"},
-                              destination.requests_per_second, policy, **transport)  # fmt: skip
+                              destination.requests_per_second, policy, destination.burst, **transport)  # fmt: skip
 
     def _send(self, kind: str, members: list[dict[str, object]], keys: list[str]) -> BatchOutcome:
         body = json.dumps({"type": f"intentlake.{kind}", "destination": self.destination.name, "members": members},
