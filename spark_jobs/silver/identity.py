@@ -4,7 +4,7 @@ Three steps, each with its table:
 
 1. Evidence (silver.identity_edges). `edges_of` turns bronze events into one row per (device, identifier):
    the device itself (so every device that sent an event has a map row and its own person until linked),
-   the login, a keyed email hash (never the raw email, nor its bare sha256), a device fingerprint and a hash
+   the login, a keyed email hash (never the raw email, nor its bare sha256), a device fingerprint and a keyed hash
    of IP + user agent, each with first_seen, last_seen and an event count. `merge_edges` recomputes the
    edges of every device in a micro-batch from all of that device's bronze events and replaces its rows, so
    a replayed, re-run or split batch leaves the table exactly as it was (counts are never added twice).
@@ -670,8 +670,10 @@ def edges_of(events: DataFrame, key: bytes) -> DataFrame:
 
     Identifiers: the device itself (anonymous_id: its whole activity, so every device reaches the map and
     a device's own person id, once visible in silver, is retired by a recorded merge when it joins
-    another person); the login (user_id); the email hash; properties.device_fingerprint; and sha256 of
-    context.ip|device.user_agent when both are sent. Blank values are no evidence.
+    another person); the login (user_id); the email hash; properties.device_fingerprint; and the keyed hash
+    (HMAC-SHA256 under `key`) of context.ip|device.user_agent when both are sent: an IP is personal data, and
+    a bare sha256 of a /24 network and a user agent is recomputed by anyone who guesses them. Blank values are
+    no evidence.
 
     The email hash is HMAC-SHA256 under `key` (`privacy.hash_key`) of the plain sha256 hex of the address: of
     properties.email_hash as the client sent it (the lower-cased sha256 of the normalised address, as ad
@@ -684,7 +686,7 @@ def edges_of(events: DataFrame, key: bytes) -> DataFrame:
     plain_hash = F.coalesce(F.lower(trait("email_hash")), F.sha2(F.lower(email), 256))
     email_hash = keyed_hash_column(plain_hash, key)
     ip, user_agent = _present(F.col("context.ip")), _present(F.col("device.user_agent"))
-    ip_ua = F.when(ip.isNotNull() & user_agent.isNotNull(), F.sha2(F.concat_ws("|", ip, user_agent), 256))
+    ip_ua = F.when(ip.isNotNull() & user_agent.isNotNull(), keyed_hash_column(F.concat_ws("|", ip, user_agent), key))
     evidence = F.array(
         *(
             F.struct(F.lit(kind).alias("identifier_type"), value.alias("identifier"))

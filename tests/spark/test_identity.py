@@ -92,7 +92,7 @@ def test_edges_from_two_batches_count_each_event_once_even_when_a_batch_is_rerun
         [
             ("a1", "anonymous_id", "a1", at(0), at(31), 4),  # the device itself: all of its events
             ("a1", "email_hash", keyed_hash(sha("ann@example.com"), key), at(0), at(0), 1),  # keyed, of the plain hash
-            ("a1", "ip_ua", sha(f"{IP}|{UA}"), at(0), at(5), 2),
+            ("a1", "ip_ua", keyed_hash(f"{IP}|{UA}", key), at(0), at(5), 2),  # keyed too: an IP is personal
             ("a1", "user_id", "u1", at(0), at(30), 3),
             ("a2", "anonymous_id", "a2", at(7), at(7), 1),
             ("a2", "email_hash", keyed_hash("abc123", key), at(7), at(7), 1),
