@@ -53,6 +53,7 @@ from pyspark.sql.streaming.stateful_processor import StatefulProcessor, Stateful
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.contracts import ensure_tables
+from spark_jobs.privacy import hash_key
 from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.silver.context import add_context
@@ -181,7 +182,7 @@ def run_state_store(spark: SparkSession, settings: Settings) -> tuple[float, lis
         if newest[0] is not None:
             watermark_us = int((newest[0].timestamp() - config.allowed_lateness_seconds) * 1_000_000)
         keyed = add_context(full, rules.context, rules.ip_table)
-        fresh = build_sessions(keyed, rules, watermark_us).localCheckpoint(eager=True)
+        fresh = build_sessions(keyed, rules, watermark_us, key=hash_key(settings)).localCheckpoint(eager=True)
         scopes = fresh.select("session_id", "anonymous_id").unionByName(
             _session_ids(frame.filter(F.col("retired_key").isNotNull()))
         )

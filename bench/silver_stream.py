@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.contracts import ensure_tables
+from spark_jobs.privacy import hash_key
 from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.silver.sessions import build_sessions, sessionize
@@ -51,7 +52,7 @@ def full_recompute(spark: SparkSession, settings: Settings, target: Path) -> tup
     events = spark.read.format("delta").load(str(settings.table_path("bronze.events")))
     newest = events.agg(F.max("occurred_at")).first()[0]
     watermark_us = int((newest.timestamp() - config.allowed_lateness_seconds) * 1_000_000)
-    sessions = build_sessions(sessionize(events, config.rules), config.rules, watermark_us)
+    sessions = build_sessions(sessionize(events, config.rules), config.rules, watermark_us, key=hash_key(settings))
     sessions.write.format("delta").mode("overwrite").save(str(target))
     seconds = time.monotonic() - t0
     return seconds, spark.read.format("delta").load(str(target)).count()

@@ -18,10 +18,11 @@ Three steps, each with its table:
    person id that disappears because its identifiers joined another person is a merge; an active merge
    whose sides the new resolution no longer joins is undone by evidence. `undo_merge` undoes one by hand.
 
-Person ids are `p-` + 24 hex of sha256('<type>:<identifier>') of the person's anchor: the earliest-seen
+Person ids are `p-` + 24 hex of HMAC-SHA256('<type>:<identifier>') under the hash key (`privacy.hash_key`)
+of the person's anchor, so nobody holding a login can compute its person id without the key: the earliest-seen
 user_id, else the earliest-seen email hash, else the earliest-seen device (ties: the smallest value). So a
 re-run from scratch on the same input gives the same ids whatever the input order, and a device nobody has
-linked has the id `person_id_of(Ident('anonymous_id', id))` even before it reaches the map. When two
+linked has the id `person_id_of(Ident('anonymous_id', id), key)` even before it reaches the map. When two
 persons merge, the merged person keeps the id of the winning anchor; the other id is retired and the merge
 recorded. Preferring the earliest-seen identifier (not the smallest) means an existing person keeps its id
 when a newer account or device joins it.
@@ -47,7 +48,7 @@ from pyspark.sql.types import BooleanType, StructField, StructType
 from spark_jobs.config import InvalidConfigError
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
-from spark_jobs.privacy import hash_key, keyed_hash_column
+from spark_jobs.privacy import hash_key, keyed_hash, keyed_hash_column
 from spark_jobs.settings import Settings
 
 IDENTITY_TABLES = ("silver.identity_edges", "silver.identity_map", "silver.identity_merges")
@@ -160,9 +161,10 @@ class Ident(NamedTuple):
         return cls(kind, value)
 
 
-def person_id_of(anchor: Ident) -> str:
-    """The person id a person anchored at this identifier has: p- + 24 hex of sha256('<type>:<value>')."""
-    return "p-" + hashlib.sha256(str(anchor).encode()).hexdigest()[:24]
+def person_id_of(anchor: Ident, key: bytes) -> str:
+    """The person id a person anchored at this identifier has: p- + 24 hex of HMAC-SHA256('<type>:<value>')
+    under the hash key."""
+    return "p-" + keyed_hash(str(anchor), key)[:24]
 
 
 def merge_id_of(kept_person_id: str, retired_person_id: str) -> str:
@@ -237,6 +239,7 @@ class Resolution:
     parents: dict[Ident, tuple[Ident, Link]]  # the next step from an identifier towards its anchor
     notes: dict[Ident, tuple[str, ...]] = field(default_factory=dict)
     shared_since: dict[Ident, datetime] = field(default_factory=dict)  # shared device -> event time it became so
+    key: bytes = field(default=b"", repr=False)  # the hash key the person ids were made with
 
     def person(self, ident: Ident) -> str | None:
         row = self.rows.get(ident)
@@ -372,7 +375,9 @@ def _probabilistic_links(
     return sorted(links, key=lambda k: (-k.confidence, k.method, k.a, k.b, k.key))
 
 
-def resolve(edges: Iterable[Edge], cfg: IdentityConfig, cannot_link: Sequence[CannotLink] = ()) -> Resolution:
+def resolve(
+    edges: Iterable[Edge], cfg: IdentityConfig, cannot_link: Sequence[CannotLink] = (), *, key: bytes
+) -> Resolution:
     """Group devices, logins and email hashes into persons; a row per identifier with method and confidence.
 
     Pure and order-independent: the same edges in any order give the same person ids, methods and
@@ -435,7 +440,7 @@ def resolve(edges: Iterable[Edge], cfg: IdentityConfig, cannot_link: Sequence[Ca
     parents: dict[Ident, tuple[Ident, Link]] = {}
     for group in members.values():
         anchor = min(group, key=lambda n: (_ANCHOR_RANK[n.kind], seen[n][0], n.value))
-        person_id = person_id_of(anchor)
+        person_id = person_id_of(anchor, key)
         anchors[person_id] = anchor
         weakest: dict[Ident, Link | None] = {anchor: None}
         queue = [anchor]
@@ -455,7 +460,8 @@ def resolve(edges: Iterable[Edge], cfg: IdentityConfig, cannot_link: Sequence[Ca
                 method, confidence = ("shared_device" if node in shared else "self"), 1.0
             first, last = seen[node]
             rows[node] = IdentityRow(node.kind, node.value, person_id, method, round(confidence, 6), first, last)
-    return Resolution(rows, tuple(links), anchors, parents, {k: tuple(v) for k, v in notes.items()}, shared_since)
+    notes_by = {k: tuple(v) for k, v in notes.items()}
+    return Resolution(rows, tuple(links), anchors, parents, notes_by, shared_since, key)
 
 
 # ---------------------------------------------------------------------------------------------- changes
@@ -476,10 +482,10 @@ class IdentityPlan:
         return not (self.upserts or self.deletes or self.merges)
 
 
-def _person_or_own(rows: Mapping[Ident, IdentityRow], ident: Ident) -> str:
+def _person_or_own(rows: Mapping[Ident, IdentityRow], ident: Ident, key: bytes) -> str:
     """The person an identifier maps to, or the id it has on its own when the map does not know it."""
     row = rows.get(ident)
-    return row.person_id if row else person_id_of(ident)
+    return row.person_id if row else person_id_of(ident, key)
 
 
 def _merge_record(kept: str, retired: str, moved: list[Ident], members: list[Ident], new: Resolution) -> MergeRecord:
@@ -492,7 +498,7 @@ def _merge_record(kept: str, retired: str, moved: list[Ident], members: list[Ide
     best = min(moved, key=strength)
     path = new.path(best)
     weakest = min(path, key=lambda k: k.confidence) if path else None
-    retired_anchor = next((i for i in moved if person_id_of(i) == retired), None)
+    retired_anchor = next((i for i in moved if person_id_of(i, new.key) == retired), None)
     evidence = {
         "kept_anchor": str(new.anchors[kept]),
         "retired_anchor": str(retired_anchor) if retired_anchor else "",
@@ -578,7 +584,9 @@ def plan_changes(
     rows = new.rows
     upserts = tuple(row for ident, row in sorted(rows.items()) if previous.get(ident) != row)
     deletes = tuple(row for ident, row in sorted(previous.items()) if ident not in rows)
-    changed = frozenset(i for i in set(previous) | set(rows) if _person_or_own(previous, i) != _person_or_own(rows, i))
+    changed = frozenset(
+        i for i in set(previous) | set(rows) if _person_or_own(previous, i, new.key) != _person_or_own(rows, i, new.key)
+    )
     known = {m.merge_id: m for m in merges}
     records: dict[str, MergeRecord] = {}
     before: dict[str, list[Ident]] = defaultdict(list)
@@ -647,10 +655,11 @@ class UnknownMergeError(ValueError):
     """undo_merge was given a merge_id that silver.identity_merges does not hold."""
 
 
-def person_id_column(identifier_type: str, identifier: Column | str) -> Column:
+def person_id_column(identifier_type: str, identifier: Column | str, key: bytes) -> Column:
     """Spark twin of `person_id_of`: the id of a person anchored at this identifier (null stays null)."""
     value = F.col(identifier) if isinstance(identifier, str) else identifier
-    return F.concat(F.lit("p-"), F.substring(F.sha2(F.concat(F.lit(f"{identifier_type}:"), value), 256), 1, 24))
+    hashed = keyed_hash_column(F.concat(F.lit(f"{identifier_type}:"), value), key)
+    return F.concat(F.lit("p-"), F.substring(hashed, 1, 24))
 
 
 def _present(column: Column) -> Column:
@@ -871,7 +880,29 @@ def plan_identities(spark: SparkSession, settings: Settings, cfg: IdentityConfig
     merges = read_merges(spark, settings)
     rules = [m.cannot_link() for m in merges if m.status == "undone" and m.undone_by == "manual"]
     previous = read_identity_map(spark, settings)
-    return PendingIdentity(plan_changes(previous, resolve(read_edges(spark, settings), cfg, rules), merges))
+    key = hash_key(settings)
+    check_person_ids(previous, key, settings)
+    return PendingIdentity(plan_changes(previous, resolve(read_edges(spark, settings), cfg, rules, key=key), merges))
+
+
+class PersonIdsChanged(RuntimeError):
+    """silver.identity_map's person ids were made under another hash key (or before person ids were keyed)."""
+
+
+def check_person_ids(previous: Mapping[Ident, IdentityRow], key: bytes, settings: Settings) -> None:
+    """Refuse to resolve on top of a map whose person ids another key made: every person would be retired
+    and re-created as a merge, and each table would hold two ids for one person. An anchor's row (method
+    self) always has its anchor's id, so a few of them tell."""
+    anchors = [row for row in previous.values() if row.method == "self"][:100]
+    stale = [row for row in anchors if row.person_id != person_id_of(row.ident, key)]
+    if stale:
+        raise PersonIdsChanged(
+            f"silver.identity_map under {settings.lakehouse} holds person ids made with another hash key "
+            f"({len(stale)} of {len(anchors)} anchors checked, e.g. {stale[0].identifier_type} anchor of "
+            f"{stale[0].person_id}), or before person ids were keyed. Set INTENTLAKE_HASH_KEY back to the key it "
+            "was built with, or rebuild silver and gold from bronze: move the silver and gold tables and their "
+            "checkpoints aside and run the pipeline again."
+        )
 
 
 def write_identities(spark: SparkSession, settings: Settings, pending: PendingIdentity) -> IdentityChanges:
@@ -948,7 +979,7 @@ def person_of(identity_map: DataFrame) -> PersonLookups:
     return PersonLookups(by_anonymous_id=by("anonymous_id"), by_user_id=by("user_id"))
 
 
-def with_person_id(frame: DataFrame, identity_map: DataFrame) -> DataFrame:
+def with_person_id(frame: DataFrame, identity_map: DataFrame, key: bytes) -> DataFrame:
     """Set person_id on rows with anonymous_id and user_id (sessions, events): the login's person, else the
     device's, else the id a login or device has on its own before resolution has seen it.
     """
@@ -961,7 +992,7 @@ def with_person_id(frame: DataFrame, identity_map: DataFrame) -> DataFrame:
     person = F.coalesce(
         F.col("_pu"),
         F.col("_pa"),
-        F.when(_present(F.col("user_id")).isNotNull(), person_id_column("user_id", "user_id")),
-        person_id_column("anonymous_id", "anonymous_id"),
+        F.when(_present(F.col("user_id")).isNotNull(), person_id_column("user_id", "user_id", key)),
+        person_id_column("anonymous_id", "anonymous_id", key),
     )
     return joined.withColumn("person_id", person).drop("_pu_key", "_pu", "_pa_key", "_pa")

@@ -256,7 +256,7 @@ def reattribute(
     )
     # checkpointed, not cached: the sessions MERGE below would invalidate a cache, and `moved` recomputed
     # against the updated sessions is empty (person_id == _old), so the moments would keep the old person
-    moved = with_person_id(touched, identity_map).filter(F.col("person_id") != F.col("_old"))
+    moved = with_person_id(touched, identity_map, hash_key(settings)).filter(F.col("person_id") != F.col("_old"))
     # fresh column ids: the checkpoint would keep the target's own ids and the MERGE could not resolve them
     moved = moved.select(*(F.col(c).alias(c) for c in moved.columns)).localCheckpoint(eager=True)
     count = moved.count()
@@ -379,9 +379,9 @@ def process_silver_batch(
             keyed = sessionize(history, rules).localCheckpoint(eager=True)  # sessions and moments both use it
         watermark_us = _micros(record.watermark)
         with record.phase("sessions"):
-            sessions = build_sessions(keyed, rules, watermark_us)
+            sessions = build_sessions(keyed, rules, watermark_us, key=hash_key(settings))
             columns = sessions.columns
-            fresh = with_person_id(sessions.drop("person_id"), identity_map).select(*columns)
+            fresh = with_person_id(sessions.drop("person_id"), identity_map, hash_key(settings)).select(*columns)
             fresh = fresh.localCheckpoint(eager=True)
             record.details["recomputed_events"] = str(keyed.count())
         with record.phase("quality"):
@@ -408,7 +408,7 @@ def process_silver_batch(
         record.accepted_rows = counts.inserted + counts.updated
         record.details.update(counts.as_details())
         with record.phase("moments"):
-            moments = build_moments(keyed, config.thresholds, watermark_us)
+            moments = build_moments(keyed, config.thresholds, watermark_us, key=hash_key(settings))
             people = fresh.select("session_id", "anonymous_id", F.col("person_id").alias("_person"))
             moments = (
                 moments.join(people, ["session_id", "anonymous_id"])

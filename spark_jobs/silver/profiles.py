@@ -18,11 +18,12 @@ from pyspark.sql import functions as F
 from spark_jobs.bronze.normalize import CONSENT_SCOPES
 from spark_jobs.contracts import read_table, table_contract
 from spark_jobs.merge import MergeCounts, replace_scopes
+from spark_jobs.privacy import hash_key
 from spark_jobs.settings import Settings
 from spark_jobs.silver.identity import trait, with_person_id
 
 
-def build_profiles(events: DataFrame, identity_map: DataFrame) -> DataFrame:
+def build_profiles(events: DataFrame, identity_map: DataFrame, key: bytes) -> DataFrame:
     """bronze.events + silver.identity_map -> silver.profiles rows (one per person with any such event)."""
     states_consent = (F.col("event_type") == "consent") | (F.size(F.coalesce("consent", F.array())) > 0)
     relevant = events.select(
@@ -39,7 +40,7 @@ def build_profiles(events: DataFrame, identity_map: DataFrame) -> DataFrame:
         | F.col("phone").isNotNull()
         | F.col("scopes").isNotNull()
     )
-    placed = with_person_id(relevant, identity_map)
+    placed = with_person_id(relevant, identity_map, key)
 
     def latest(value: str | Column) -> Column:
         column = F.col(value) if isinstance(value, str) else value
@@ -77,7 +78,9 @@ class ProfilesRun:
 def update_profiles(spark: SparkSession, settings: Settings) -> ProfilesRun:
     """Rebuild silver.profiles from bronze.events and the current identity map; rewrite changed rows only."""
     fresh = build_profiles(
-        read_table(spark, settings, "bronze.events"), read_table(spark, settings, "silver.identity_map")
+        read_table(spark, settings, "bronze.events"),
+        read_table(spark, settings, "silver.identity_map"),
+        hash_key(settings),
     )
     fresh = fresh.localCheckpoint(eager=True)
     everyone = fresh.select("person_id").unionByName(read_table(spark, settings, "silver.profiles").select("person_id"))

@@ -115,7 +115,7 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     return add_context(keyed, rules.context, rules.ip_table)
 
 
-def person_ids(events: DataFrame) -> DataFrame:
+def person_ids(events: DataFrame, key: bytes) -> DataFrame:
     """anonymous_id -> the person a device has on its own: its first login's, else the device's.
 
     The same ids identity resolution gives a device with one login (`identity.person_id_column`), so a
@@ -129,7 +129,7 @@ def person_ids(events: DataFrame) -> DataFrame:
         .select(
             "anonymous_id",
             F.coalesce(
-                person_id_column("user_id", F.col("_login")), person_id_column("anonymous_id", "anonymous_id")
+                person_id_column("user_id", F.col("_login"), key), person_id_column("anonymous_id", "anonymous_id", key)
             ).alias("person_id"),
         )
     )
@@ -240,7 +240,7 @@ def custom_feature_columns(vocabulary: Vocabulary, counts: Column | None = None)
     ]
 
 
-def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | None = None) -> DataFrame:
+def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | None = None, *, key: bytes) -> DataFrame:
     """Sessionized events (`sessionize`) -> one row per session with its features, in the contract's layout.
 
     watermark_us: the event time (epoch microseconds) up to which the stream is complete; a session
@@ -333,7 +333,7 @@ def build_sessions(keyed: DataFrame, rules: SessionRules, watermark_us: int | No
         else F.unix_micros("session_end") + rules.timeout_seconds * 1_000_000 <= F.lit(watermark_us)
     )
     result = (
-        agg.join(person_ids(keyed), "anonymous_id")
+        agg.join(person_ids(keyed, key), "anonymous_id")
         .withColumn("session_id", session_id_column())
         .withColumn("duration_seconds", F.col("session_end").cast("double") - F.col("session_start").cast("double"))
         .withColumn("is_closed", closed)
@@ -400,12 +400,14 @@ def _moments_of_session(thresholds: Thresholds, watermark_us: int | None):
     return per_session
 
 
-def build_moments(keyed: DataFrame, thresholds: Thresholds, watermark_us: int | None = None) -> DataFrame:
+def build_moments(
+    keyed: DataFrame, thresholds: Thresholds, watermark_us: int | None = None, *, key: bytes
+) -> DataFrame:
     """Sessionized events -> silver.micro_moments rows: every micro-moment of every session, with evidence."""
     inputs = keyed.select(*_MOMENT_INPUT, F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon"))
     found = inputs.groupBy("session_key").applyInArrow(_moments_of_session(thresholds, watermark_us), _MOMENT_OUTPUT)
     return (
-        found.join(person_ids(keyed), "anonymous_id")
+        found.join(person_ids(keyed, key), "anonymous_id")
         .withColumn("session_id", session_id_column())
         .withColumn(
             "moment_id",

@@ -38,8 +38,9 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def pid(kind: str, value: str) -> str:
-    return person_id_of(Ident(kind, value))
+def pid(settings, kind: str, value: str) -> str:
+    """The person id the lakehouse's own hash key gives an identifier."""
+    return person_id_of(Ident(kind, value), hash_key(settings))
 
 
 def ev(event_id: str, anon: str, minutes: float, user=None, props=None, ip=None, ua=None) -> dict:
@@ -141,13 +142,13 @@ def test_resolution_writes_the_map_and_a_second_run_without_new_evidence_commits
     merge_edges(spark, settings, events)
     changes = resolve_identities(spark, settings)
 
-    u1 = pid("user_id", "u1")
+    u1 = pid(settings, "user_id", "u1")
     expected = spark.createDataFrame(
         [
             ("anonymous_id", "a1", u1, "login", 1.0, at(0), at(0)),
             ("anonymous_id", "a2", u1, "login", 1.0, at(10), at(10)),
             ("anonymous_id", "a3", u1, "ip_ua", 0.6, at(20), at(20)),
-            ("anonymous_id", "a4", pid("anonymous_id", "a4"), "self", 1.0, at(30), at(30)),
+            ("anonymous_id", "a4", pid(settings, "anonymous_id", "a4"), "self", 1.0, at(30), at(30)),
             ("user_id", "u1", u1, "self", 1.0, at(0), at(10)),
         ],
         table_contract("silver.identity_map").schema(),
@@ -190,7 +191,10 @@ def _story_until_merge(spark, settings, lake) -> str:
 def test_a_merge_and_its_undo_by_later_evidence_are_recorded(spark, settings, lake):
     merge_id = _story_until_merge(spark, settings, lake)
     merge = _merges(spark, settings)[merge_id]
-    assert (merge["kept_person_id"], merge["retired_person_id"]) == (pid("user_id", "u1"), pid("anonymous_id", "a2"))
+    assert (merge["kept_person_id"], merge["retired_person_id"]) == (
+        pid(settings, "user_id", "u1"),
+        pid(settings, "anonymous_id", "a2"),
+    )
     assert (merge["method"], merge["confidence"], merge["status"]) == ("ip_ua", 0.6, "active")
     assert merge["evidence"]["path"] == "anonymous_id:a2 -[ip_ua 0.6]- anonymous_id:a1 -[login 1]- user_id:u1"
 
@@ -202,7 +206,7 @@ def test_a_merge_and_its_undo_by_later_evidence_are_recorded(spark, settings, la
     undone = _merges(spark, settings)[merge_id]
     assert (undone["status"], undone["undone_by"]) == ("undone", "evidence")
     assert "both sides have a different login" in undone["undone_reason"]
-    assert _person(spark, settings, "anonymous_id", "a2") == pid("user_id", "u2")
+    assert _person(spark, settings, "anonymous_id", "a2") == pid(settings, "user_id", "u2")
     feed = (
         spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", map_version + 1)
         .load(str(settings.table_path("silver.identity_map"))).collect()
@@ -227,11 +231,11 @@ def test_a_manual_undo_separates_the_sides_and_keeps_them_apart(spark, settings,
         "support ticket 42: a2 is the neighbour's phone",
     )
     assert changes.anonymous_ids == {"a2"}
-    assert _person(spark, settings, "anonymous_id", "a2") == pid("anonymous_id", "a2")  # its own person back
+    assert _person(spark, settings, "anonymous_id", "a2") == pid(settings, "anonymous_id", "a2")  # its own person back
 
     merge_edges(spark, settings, lake(ev("e5", "a2", 50, ip=IP, ua=UA, props={"device_fingerprint": "f"})))
     assert resolve_identities(spark, settings).anonymous_ids == set()  # more evidence does not re-join them
-    assert _person(spark, settings, "anonymous_id", "a2") == pid("anonymous_id", "a2")
+    assert _person(spark, settings, "anonymous_id", "a2") == pid(settings, "anonymous_id", "a2")
 
 
 def test_sessions_take_the_login_person_else_the_device_person_else_their_own_id(spark, settings, lake):
@@ -241,11 +245,13 @@ def test_sessions_take_the_login_person_else_the_device_person_else_their_own_id
         [("s1", "a2", None, "old"), ("s2", "a9", "u1", "old"), ("s3", "a9", None, "old"), ("s4", "a1", "u7", "old")],
         "session_id STRING, anonymous_id STRING, user_id STRING, person_id STRING",
     )
-    attributed = with_person_id(sessions, table(spark, settings, "silver.identity_map"))
+    attributed = with_person_id(sessions, table(spark, settings, "silver.identity_map"), hash_key(settings))
     assert attributed.columns == sessions.columns
     assert {r.session_id: r.person_id for r in attributed.collect()} == {
-        "s1": pid("user_id", "u1"),  # the device's person
-        "s2": pid("user_id", "u1"),  # the login's person, on a device resolution has not seen
-        "s3": pid("anonymous_id", "a9"),  # unknown device: the id it will have on its own (same hash in Spark)
-        "s4": pid("user_id", "u1"),  # a login resolution has not seen yet: the device's person
+        "s1": pid(settings, "user_id", "u1"),  # the device's person
+        "s2": pid(settings, "user_id", "u1"),  # the login's person, on a device resolution has not seen
+        "s3": pid(
+            settings, "anonymous_id", "a9"
+        ),  # unknown device: the id it will have on its own (same hash in Spark)
+        "s4": pid(settings, "user_id", "u1"),  # a login resolution has not seen yet: the device's person
     }

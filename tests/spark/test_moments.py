@@ -7,12 +7,13 @@ from datetime import timedelta
 import pytest
 
 from spark_jobs.contracts import ensure_tables
+from spark_jobs.silver import identity
 from spark_jobs.silver import job as silver
-from spark_jobs.silver.identity import Ident, person_id_of
+from spark_jobs.silver.identity import Ident
 from spark_jobs.silver.moments import load_thresholds
 from spark_jobs.silver.sessions import build_moments, sessionize
 from tests.helpers import table
-from tests.spark.test_sessions import T0, _events, rules, sessions_of
+from tests.spark.test_sessions import KEY, T0, _events, rules, sessions_of
 
 pytestmark = pytest.mark.spark
 
@@ -31,21 +32,23 @@ def test_moments_are_found_per_session_with_evidence_and_the_session_they_belong
     events = _events(spark, _session_rows())
     watermark_us = int((T0 + timedelta(hours=1)).timestamp() * 1_000_000)
     keyed = sessionize(events, rules())
-    moments = build_moments(keyed, thresholds, watermark_us)
+    moments = build_moments(keyed, thresholds, watermark_us, key=KEY)
     found = {(r.anonymous_id, r.moment_type): r for r in moments.collect()}
     assert sorted(found) == [("a1", "rapid_scroll_burst"), ("a1", "repeat_product_view"),
                              ("a2", "search_refinement"), ("a3", "cart_abandonment_risk")]  # fmt: skip
     sessions = {r.anonymous_id: r for r in sessions_of(events, 300).collect()}
     assert all(r.session_id == sessions[r.anonymous_id].session_id for r in found.values())
     refinement = found[("a2", "search_refinement")]
-    assert sessions["a2"].client_session_id == "s-77" and refinement.person_id == person_id_of(Ident("user_id", "u-5"))
+    assert sessions["a2"].client_session_id == "s-77" and refinement.person_id == identity.person_id_of(
+        Ident("user_id", "u-5"), KEY
+    )
     assert refinement.evidence["kind"] == "narrowed" and refinement.evidence["to_query"] == "rain jacket women"
     assert found[("a1", "repeat_product_view")].evidence["views"] == "3"
     assert len(found[("a1", "rapid_scroll_burst")].event_ids) == 3
-    again = {r.moment_id for r in build_moments(keyed, thresholds, watermark_us).collect()}
+    again = {r.moment_id for r in build_moments(keyed, thresholds, watermark_us, key=KEY).collect()}
     assert again == {r.moment_id for r in found.values()}  # stable ids
     # without a watermark nothing is known to be quiet yet: no abandonment risk
-    early = {r.moment_type for r in build_moments(keyed, thresholds, None).collect()}
+    early = {r.moment_type for r in build_moments(keyed, thresholds, None, key=KEY).collect()}
     assert "cart_abandonment_risk" not in early
 
 

@@ -9,8 +9,9 @@ from chispa import assert_df_equality
 
 from spark_jobs.contracts import ensure_tables, table_contract
 from spark_jobs.settings import REPO_ROOT
+from spark_jobs.silver import identity
 from spark_jobs.silver.context import ContextConfig, IpTimezones
-from spark_jobs.silver.identity import Ident, person_id_of
+from spark_jobs.silver.identity import Ident
 from spark_jobs.silver.sessions import SessionRules, build_sessions, sessionize
 
 pytestmark = pytest.mark.spark
@@ -38,6 +39,13 @@ def _events(spark, rows, prefix="e", t0=T0, timezone="Europe/Berlin", device_typ
     return spark.createDataFrame(data, table_contract("bronze.events").schema())
 
 
+KEY = b"session-test-hash-key-0123456789abcdef"  # the silver job passes hash_key(settings)
+
+
+def person_id_of(ident: Ident) -> str:
+    return identity.person_id_of(ident, KEY)
+
+
 def rules(timeout_seconds=300, max_length_seconds=4 * 3600) -> SessionRules:
     return SessionRules(
         timeout_seconds=timeout_seconds,
@@ -51,7 +59,7 @@ def rules(timeout_seconds=300, max_length_seconds=4 * 3600) -> SessionRules:
 
 def sessions_of(events, timeout_seconds=300, watermark_us=None, max_length_seconds=4 * 3600):
     r = rules(timeout_seconds, max_length_seconds)
-    return build_sessions(sessionize(events, r), r, watermark_us)
+    return build_sessions(sessionize(events, r), r, watermark_us, key=KEY)
 
 
 def _view(anon, sec, path="/", sid=None, uid=None):

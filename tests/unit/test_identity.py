@@ -12,14 +12,15 @@ import yaml
 
 from spark_jobs.config import InvalidConfigError
 from spark_jobs.settings import REPO_ROOT
+from spark_jobs.silver import identity
 from spark_jobs.silver.identity import (
     Edge,
     Ident,
+    PersonIdsChanged,
     Resolution,
+    check_person_ids,
     load_identity_config,
-    person_id_of,
     plan_changes,
-    resolve,
 )
 
 pytestmark = pytest.mark.unit
@@ -27,6 +28,15 @@ pytestmark = pytest.mark.unit
 CONFIG = REPO_ROOT / "config" / "identity.yaml"
 CFG = load_identity_config(CONFIG)
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+KEY = b"unit-test-hash-key-0123456789abcdef"
+
+
+def resolve(edges, cfg, cannot_link=()) -> Resolution:
+    return identity.resolve(edges, cfg, cannot_link, key=KEY)
+
+
+def person_id_of(ident: Ident) -> str:
+    return identity.person_id_of(ident, KEY)
 
 
 def at(minutes: float) -> datetime:
@@ -328,3 +338,18 @@ def test_an_unknown_section_or_a_missing_file_is_named(tmp_path):
         load_identity_config(_write(tmp_path, {**yaml.safe_load(CONFIG.read_text()), "cookie": {"confidence": 1}}))
     with pytest.raises(InvalidConfigError, match=r"nope\.yaml: file: does not exist"):
         load_identity_config(tmp_path / "nope.yaml")
+
+
+def test_person_ids_are_keyed_and_a_map_made_under_another_key_is_refused():
+    import hashlib
+    from types import SimpleNamespace
+
+    u1 = Ident("user_id", "u1")
+    assert identity.person_id_of(u1, KEY) != identity.person_id_of(u1, b"another-key-0123456789abcdef-xyz")
+    assert identity.person_id_of(u1, KEY) != "p-" + hashlib.sha256(b"user_id:u1").hexdigest()[:24]  # not bare
+    res = resolve([login("a1", "u1"), login("a2", "u2", 5)], CFG)
+    settings = SimpleNamespace(lakehouse=Path("/lake"))
+    check_person_ids(res.rows, KEY, settings)  # the key it was made with: fine
+    with pytest.raises(PersonIdsChanged, match="INTENTLAKE_HASH_KEY back") as refused:
+        check_person_ids(res.rows, b"another-key-0123456789abcdef-xyz", settings)
+    assert "u1" not in str(refused.value) and "u2" not in str(refused.value)  # names no login
