@@ -35,7 +35,10 @@ destinations reached. A destination that does not confirm leaves the request pen
 calls it again.
 
 Not reached from here (the receipt says so): the Kafka topic (its retention expires the events) and Delta
-log statistics (min/max values of removed files, expired with the log retention).
+log statistics (min/max values of removed files, expired with the log retention). A bronze stream behind its
+topic (or a file landing late) does not bring the person back: bronze and silver drop rows naming an erased
+identifier (its keyed hash is on the request's suppression list) that were received before the erasure,
+and bronze counts them in its run's `erased_rows`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ from spark_jobs.bronze.normalize import (
 )
 from spark_jobs.bronze.vocabulary import BUNDLED_VOCABULARY, Vocabulary, vocabulary_at
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
+from spark_jobs.erasure import drop_erased, suppression_list
 from spark_jobs.kafka import kafka_lines
+from spark_jobs.privacy import hash_key
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.settings import Settings, interval_seconds, setting_default
 from spark_jobs.streaming import CHECKPOINT_MARKER, BatchRecord, idempotent_append, run_stream
@@ -303,7 +305,7 @@ def process_bronze_batch(
     registry = SchemaRegistry.load(settings.schema_dir)  # every batch: new versions need no restart
     vocabulary = vocabulary_at(settings.event_vocabulary_file)  # ... and a changed mapping applies next batch
     parsed = parse_lines(lines, limits, registry, vocabulary).persist()
-    fresh_rows = failed_quality = None
+    fresh_rows = failed_quality = erased_rows = None
     try:
         with record.phase("parse"):
             summary = (
@@ -332,6 +334,17 @@ def process_bronze_batch(
             with record.phase("dedup"):
                 fresh_count = rows.count()
             record.duplicate_rows = accepted_in - fresh_count
+            suppressed = suppression_list(spark, settings) if fresh_count else None
+            if suppressed is not None:
+                # an erased person's events that reach bronze only now (a Kafka topic behind, a file that landed
+                # late) but were received before the erasure stay erased; counted, so the batch still adds up
+                with record.phase("erased"):
+                    key = hash_key(settings)
+                    erased_rows = drop_erased(rows, suppressed, key, ("anonymous_id", "user_id"), "received_at")
+                    erased_rows = erased_rows.persist()
+                    kept = erased_rows.count()
+                record.details["erased_rows"] = str(fresh_count - kept)
+                rows, fresh_count = erased_rows, kept
             if gate is not None and fresh_count:
                 with record.phase("quality"):
                     failures = gate.failures(rows)
@@ -363,7 +376,7 @@ def process_bronze_batch(
         watermark.advance(batch_id, record.max_event_time)
         return record
     finally:
-        for cached in (fresh_rows, failed_quality, parsed):
+        for cached in (erased_rows, fresh_rows, failed_quality, parsed):
             if cached is not None:
                 cached.unpersist()
 

@@ -79,3 +79,35 @@ def test_a_login_silver_has_not_resolved_yet_takes_its_device_and_leaves_a_share
     erasure._delete(spark, settings, "bronze.events", erasure.conditions(ids)["bronze.events"])
     left = {r.event_id for r in table(spark, settings, "bronze.events").collect()}
     assert left == {"e4", "e5", "e6"}  # d1 whole, and u1's event on the shared d2; u2 and d3 untouched
+
+
+def test_events_of_an_erased_person_read_only_after_the_erasure_stay_erased_and_are_counted(spark, settings):
+    """Bronze behind its source (a Kafka topic keeps what the erasure cannot scrub; a file that lands late):
+    an erased person's events received before the erasure are dropped when bronze reads them after it, and
+    counted; one received after it (the person came back) is kept, as are everyone else's."""
+    from datetime import UTC, timedelta
+
+    from spark_jobs.bronze import job as bronze
+    from tests.helpers import bronze_totals
+
+    def line(user: str, message_id: str, received: datetime) -> str:
+        occurred = (received - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        return json.dumps({"type": "track", "event": "Product Viewed", "messageId": message_id, "userId": user,
+                           "anonymousId": f"a-{user}", "timestamp": occurred,
+                           "receivedAt": received.isoformat().replace("+00:00", "Z")})  # fmt: skip
+
+    before = datetime.now(UTC) - timedelta(hours=1)
+    settings.landing.mkdir(parents=True)
+    (settings.landing / "a.ndjson").write_text(line("u1", "m-1", before) + "\n" + line("u2", "m-2", before) + "\n")
+    bronze.run(spark, settings)
+    erasure.file_request(spark, settings, "user_id", "u1", datetime.now(UTC))
+    erasure.process_erasures(spark, settings, datetime.now(UTC))
+    lagging = [line("u1", "m-3", before), line("u2", "m-4", before), line("u1", "m-5", datetime.now(UTC))]
+    (settings.landing / "b.ndjson").write_text("\n".join(lagging) + "\n")
+    bronze.run(spark, settings)
+
+    kept = {(r.user_id, r.event_id) for r in table(spark, settings, "bronze.events").collect()}
+    assert kept == {("u2", "m-2"), ("u2", "m-4"), ("u1", "m-5")}
+    totals = bronze_totals(spark, settings)
+    assert (totals.i, totals.a, totals.e) == (5, 4, 1)  # m-1 was deleted by the erasure, m-3 never written
+    assert totals.i == totals.a + totals.q + totals.d + totals.e
