@@ -53,6 +53,7 @@ class ContractServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the vendors' APIs: no new connection per request
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait for an ACK between
 
             def do_GET(self) -> None:
                 self._serve("GET")
