@@ -365,7 +365,7 @@ def in_flight(
     adapter, destination: Destination, batches: Iterable[list], action: str, workers: int
 ) -> Iterator[tuple[list, BatchOutcome]]:
     """(batch, outcome) for each batch of rows, in order, with up to `workers` batches in flight (the
-    adapter's rate limiter paces them all; httpx's client is shared safely across threads). A failing call
+    adapter's rate limiter paces them all; urllib3's pool is shared safely across threads). A failing call
     raises here once the batches before it have been yielded; batches in flight after it are not
     acknowledged, so the next run sends them again."""
     if workers <= 1:
