@@ -83,6 +83,25 @@ def _nothing_left(spark, settings: Settings, ids: erasure.Identifiers) -> None:
         assert table(spark, settings, name).where(condition).count() == 0, name
 
 
+def _silver_with_a_batch_in_flight(spark, settings: Settings) -> tuple[threading.Thread, list[BaseException]]:
+    """silver.run in a thread, returned once one of its batches is in flight; its failure lands in the list."""
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            silver.run(spark, settings)
+        except BaseException as exc:  # surfaced by the caller
+            failures.append(exc)
+
+    runner = threading.Thread(target=stream)
+    runner.start()
+    deadline = time.monotonic() + 300
+    while _batch_in_flight(settings.checkpoint("silver")) is None and runner.is_alive():
+        assert time.monotonic() < deadline, "silver never had a batch in flight"
+        time.sleep(0.02)
+    return runner, failures
+
+
 def test_an_erasure_while_silver_is_behind_bronze_does_not_come_back_through_the_stream(spark, prepared, tmp_path):
     settings = _copy(prepared.caught_up, tmp_path)
     user_id, _ = _a_person(spark, settings)
@@ -104,20 +123,7 @@ def test_an_erasure_racing_a_silver_batch_leaves_nothing_of_the_person(spark, pr
     _append_more_of(spark, settings, user_id, 40)
     ids = erasure.resolve(spark, settings, "user_id", user_id)
     erasure.file_request(spark, settings, "user_id", user_id, NOW)
-    failures: list[BaseException] = []
-
-    def stream() -> None:
-        try:
-            silver.run(spark, settings)
-        except BaseException as exc:  # surfaced below
-            failures.append(exc)
-
-    runner = threading.Thread(target=stream)
-    runner.start()
-    deadline = time.monotonic() + 300
-    while _batch_in_flight(settings.checkpoint("silver")) is None and runner.is_alive():
-        assert time.monotonic() < deadline, "silver never had a batch in flight"
-        time.sleep(0.02)
+    runner, failures = _silver_with_a_batch_in_flight(spark, settings)
     erasure.process_erasures(spark, settings, NOW)  # while the batch runs: waits for it, then deletes
     runner.join(timeout=600)
     assert not failures, failures
@@ -137,20 +143,7 @@ def test_maintenance_while_silver_streams_leaves_the_tables_of_an_uninterrupted_
     racing = replace(_copy(prepared.bronze_only, tmp_path / "racing"), **one_file)
     reference = replace(_copy(prepared.bronze_only, tmp_path / "reference"), **one_file)
     silver.run(spark, reference)
-    failures: list[BaseException] = []
-
-    def stream() -> None:
-        try:
-            silver.run(spark, racing)
-        except BaseException as exc:  # surfaced below
-            failures.append(exc)
-
-    runner = threading.Thread(target=stream)
-    runner.start()
-    deadline = time.monotonic() + 300
-    while _batch_in_flight(racing.checkpoint("silver")) is None and runner.is_alive():
-        assert time.monotonic() < deadline, "silver never had a batch in flight"
-        time.sleep(0.02)
+    runner, failures = _silver_with_a_batch_in_flight(spark, racing)
     commits = racing.checkpoint("silver") / "commits"
     during = 0
     while runner.is_alive():  # each waits for the batch in flight, then holds the lock alone
