@@ -14,6 +14,7 @@ from spark_jobs.activation.transport import (
     Transport,
     retry_after_seconds,
 )
+from spark_jobs.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +98,41 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after_seconds("120", now) == 120.0
     assert retry_after_seconds("Thu, 03 Dec 2026 12:00:30 GMT", now) == 30.0
     assert retry_after_seconds("soon", now) is None and retry_after_seconds(None) is None
+
+
+def test_a_burst_makes_up_a_late_wake_up_and_no_window_exceeds_rate_times_t_plus_burst_minus_one():
+    now = [0.0]
+    late = [0.0]
+
+    def sleep(seconds: float) -> None:  # a sleep wakes `late` s late, as a thread behind the GIL can
+        now[0] += seconds + late[0]
+
+    bucket = TokenBucket(10.0, burst=3, clock=lambda: now[0], sleep=sleep)
+    sent = []
+    for n in range(40):
+        late[0] = 0.15 if n % 10 == 5 else 0.0  # 1.5 requests' worth: within the burst of 3
+        bucket.acquire()
+        sent.append(now[0])
+    # the lost time is made up: 40 requests at 10/s in about 3.9 s, not 3.9 s plus every late wake-up
+    assert sent[-1] == pytest.approx(3.9, abs=0.01)
+    busiest = max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent)
+    assert busiest <= 10 * 1.0 + 3 - 1
+    strict = TokenBucket(10.0, clock=lambda: now[0], sleep=sleep)  # burst 1: the late time is lost
+    now[0], late[0] = 0.0, 0.25
+    for _ in range(5):
+        strict.acquire()
+    assert now[0] > 0.4 + 4 * 0.25 - 0.01
+
+
+def test_a_destinations_burst_defaults_to_ten_ms_of_its_rate_and_refuses_a_bad_value(tmp_path):
+    from spark_jobs.activation.destinations import load_destinations
+    from spark_jobs.config import InvalidConfigError
+
+    shipped = {d.type: d for d in load_destinations(REPO_ROOT / "config" / "destinations.yaml")}
+    assert (shipped["braze"].requests_per_second, shipped["braze"].burst) == (990.0, 10)
+    assert shipped["hubspot"].burst == 1  # 10/s: evenly spaced
+    text = (REPO_ROOT / "config" / "destinations.yaml").read_text()
+    bad = tmp_path / "destinations.yaml"
+    bad.write_text(text.replace("      batch_size: 75\n", "      batch_size: 75\n      burst: 0\n", 1))
+    with pytest.raises(InvalidConfigError, match="burst"):
+        load_destinations(bad)
