@@ -137,11 +137,11 @@ def _rows(spark, settings: Settings, name: str, drop: tuple[str, ...] = ()) -> l
 
 
 def test_maintenance_while_silver_streams_leaves_the_tables_of_an_uninterrupted_run(spark, prepared, tmp_path):
-    # silver in several batches, so maintenance lands between; one hash key for both, as silver makes one
-    # per lakehouse when none is set (person ids and email hashes are keyed)
-    one_file = {"silver_max_files_per_trigger": 1, "hash_key": "maintenance-test-hash-key-0123456789abcdef"}
-    racing = replace(_copy(prepared.bronze_only, tmp_path / "racing"), **one_file)
-    reference = replace(_copy(prepared.bronze_only, tmp_path / "reference"), **one_file)
+    # silver in a few batches (bronze holds 12 data files: 3 batches of 4), so maintenance lands between; one
+    # hash key for both, as silver makes one per lakehouse when none is set (person ids are keyed)
+    batches = {"silver_max_files_per_trigger": 4, "hash_key": "maintenance-test-hash-key-0123456789abcdef"}
+    racing = replace(_copy(prepared.bronze_only, tmp_path / "racing"), **batches)
+    reference = replace(_copy(prepared.bronze_only, tmp_path / "reference"), **batches)
     silver.run(spark, reference)
     runner, failures = _silver_with_a_batch_in_flight(spark, racing)
     commits = racing.checkpoint("silver") / "commits"
