@@ -140,14 +140,17 @@ def recompute_scope(
     whole session is recomputed. Columns: anonymous_id, anchor, client_ids, lower (earliest event needed).
     """
     timeout_us = timeout_s * 1_000_000
-    devices = accepted.groupBy("anonymous_id").agg(
-        F.min("occurred_at").alias("first_new"),
-        F.collect_set("session_id").alias("new_client_ids"),
+    devices = (
+        accepted.groupBy("anonymous_id")
+        .agg(F.min("occurred_at").alias("first_new"), F.collect_set("session_id").alias("new_client_ids"))
+        .localCheckpoint(eager=True)
     )
+    # the touched devices' stored sessions, read once (four joins below use them: one scan, not four)
     sessions = (
         read_table(spark, settings, "silver.sessions")
         .select("anonymous_id", "session_start", "session_end", "sessionized_by", stored_client_id().alias("client_id"))
         .join(devices.select("anonymous_id"), "anonymous_id", "left_semi")
+        .localCheckpoint(eager=True)
     )
     is_open = (
         F.lit(True)
