@@ -172,7 +172,9 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
         .join(table(spark, settings, "gold.send_times").select("person_id").distinct(), "person_id")
         .join(table(spark, settings, "gold.user_segments").select("person_id"), "person_id")
     )
-    user_id = in_all.orderBy("identifier").first().identifier
+    chosen = in_all.orderBy("identifier").first()
+    assert chosen, "no logged-in person has features, send times and a segment: nothing to erase from every layer"
+    user_id = chosen.identifier
     ids = erasure.resolve(spark, settings, "user_id", user_id)
     where = erasure.conditions(ids)
     before = {t: table(spark, settings, t).where(where[t]).count() for t in where}
