@@ -22,6 +22,17 @@ def job_runs(spark: SparkSession, settings: Settings, job: str) -> list:
     return runs.filter(F.col("job") == job).orderBy("batch_id").collect()
 
 
+def phase_seconds(runs: list) -> list[tuple[str, float]]:
+    """(phase, seconds) summed over ops.pipeline_runs rows from every `<phase>_ms` detail, largest first (other
+    details, such as counts, are not phases)."""
+    totals: dict[str, int] = {}
+    for r in runs:
+        for key, value in (r.details or {}).items():
+            if key.endswith("_ms"):
+                totals[key.removesuffix("_ms")] = totals.get(key.removesuffix("_ms"), 0) + int(value)
+    return [(name, ms / 1000) for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
 def percentile(values: list[float], q: float) -> float:
     """The nearest-rank q-quantile (0..1) of `values`."""
     ordered = sorted(values)

@@ -23,7 +23,11 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from benchlib import dir_size, job_runs  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+from benchlib import (
+    dir_size,
+    job_runs,
+    phase_seconds,
+)  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -65,11 +69,7 @@ def bench_files(spark: SparkSession, base: Settings, events: int) -> Path:
     base_seconds = time.monotonic() - t0
     print(f"\nlanding files: {summary.files} files, {summary.lines:,} lines, {len(runs)} micro-batches")
     _report("intentlake bronze (files)", summary.lines, seconds, base_seconds)
-    phases: dict[str, int] = {}
-    for r in runs:
-        for k, v in r.details.items():
-            phases[k] = phases.get(k, 0) + int(v)
-    spent = ", ".join(f"{k.removesuffix('_ms')} {v / 1000:.1f}s" for k, v in sorted(phases.items()))
+    spent = ", ".join(f"{name} {spent_s:.1f}s" for name, spent_s in phase_seconds(runs))
     print(f"  where bronze's time went: {spent}")
     return settings.landing
 

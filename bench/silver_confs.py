@@ -31,17 +31,17 @@ VARIANTS = {
 }
 
 
-def one_run() -> dict:
-    """In the child process: the pipeline once on the settings from the environment."""
+def one_run(root: Path) -> dict:
+    """In the child process: the pipeline once, under `root`, on the settings from the environment."""
+    from benchlib import job_runs, phase_seconds  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+
     from spark_jobs.bronze import job as bronze
-    from spark_jobs.contracts import read_table
     from spark_jobs.gold import job as gold
     from spark_jobs.settings import Settings
     from spark_jobs.silver import job as silver
     from spark_jobs.simulate import simulate
     from spark_jobs.spark import build_spark
 
-    root = Path(tempfile.mkdtemp(prefix="intentlake-confs-"))
     warm = replace(Settings.from_env().with_root(root / "warm-up"), shuffle_partitions=2)
     spark = build_spark(warm, app_name="intentlake-bench-confs")
     simulate(warm.landing, warm.truth, events=300, seed=1, lines_per_file=300)
@@ -60,14 +60,9 @@ def one_run() -> dict:
         t0 = time.monotonic()
         job.run(spark, settings)
         seconds[name] = time.monotonic() - t0
-    runs = read_table(spark, settings, "ops.pipeline_runs").where("job = 'silver'").collect()
-    phases: dict[str, float] = {}
-    for r in runs:
-        for key, value in (r.details or {}).items():
-            if key.endswith("_ms"):
-                phases[key.removesuffix("_ms")] = phases.get(key.removesuffix("_ms"), 0) + int(value) / 1000
+    runs = job_runs(spark, settings, "silver")
     spark.stop()
-    return {"seconds": seconds, "silver_batches": len(runs), "phases": phases}
+    return {"seconds": seconds, "silver_batches": len(runs), "phases": phase_seconds(runs)}
 
 
 def main() -> int:
@@ -76,7 +71,8 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(one_run()))
+        with tempfile.TemporaryDirectory(prefix="intentlake-confs-") as tmp:
+            print("RESULT " + json.dumps(one_run(Path(tmp))))
         return 0
     names = ["default", *(v for v in args.variants.split(",") if v and v != "default")]
     unknown = [n for n in names if n not in VARIANTS]
@@ -93,7 +89,7 @@ def main() -> int:
             return 1
         r = results[name] = json.loads(line.removeprefix("RESULT "))
         s, n = r["seconds"], r["silver_batches"]
-        top = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(r["phases"].items(), key=lambda kv: -kv[1])[:4])
+        top = ", ".join(f"{name} {spent_s:.1f}s" for name, spent_s in r["phases"][:4])
         ratio = s["silver"] / results["default"]["seconds"]["silver"]
         print(f"  {name:<15} {VARIANTS[name] or '(shipped settings)'}\n"
               f"  {'':<15} bronze {s['bronze']:.1f}s, silver {s['silver']:.1f}s ({n} batches, "

@@ -31,7 +31,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchlib import dir_size, job_runs, percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
+from benchlib import (
+    dir_size,
+    job_runs,
+    percentile,
+    phase_seconds,
+)  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -88,13 +93,7 @@ def bench(spark: SparkSession, base: Settings, events: int, files: int) -> None:
     p95 = percentile(durations, 0.95)
     print(f"  freshness: an event is in silver.sessions one trigger wait + one batch after its bronze commit; "
           f"batch p50 {statistics.median(durations):.1f}s, p95 {p95:.1f}s, max {durations[-1]:.1f}s")  # fmt: skip
-    phases: dict[str, int] = {}
-    for r in runs:
-        for k, v in r.details.items():
-            if k.endswith("_ms"):
-                phases[k] = phases.get(k, 0) + int(v)
-    by_cost = sorted(phases.items(), key=lambda kv: -kv[1])
-    spent = ", ".join(f"{k.removesuffix('_ms')} {v / 1000:.1f}s" for k, v in by_cost)
+    spent = ", ".join(f"{name} {spent_s:.1f}s" for name, spent_s in phase_seconds(runs))
     print(f"  where silver's time went: {spent}")
     recomputed = [int(r.details.get("recomputed_events", 0)) for r in runs[1:]]
     if recomputed:
