@@ -15,7 +15,9 @@ DOC = """
   are deleted from every layer, the landing files included; the request keeps a receipt (rows and
   deleting version per table, the identifier only as a keyed hash). Requests erased at least
   `INTENTLAKE_ERASURE_PURGE_HOURS` (default 168) before the run's interval end are then purged: the tables
-  they touched are vacuumed with that retention, so time travel no longer shows the person.
+  they touched are vacuumed with that retention, so time travel no longer shows the person. Before the
+  first delete a request records its plan (the identifiers and the rows naming them): a try killed part-way
+  is retried from it, and ends with the rows, receipt and purge a clean run would have.
 - **expire_ips** (after erase): cuts `context.ip` in `bronze.events` to its network (IPv4 /24, IPv6 /48)
   on rows whose event date is more than `INTENTLAKE_IP_RETENTION_DAYS` (default 30; 0: every row) before
   the run's interval end; text that is no IP address becomes null. The time-zone lookup still finds a cut

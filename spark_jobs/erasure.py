@@ -8,7 +8,10 @@
    for events silver has not resolved yet), then deletes their rows from every table that can hold them and the
    lines naming them from the landing zone's data files (plain or gzip-compressed). The request becomes
    `erased`: the identifier itself is dropped from the row, which keeps its keyed hash and the receipt (rows deleted
-   and the deleting version of each table).
+   and the deleting version of each table). Before the first delete the request records its plan (the resolved
+   identifiers, the rows and landing lines naming them): a try killed part-way is retried from the plan, since
+   the identity tables it was resolved from may have lost the person's rows already, and the receipt and the
+   purge come out as a clean run's.
 3. Deleted rows still live in the files of older table versions (time travel, the Change Data Feed). Once a
    request has been erased for `erasure_purge_hours`, the tables it touched are vacuumed with that
    retention, which deletes those files, and the request becomes `purged`: time travel no longer shows the
@@ -78,6 +81,7 @@ from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
 
 TABLE = "ops.erasure_requests"
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"  # a Delta commit's free-text tag
 SUBJECT_TYPES = ("user_id", "anonymous_id", "person_id")
 NOT_REACHED = (
     "kafka: events in the topic expire with its retention",
@@ -325,18 +329,49 @@ def _delete(spark: SparkSession, settings: Settings, table: str, condition: Colu
 
 
 def _delete_everywhere(
-    spark: SparkSession, settings: Settings, where: dict[str, Column]
+    spark: SparkSession, settings: Settings, where: dict[str, Column], tag: str
 ) -> dict[str, tuple[int, int | None]]:
-    """`_delete` in every table, a few tables at a time (independent Delta logs). A failure leaves the
-    request pending; the retry deletes again, and what an earlier try deleted is gone already."""
-    return dict(zip(where, each_table(lambda t: _delete(spark, settings, t, where[t]), where), strict=True))
+    """`_delete` in every table, a few tables at a time (independent Delta logs), each deleting commit carrying
+    `tag` as its userMetadata. A failure leaves the request pending; the retry deletes again (what an earlier
+    try deleted is gone already) and finds that try's commits by the tag (`_tagged_version`)."""
+    spark.conf.set(USER_METADATA, tag)
+    try:
+        return dict(zip(where, each_table(lambda t: _delete(spark, settings, t, where[t]), where), strict=True))
+    finally:
+        spark.conf.unset(USER_METADATA)
 
 
-def scrub_landing(settings: Settings, texts: frozenset[str], registry: SchemaRegistry | None = None) -> int:
+def _tagged_version(spark: SparkSession, settings: Settings, table: str, tag: str) -> int | None:
+    """The latest version of the table committed under `tag` (an earlier try's deleting commit)."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, str(settings.table_path(table))).history()
+    return history.where(F.col("userMetadata") == tag).agg(F.max("version")).first()[0]
+
+
+def _count_matches(spark: SparkSession, settings: Settings, where: dict[str, Column]) -> dict[str, int]:
+    """Rows naming the person, per table."""
+    counts = each_table(lambda t: read_table(spark, settings, t).where(where[t]).count(), where)
+    return dict(zip(where, counts, strict=True))
+
+
+def _plan(ids: Identifiers, rows: dict[str, int], landing: int) -> dict:
+    identifiers = {name: sorted(getattr(ids, name)) for name in ("person_ids", "anonymous_ids", "user_ids", "other")}
+    return {"identifiers": identifiers, "rows": rows, "landing": landing}
+
+
+def _planned_ids(plan: dict) -> Identifiers:
+    return Identifiers(**{name: frozenset(values) for name, values in plan["identifiers"].items()})
+
+
+def scrub_landing(
+    settings: Settings, texts: frozenset[str], registry: SchemaRegistry | None = None, count_only: bool = False
+) -> int:
     """Remove the lines naming any of `texts` (`names_person`) from the landing zone's data files, plain or
-    gzip-compressed, each file replaced atomically; returns the lines removed. Bronze has read these files
-    already or will read the scrubbed version. Files whose names are not landing data (`landing.is_landing_file`:
-    notes, in-progress copies) are left alone, in subfolders too."""
+    gzip-compressed, each file replaced atomically; returns the lines removed (`count_only`: the lines that
+    name them, nothing changed). Bronze has read these files already or will read the scrubbed version. Files
+    whose names are not landing data (`landing.is_landing_file`: notes, in-progress copies) are left alone, in
+    subfolders too."""
     if not texts or not settings.landing.exists():
         return 0
     registry = registry or SchemaRegistry.load(settings.schema_dir)
@@ -357,6 +392,8 @@ def scrub_landing(settings: Settings, texts: frozenset[str], registry: SchemaReg
         if len(kept) == len(lines):
             continue
         removed += len(lines) - len(kept)
+        if count_only:
+            continue
         scrubbed = b"".join(kept)
         temporary = path.with_name(f".{path.name}.erasing")  # hidden: Spark's file source skips it
         temporary.write_bytes(gzip.compress(scrubbed, mtime=0) if is_gzip else scrubbed)
@@ -396,13 +433,30 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
     erased, total = [], 0
     for request in pending:
         at = max(_naive(now), request.requested_at)  # a backfilled run's interval may end before the request
-        ids = resolve(spark, settings, request.subject_type, request.subject)
+        # The plan (who, and how many rows and lines name them) is recorded before anything is deleted: a try
+        # killed part-way leaves it, and the retry deletes, counts and purges the same person, although the
+        # identity tables it would resolve them from may already have lost their rows.
+        if request.plan is None:
+            ids = resolve(spark, settings, request.subject_type, request.subject)
+            where = conditions(ids, registry)
+            landing = scrub_landing(settings, ids.texts, registry, count_only=True)
+            plan = _plan(ids, _count_matches(spark, settings, where), landing)
+            _update(spark, settings, request.request_id, {"plan": json.dumps(plan, sort_keys=True)})
+        else:
+            plan = json.loads(request.plan)
+            ids = _planned_ids(plan)
+            where = conditions(ids, registry)
         # the copies destinations hold first: a destination that does not confirm keeps the request pending
         reached = erase_from_destinations(spark, settings, configured(settings), ids.person_ids)
-        done = _delete_everywhere(spark, settings, conditions(ids, registry))
-        rows = {table: deleted for table, (deleted, _) in done.items()}
+        tag = f"intentlake erasure {request.request_id}"
+        done = _delete_everywhere(spark, settings, where, tag)
+        # what the plan counted, or more if rows naming them arrived between a killed try and this one
+        rows = {table: max(plan["rows"].get(table, 0), deleted) for table, (deleted, _) in done.items()}
         versions = {table: version for table, (_, version) in done.items() if version is not None}
-        rows["landing"] = scrub_landing(settings, ids.texts, registry)
+        for table in sorted(t for t, n in rows.items() if n and t not in versions):  # deleted by an earlier try
+            if (version := _tagged_version(spark, settings, table, tag)) is not None:
+                versions[table] = version
+        rows["landing"] = max(plan["landing"], scrub_landing(settings, ids.texts, registry))
         total += sum(rows.values())
         receipt = {
             "request_id": request.request_id,
@@ -420,7 +474,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
         key = hash_key(settings)
         suppressed = sorted({keyed_hash(i, key) for i in ids.texts | ids.other | ids.person_ids})
         _update(spark, settings, request.request_id, {
-            "subject": None, "status": "erased", "erased_at": at, "identifiers": ids.count,
+            "subject": None, "plan": None, "status": "erased", "erased_at": at, "identifiers": ids.count,
             "rows_deleted": rows, "table_versions": versions, "receipt": json.dumps(receipt, sort_keys=True),
             "suppressed": suppressed, "suppressed_before": _naive(datetime.now(UTC)),
         })  # fmt: skip
@@ -440,7 +494,7 @@ def purge_erased(spark: SparkSession, settings: Settings, now: datetime) -> tupl
     )
     if not due:
         return [], 0
-    tables = sorted({t for r in due for t in (r.table_versions or {})})
+    tables = sorted({t for r in due for t, n in (r.rows_deleted or {}).items() if n and t != "landing"})
     files = purge(spark, settings, tables, hours)
     for r in due:
         at = max(_naive(now), r.erased_at)

@@ -5,7 +5,7 @@
 -- shows them. The identifier itself is kept only while the request is pending; the receipt keeps its hash.
 -- @producer: erase
 -- @person: none (the requests themselves; the subject is blanked once erased)
--- @person-exempt: subject (blanked by the erasure that carries the request out)
+-- @person-exempt: subject, plan (blanked by the erasure that carries the request out)
 CREATE TABLE IF NOT EXISTS ops.erasure_requests (
   request_id      STRING    NOT NULL COMMENT 'Request id (uuid) handed to the requester',
   subject_type    STRING    NOT NULL COMMENT 'user_id, anonymous_id or person_id: what the requester identified the person by',
@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS ops.erasure_requests (
   table_versions  MAP<STRING, BIGINT> COMMENT 'The Delta version of each table''s deleting commit',
   receipt         STRING             COMMENT 'The receipt as JSON: request, hash, per-table counts and versions, times',
   suppressed      ARRAY<STRING>      COMMENT 'Keyed hashes (HMAC-SHA256 under INTENTLAKE_HASH_KEY) of every identifier the person resolved to: a batch that reads rows naming them, committed upstream before suppressed_before, drops them (a stream behind its source must not bring the person back)',
-  suppressed_before TIMESTAMP        COMMENT 'Wall-clock time of the deleting commits: rows received (or committed) before it are the erased ones'
+  suppressed_before TIMESTAMP        COMMENT 'Wall-clock time of the deleting commits: rows received (or committed) before it are the erased ones',
+  plan            STRING             COMMENT 'While an erasure is under way: the identifiers it resolved and the rows and landing lines naming them, as JSON, recorded before the first delete so a retried erasure deletes, counts and purges the same; null once erased'
 )
 USING DELTA
 COMMENT 'Erasure requests and their receipts (ops)'
