@@ -55,6 +55,7 @@ def process_gold_batch(
         scores = assign_segments(model.score(segment_inputs(spark, settings, sessions)), rules)
         scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
         with record.phase("merge_scores"):
+            record.accepted_rows = scores.count()  # what the batch computed (a replay counts it too)
             counts = replace_scopes(
                 spark,
                 settings,
@@ -77,7 +78,6 @@ def process_gold_batch(
         scores.unpersist()
         with record.phase("segment_history"):
             history = update_segment_history(spark, settings)
-        record.accepted_rows = counts.inserted + counts.updated
         record.details.update(
             **counts.as_details("scores"),
             **segments.as_details("segments"),

@@ -408,7 +408,7 @@ def process_silver_batch(
         _record_late(spark, settings, late_rows, record.late_rows)
         with record.phase("merge"):
             counts = merge_sessions(spark, settings, fresh, in_scope, watermark_us, rules.timeout_seconds)
-        record.accepted_rows = counts.inserted + counts.updated
+        record.accepted_rows = fresh.count()  # what the batch computed (a replay counts it too)
         record.details.update(counts.as_details())
         with record.phase("moments"):
             moments = build_moments(keyed, config.thresholds, watermark_us, key=hash_key(settings))

@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS ops.pipeline_runs (
   started_at       TIMESTAMP NOT NULL COMMENT 'When the batch started (UTC)',
   duration_ms      BIGINT    NOT NULL COMMENT 'Wall time of the batch',
   input_rows       BIGINT    NOT NULL COMMENT 'Records read by the batch (a Segment batch envelope counts once per message)',
-  accepted_rows    BIGINT    NOT NULL COMMENT 'Rows written to the job''s main table',
+  accepted_rows    BIGINT    NOT NULL COMMENT 'Rows the batch wrote to the job''s main table: bronze the events appended; silver and gold the sessions and scores it computed for its scope, upserted (a batch replayed after a kill counts them too, though an earlier attempt wrote them; what each MERGE changed is in details)',
   quarantined_rows BIGINT    NOT NULL COMMENT 'Rows sent to bronze.quarantine',
   duplicate_rows   BIGINT    NOT NULL COMMENT 'Rows dropped as duplicates of an accepted event',
   quarantine_reasons MAP<STRING, BIGINT> NOT NULL COMMENT 'Quarantined rows per reason',
