@@ -16,7 +16,7 @@ from spark_jobs.gold.content import assign_content
 from spark_jobs.gold.train import promote_version, train
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate
-from tests.helpers import table
+from tests.helpers import rows, table
 
 pytestmark = pytest.mark.e2e
 NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)
@@ -81,9 +81,13 @@ def test_promotion_makes_gold_score_with_the_learned_model_and_rollback_restores
 
 
 def test_the_retraining_dag_trains_a_challenger_and_promotes_it_past_the_weighted_champion(spark, days, tmp_path):
-    from tests.dag_runner import airflow_env, migrate, run_dag
+    import shutil
+
+    from tests.dag_runner import airflow_env, killed_and_retried, migrate, new_commit, run_dag
 
     settings = days
+    twin = replace(settings.with_root(tmp_path / "twin" / "lakehouse"), shuffle_partitions=settings.shuffle_partitions)
+    shutil.copytree(settings.lakehouse, twin.lakehouse)  # for a run killed mid-task, below
     env = airflow_env(tmp_path / "airflow", settings.lakehouse)
     migrate(env)
     result, log = run_dag(env, "retrain_intent_model", "2026-11-07T00:00:00+00:00")
@@ -93,3 +97,12 @@ def test_the_retraining_dag_trains_a_challenger_and_promotes_it_past_the_weighte
     assert champion.kind == "learned" and champion.note.startswith("promoted: AUC")
     assert champion.training_end < champion.holdout_start <= champion.holdout_end <= date(2026, 11, 6)
     assert models.find(spark, settings, "weighted-v1").status == "retired"
+
+    # killed once the challenger is registered, before train_challenger reports it, and retried (the retry
+    # finds it registered): the registry ends as the clean run's
+    twin_env = airflow_env(tmp_path / "twin" / "airflow", twin.lakehouse)
+    migrate(twin_env)
+    when = new_commit(twin.table_path("ops.models"))
+    killed = killed_and_retried(twin_env, "retrain_intent_model", "2026-11-07T00:00:00+00:00", when)
+    assert killed["train_challenger"] == "running"
+    assert rows(spark, twin, "ops.models") == rows(spark, settings, "ops.models")

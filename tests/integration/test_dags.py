@@ -3,6 +3,11 @@ runs of lakehouse_pipeline (a failing quality gate stops the layers downstream, 
 fixed suite lets the next run through), kpi_report (gold.kpis_daily and the HTML report) and
 lakehouse_maintenance (an erasure request: the person is gone from every layer and from time travel).
 
+Every DAG that writes is also killed mid-task (SIGKILL to the dag.test process and its Spark JVM, once the task's
+first commit is in) on a twin: a copy of the lakehouse taken just before the clean run of the same DAG. The
+twin is then retried as Airflow retries a lost task (what had succeeded stays done; the killed task and those
+after it run again) and must end with the clean run's tables (tests/helpers.rows: all but bookkeeping columns).
+
 Airflow runs in a subprocess (tests/dag_runner.py) with its own AIRFLOW_HOME: it loads its configuration
 once per process, and the DAG tasks build their Spark session from the INTENTLAKE_* environment.
 """
@@ -10,6 +15,7 @@ once per process, and the DAG tasks build their Spark session from the INTENTLAK
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
@@ -22,8 +28,8 @@ import pytest
 
 from spark_jobs.settings import REPO_ROOT, Settings
 from spark_jobs.simulate import simulate
-from tests.dag_runner import airflow_env, migrate, run_dag, run_python
-from tests.helpers import table
+from tests.dag_runner import airflow_env, killed_and_retried, migrate, new_commit, run_dag, run_python
+from tests.helpers import rows, table
 
 pytestmark = pytest.mark.integration
 
@@ -75,14 +81,43 @@ def piped(spark, tmp_path_factory):
     migrate(env)
     failed, failed_log = run_dag(env, "lakehouse_pipeline")
     gold_after_failure = table(spark, settings, "gold.session_scores").count()
+    _snapshot(settings, root / "before_pipeline")
     # the suite fixed: the next run re-checks the same rows (the gate's mark did not move) and goes through
     passed, _ = run_dag(airflow_env(root / "airflow", settings.lakehouse), "lakehouse_pipeline")
+    _snapshot(settings, root / "before_audience")
     audience, audience_log = run_dag(
         airflow_env(root / "airflow", settings.lakehouse), "audience_inputs", "2026-11-04T00:00:00+00:00"
     )
     return SimpleNamespace(settings=settings, root=root, failed=failed, failed_log=failed_log,
                            gold_after_failure=gold_after_failure, passed=passed, audience=audience,
                            audience_log=audience_log)  # fmt: skip
+
+
+def _snapshot(settings: Settings, root) -> None:
+    """A copy of the lakehouse as it is now, for a twin (`_twin`) to start from."""
+    shutil.copytree(settings.lakehouse, root / "lakehouse")
+
+
+def _twin(piped, name: str, **env: str) -> SimpleNamespace:
+    """The lakehouse `_snapshot` copied to `name`, with an Airflow home of its own (Assets are keyed by the
+    lakehouse's location, so the twin cannot share the original's metadata database)."""
+    settings = replace(piped.settings.with_root(piped.root / name / "lakehouse"), shuffle_partitions=2)
+    twin_env = airflow_env(piped.root / name / "airflow", settings.lakehouse) | env
+    migrate(twin_env)
+    return SimpleNamespace(settings=settings, env=twin_env)
+
+
+def _killed_and_retried(
+    twin, dag_id: str, logical_date: str, *tables: str, rerun: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Kill the twin's run of the DAG once one of `tables` has a new commit, then retry it (tests/dag_runner)."""
+    when = new_commit(*(twin.settings.table_path(t) for t in tables))
+    return killed_and_retried(twin.env, dag_id, logical_date, when, rerun)
+
+
+def _assert_same_tables(spark, twin, original, tables) -> None:
+    for name in tables:
+        assert rows(spark, twin.settings, name) == rows(spark, original, name), f"{name} differs from the clean run"
 
 
 def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(spark, piped):
@@ -111,6 +146,26 @@ def test_a_failing_gate_stops_downstream_and_a_fixed_suite_lets_the_run_through(
     assert features.agg({"as_of_date": "max"}).first()[0] == (open_day or datetime.now(UTC).date())
 
 
+PIPELINE_TABLES = (
+    "bronze.events", "bronze.quarantine", "silver.sessions", "silver.micro_moments", "silver.identity_map",
+    "silver.identity_edges", "silver.identity_merges", "silver.late_events", "silver.user_features",
+    "gold.session_scores", "gold.user_segments", "gold.user_segments_history", "ops.quality_gates",
+    "ops.pipeline_runs",
+)  # fmt: skip
+
+
+def test_the_pipeline_killed_in_gold_and_retried_leaves_the_tables_of_the_clean_run(spark, piped):
+    # In the clean run bronze had nothing new (and so its gate nothing to check); in the twin bronze would take
+    # the copied landing files for new ones (Spark's file source knows files by absolute path). So both are
+    # marked done in the twin; the comparison of bronze's tables, its run records and the gate marks below
+    # shows they did nothing in the clean run either.
+    twin = _twin(piped, "before_pipeline", DAG_RUNNER_SKIP="^(bronze|gate_bronze)$")
+    killed = _killed_and_retried(twin, "lakehouse_pipeline", "2026-11-03T00:00:00+00:00", "gold.session_scores")
+    assert killed["gold"] == "running" and killed["user_features"] == "success"
+    assert table(spark, twin.settings, "gold.session_scores").count() > 0
+    _assert_same_tables(spark, twin, piped.settings, PIPELINE_TABLES)
+
+
 def test_audience_inputs_run_on_gold_segments_and_write_send_times_content_picks_and_profiles(spark, piped):
     settings = piped.settings
     tasks = {"send_times": "success", "content_picks": "success", "profiles": "success"}
@@ -122,11 +177,19 @@ def test_audience_inputs_run_on_gold_segments_and_write_send_times_content_picks
     picks = table(spark, settings, "gold.content_assignments")
     assert 0 < picks.select("person_id").distinct().count() <= persons
 
+    # killed once gold.engagement_rhythm is written, before gold.send_times, and retried
+    twin = _twin(piped, "before_audience")
+    killed = _killed_and_retried(twin, "audience_inputs", "2026-11-04T00:00:00+00:00", "gold.engagement_rhythm")
+    assert killed["send_times"] == "running"
+    audience = ("gold.engagement_rhythm", "gold.send_times", "gold.content_assignments", "silver.profiles")
+    _assert_same_tables(spark, twin, settings, audience)
+
 
 def test_kpi_report_writes_the_days_kpis_and_a_report_whose_images_render(spark, piped):
     import matplotlib.image
 
     settings = piped.settings
+    _snapshot(settings, piped.root / "before_kpi")
     result, log = run_dag(
         airflow_env(piped.root / "airflow", settings.lakehouse), "kpi_report", "2026-11-04T00:00:00+00:00"
     )
@@ -151,6 +214,12 @@ def test_kpi_report_writes_the_days_kpis_and_a_report_whose_images_render(spark,
     docs = settings.reports_dir / "data_docs" / "index.html"
     assert docs.exists() and 'href="../data_docs/index.html"' in page
     assert "gold_kpis_daily" in docs.read_text()
+
+    # killed once the day's KPIs are committed, before the task reports them, and retried
+    twin = _twin(piped, "before_kpi")
+    killed = _killed_and_retried(twin, "kpi_report", "2026-11-04T00:00:00+00:00", "gold.kpis_daily")
+    assert killed["compute_kpis"] == "running"
+    _assert_same_tables(spark, twin, settings, ["gold.kpis_daily"])
 
 
 def _parquet_text(path) -> str:
@@ -187,6 +256,7 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
     request = erasure.file_request(spark, settings, "user_id", user_id, datetime.now(UTC))
     assert erasure.file_request(spark, settings, "user_id", user_id, datetime.now(UTC)) == request
 
+    _snapshot(settings, piped.root / "before_erasure")  # the request filed, nothing erased yet
     env = airflow_env(piped.root / "airflow", settings.lakehouse) | {"INTENTLAKE_ERASURE_PURGE_HOURS": "0"}
     # the erase task only: optimize and vacuum have their own test (tests/spark/test_maintenance.py)
     result, log = run_dag(env, "lakehouse_maintenance", "2026-11-05T00:00:00+00:00", skip="^(optimize|vacuum)$")
@@ -224,21 +294,27 @@ def test_maintenance_erases_a_person_from_every_layer_and_from_time_travel(spark
         if path.is_file():
             assert not any(n.encode() in path.read_bytes() for n in names), path
 
+    # killed once the first table has lost the person's rows (the identity map may be gone before the rest),
+    # and retried: the same rows go, the receipt counts them all and the purge reaches every table
+    twin = _twin(piped, "before_erasure", INTENTLAKE_ERASURE_PURGE_HOURS="0", DAG_RUNNER_SKIP="^(optimize|vacuum)$")
+    killed = _killed_and_retried(twin, "lakehouse_maintenance", "2026-11-05T00:00:00+00:00", *before)
+    assert killed["erase"] == "running"
+    _assert_same_tables(spark, twin, settings, [*where, "ops.erasure_requests"])
+    assert erasure.receipt(spark, twin.settings, request) == erasure.receipt(spark, settings, request)
+    assert _landing_lines(twin.settings) == _landing_lines(settings)
+
+
+def _landing_lines(settings: Settings) -> list[bytes]:
+    return sorted(line for p in settings.landing.rglob("*") if p.is_file() for line in p.read_bytes().splitlines())
+
 
 def test_segment_sync_sends_every_destination_its_consenting_audience(spark, piped):
-    from spark_jobs.activation.local_servers import BrazeServer, HubSpotServer, MailchimpServer, WebhookReceiver
     from spark_jobs.activation.vendors import subscriber_hash
 
     settings = piped.settings
-    token, secret = "dag-token-0123", "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    with HubSpotServer(token) as hubspot, BrazeServer(token) as braze, MailchimpServer(token) as mailchimp, \
-            WebhookReceiver(secret) as webhook:  # fmt: skip
-        servers = {"HUBSPOT_HIGH_INTENT": hubspot, "BRAZE_CONSIDERATION": braze,
-                   "MAILCHIMP_PRICE_SENSITIVE": mailchimp, "WEBHOOK_ALL_SEGMENTS": webhook}  # fmt: skip
-        env = airflow_env(piped.root / "airflow", settings.lakehouse)
-        for name, server in servers.items():
-            env[f"INTENTLAKE_DEST_{name}_TOKEN"] = secret if server is webhook else token
-            env[f"INTENTLAKE_DEST_{name}_URL"] = server.url
+    _snapshot(settings, piped.root / "before_sync")
+    with _vendors() as (hubspot, braze, mailchimp, webhook, credentials):
+        env = airflow_env(piped.root / "airflow", settings.lakehouse) | credentials
         result, log = run_dag(env, "segment_sync", "2026-11-04T00:00:00+00:00")
     assert result == {"state": "success", "tasks": {"destinations": "success", "sync": "success"}}, log[-3000:]
 
@@ -264,4 +340,41 @@ def test_segment_sync_sends_every_destination_its_consenting_audience(spark, pip
     }
     export = settings.lakehouse / "exports" / "high_intent" / "file_high_intent.csv"
     assert len(export.read_text().splitlines()) == 1 + len(held["file_high_intent"])
-    assert "dag-token-0123" not in log and secret not in log  # no secret in the task logs
+    assert TOKEN not in log and SECRET not in log  # no secret in the task logs
+
+    # killed once the first acknowledgements are committed, and retried: each destination holds what the clean
+    # run's does, and the state says so
+    twin = _twin(piped, "before_sync")
+    with _vendors() as (twin_hubspot, twin_braze, twin_mailchimp, twin_webhook, credentials):
+        twin.env |= credentials
+        # destinations (config only, writes nothing) runs again to hand the retry's new DAG run its list
+        killed = _killed_and_retried(
+            twin, "segment_sync", "2026-11-04T00:00:00+00:00", "ops.sync_state", rerun=("destinations",)
+        )
+    assert "running" in killed["sync"].split(",")
+    _assert_same_tables(spark, twin, settings, ["ops.sync_state"])
+    assert twin_hubspot.contacts == hubspot.contacts and twin_braze.users == braze.users
+    assert twin_mailchimp.members == mailchimp.members
+    assert {m["key"] for msg in twin_webhook.messages for m in msg["members"]} == held["webhook_all_segments"]
+    twin_export = twin.settings.lakehouse / "exports" / "high_intent" / "file_high_intent.csv"
+    assert twin_export.read_text() == export.read_text()
+
+
+TOKEN, SECRET = "dag-token-0123", "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@contextlib.contextmanager
+def _vendors():
+    """Local HubSpot, Braze, Mailchimp and webhook servers, and the environment that points the configured
+    destinations at them."""
+    from spark_jobs.activation.local_servers import BrazeServer, HubSpotServer, MailchimpServer, WebhookReceiver
+
+    with HubSpotServer(TOKEN) as hubspot, BrazeServer(TOKEN) as braze, MailchimpServer(TOKEN) as mailchimp, \
+            WebhookReceiver(SECRET) as webhook:  # fmt: skip
+        servers = {"HUBSPOT_HIGH_INTENT": hubspot, "BRAZE_CONSIDERATION": braze,
+                   "MAILCHIMP_PRICE_SENSITIVE": mailchimp, "WEBHOOK_ALL_SEGMENTS": webhook}  # fmt: skip
+        credentials = {}
+        for name, server in servers.items():
+            credentials[f"INTENTLAKE_DEST_{name}_TOKEN"] = SECRET if server is webhook else TOKEN
+            credentials[f"INTENTLAKE_DEST_{name}_URL"] = server.url
+        yield hubspot, braze, mailchimp, webhook, credentials

@@ -23,28 +23,16 @@ from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate
 from spark_jobs.streaming import checkpoint_query_id
 from tests.faults import kill_mid_batch, start_job
-from tests.helpers import table
+from tests.helpers import rows, table
 
 pytestmark = pytest.mark.spark
 
 # valid_from / valid_to are gold.user_segments commit times (tables/gold/user_segments_history.sql): wall-clock
-# times of whichever run made the commit, so they differ between two correct runs. They are checked against
-# the killed run's own commit log instead (_assert_spells_at_commit_times). No other gold column holds a
-# wall-clock time: session_scores and user_segments carry only values derived from silver and the model.
-WALL_CLOCK = {
-    "gold.session_scores": (),
-    "gold.user_segments": (),
-    "gold.user_segments_history": ("valid_from", "valid_to"),
-}
-
-
-def _plain(value):
-    return tuple(sorted(value.items())) if isinstance(value, dict) else value  # a MAP's entry order is not data
-
-
-def _rows(spark, settings, name):
-    frame = table(spark, settings, name).drop(*WALL_CLOCK[name])
-    return sorted(tuple(str(_plain(v)) for v in row) for row in frame.collect())
+# times of whichever run made the commit, so they differ between two correct runs and `rows` leaves them out
+# (tests/helpers.BOOKKEEPING). They are checked against the killed run's own commit log instead
+# (_assert_spells_at_commit_times). No other gold column holds a wall-clock time: session_scores and
+# user_segments carry only values derived from silver and the model.
+GOLD = ("gold.session_scores", "gold.user_segments", "gold.user_segments_history")
 
 
 def _prepare(spark, settings, tmp_path) -> None:
@@ -100,8 +88,8 @@ def test_gold_killed_mid_batch_and_restarted_matches_an_uninterrupted_run(spark,
     gold.run(spark, settings)  # restart on the same checkpoint
 
     assert _gold_runs(spark, settings) == _gold_runs(spark, reference)
-    for name in WALL_CLOCK:
-        assert _rows(spark, settings, name) == _rows(spark, reference, name), name
+    for name in GOLD:
+        assert rows(spark, settings, name) == rows(spark, reference, name), name
     for root in (settings, reference):
         _assert_spells_at_commit_times(spark, root)
     history = table(spark, settings, "gold.user_segments_history")
