@@ -37,10 +37,10 @@ def test_data_docs_report_each_table_and_failures_without_row_values(spark, sett
         "ops.erasure_requests",
         [
             ("0b9e8c3a-4f1d-4c2e-9a7b-1d2c3e4f5a6b", "user_id", None, "a" * 64, T, "erased", T, None, 2,
-             {"silver.sessions": 2}, {"silver.sessions": 4}, receipt, ["c" * 64], T),
+             {"silver.sessions": 2}, {"silver.sessions": 4}, receipt, ["c" * 64], T, None),
             # a failing row: its key and its identifier hold the planted value, which must appear nowhere
             (PLANTED, "user_id", f"{PLANTED}@example.com", "b" * 64, T, "erased", T, None, 1,
-             {"silver.sessions": 1}, {"silver.sessions": 4}, receipt, ["d" * 64], T),
+             {"silver.sessions": 1}, {"silver.sessions": 4}, receipt, ["d" * 64], T, None),
         ],
     )  # fmt: skip
 
