@@ -350,7 +350,11 @@ def _gap_seconds(a: Edge, b: Edge) -> float:
 
 
 def _probabilistic_links(
-    edges: list[Edge], cfg: IdentityConfig, shared: set[Ident], notes: dict[Ident, list[str]]
+    edges: list[Edge],
+    cfg: IdentityConfig,
+    shared: set[Ident],
+    notes: dict[Ident, list[str]],
+    crowded: Mapping[tuple[str, str], int],
 ) -> list[Link]:
     by_key: dict[tuple[str, str], list[Edge]] = defaultdict(list)
     for e in edges:
@@ -360,10 +364,11 @@ def _probabilistic_links(
     for (method, key), group in sorted(by_key.items()):
         confidence = cfg.fingerprint_confidence if method == "fingerprint" else cfg.ip_ua_confidence
         limit = cfg.fingerprint_max_devices if method == "fingerprint" else cfg.ip_ua_max_devices
-        if len(group) > limit:  # one row per device per key, so len(group) counts devices
+        devices = crowded.get((method, key), len(group))  # one row per device per key: len(group) counts devices
+        if devices > limit:
             for e in group:
                 notes[Ident("anonymous_id", e.anonymous_id)].append(
-                    f"{method} {key[:12]} is on {len(group)} devices (more than {limit}): ignored"
+                    f"{method} {key[:12]} is on {devices} devices (more than {limit}): ignored"
                 )
             continue
         for x, y in combinations(group, 2):
@@ -376,7 +381,12 @@ def _probabilistic_links(
 
 
 def resolve(
-    edges: Iterable[Edge], cfg: IdentityConfig, cannot_link: Sequence[CannotLink] = (), *, key: bytes
+    edges: Iterable[Edge],
+    cfg: IdentityConfig,
+    cannot_link: Sequence[CannotLink] = (),
+    *,
+    key: bytes,
+    crowded: Mapping[tuple[str, str], int] | None = None,
 ) -> Resolution:
     """Group devices, logins and email hashes into persons; a row per identifier with method and confidence.
 
@@ -386,6 +396,9 @@ def resolve(
     logins win), and so is any link a do-not-link rule forbids. A device seen with at least
     `shared_device_min_users` distinct logins (or email hashes) is a shared device: a person of its own,
     its evidence recorded with method shared_device and never joined.
+
+    `crowded`: device counts of fingerprints and IP + user agents on more devices than their limit, when
+    `edges` hold only part of their devices (a part of the graph, `plan_identities` with `devices`).
     """
     combined = _combine(edges)
     seen: dict[Ident, tuple[datetime, datetime]] = {}
@@ -423,7 +436,7 @@ def resolve(
     deterministic.sort(key=lambda k: (-k.confidence, k.a, k.b))
     components = _Components(sorted(seen), cannot_link)
     links = []
-    for link in [*deterministic, *_probabilistic_links(combined, cfg, shared, notes)]:
+    for link in [*deterministic, *_probabilistic_links(combined, cfg, shared, notes, crowded or {})]:
         if link.status == "linked":
             link = replace(link, status=components.join(link, probabilistic=link.method in ("fingerprint", "ip_ua")))
         links.append(link)
@@ -748,30 +761,32 @@ def _utc(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def read_edges(spark: SparkSession, settings: Settings) -> list[Edge]:
-    """Every silver.identity_edges row, on the driver."""
-    rows = (
-        read_table(spark, settings, "silver.identity_edges")
-        .select(*EDGE_KEYS, F.unix_micros("first_seen").alias("f"), F.unix_micros("last_seen").alias("l"), "events")
-        .collect()
-    )
+def read_edges(spark: SparkSession, settings: Settings, devices: DataFrame | None = None) -> list[Edge]:
+    """Every silver.identity_edges row (of `devices` only, when given), on the driver."""
+    frame = read_table(spark, settings, "silver.identity_edges")
+    if devices is not None:
+        frame = frame.join(devices, "anonymous_id", "left_semi")
+    rows = frame.select(
+        *EDGE_KEYS, F.unix_micros("first_seen").alias("f"), F.unix_micros("last_seen").alias("l"), "events"
+    ).collect()
     return [Edge(r.anonymous_id, r.identifier_type, r.identifier, _utc(r.f), _utc(r.l), r.events) for r in rows]
 
 
-def read_identity_map(spark: SparkSession, settings: Settings) -> dict[Ident, IdentityRow]:
-    """silver.identity_map on the driver, by identifier."""
-    rows = (
-        read_table(spark, settings, "silver.identity_map")
-        .select(
-            *MAP_KEYS,
-            "person_id",
-            "method",
-            "confidence",
-            F.unix_micros("first_seen").alias("f"),
-            F.unix_micros("last_seen").alias("l"),
-        )
-        .collect()
-    )
+def read_identity_map(
+    spark: SparkSession, settings: Settings, persons: DataFrame | None = None
+) -> dict[Ident, IdentityRow]:
+    """silver.identity_map on the driver, by identifier (the rows of `persons`' person_ids only, when given)."""
+    frame = read_table(spark, settings, "silver.identity_map")
+    if persons is not None:
+        frame = frame.join(persons, "person_id", "left_semi")
+    rows = frame.select(
+        *MAP_KEYS,
+        "person_id",
+        "method",
+        "confidence",
+        F.unix_micros("first_seen").alias("f"),
+        F.unix_micros("last_seen").alias("l"),
+    ).collect()
     return {
         Ident(r.identifier_type, r.identifier): IdentityRow(
             r.identifier_type, r.identifier, r.person_id, r.method, r.confidence, _utc(r.f), _utc(r.l)
@@ -780,13 +795,15 @@ def read_identity_map(spark: SparkSession, settings: Settings) -> dict[Ident, Id
     }
 
 
-def read_merges(spark: SparkSession, settings: Settings) -> list[MergeRecord]:
-    """silver.identity_merges on the driver."""
+def read_merges(spark: SparkSession, settings: Settings, persons: Iterable[str] | None = None) -> list[MergeRecord]:
+    """silver.identity_merges on the driver (those keeping or retiring one of `persons` only, when given)."""
     columns = table_contract("silver.identity_merges").column_names
     times = ("merged_at", "undone_at")
-    frame = read_table(spark, settings, "silver.identity_merges").select(
-        *(F.unix_micros(c).alias(c) if c in times else F.col(c) for c in columns)
-    )
+    frame = read_table(spark, settings, "silver.identity_merges")
+    if persons is not None:
+        wanted = sorted(set(persons))
+        frame = frame.where(F.col("kept_person_id").isin(wanted) | F.col("retired_person_id").isin(wanted))
+    frame = frame.select(*(F.unix_micros(c).alias(c) if c in times else F.col(c) for c in columns))
     records = []
     for r in frame.collect():
         values = r.asDict()
@@ -866,23 +883,97 @@ class PendingIdentity:
         return current.join(touched.select(*MAP_KEYS), list(MAP_KEYS), "left_anti").unionByName(kept)
 
 
-def plan_identities(spark: SparkSession, settings: Settings, cfg: IdentityConfig | None = None) -> PendingIdentity:
-    """Re-resolve every identity from silver.identity_edges; nothing is written (see `write_identities`).
+@dataclass(frozen=True)
+class Neighbourhood:
+    """The part of the identity graph a set of devices can change (`neighbourhood`), as Spark frames."""
 
-    The edges are collected and resolved on the driver. They are per-(device, identifier) aggregates, far
-    fewer than events, but the whole graph is held in Python: about 1 KB of driver memory per edge (measured:
-    200k edges, 180 MB peak, under 20 s on a busy 2-core machine), so a few million edges is the limit.
-    Beyond that, replace `resolve` with a distributed connected-components job (e.g. GraphFrames) and keep
-    the rest: the tables, the anchor rule and `plan_changes` do not depend on where components are found.
+    devices: DataFrame  # anonymous_id: every device whose map rows may change
+    persons: DataFrame  # person_id: every person of the previous map holding one of their identifiers
+    crowded: DataFrame  # identifier_type, identifier, devices: probabilistic evidence on too many devices
+
+
+def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, cfg: IdentityConfig) -> Neighbourhood:
+    """Close `devices` (anonymous_id) over everything their resolution depends on, in Spark: the devices that
+    share a login, an email hash, a fingerprint or an IP + user agent with one of them, and every identifier
+    of a person the previous map gives one of them; repeated until nothing is added.
+
+    A fingerprint or IP + user agent on more devices than its limit links nobody, so it is followed only to
+    the devices the previous map joined by such evidence (method fingerprint or ip_ua): it may have linked
+    them before it became crowded. A device whose row rests on logins, email hashes or itself alone cannot
+    change through it, so a NAT's thousands of devices are not pulled into every batch.
+
+    Resolving the edges of these devices gives each of them exactly the row a resolution of the whole graph
+    would (union-find components never cross the boundary, and every link inside it is seen), and the
+    previous map's rows of these persons are every row that can change. Nothing but the result is collected.
+    """
+    edges = read_table(spark, settings, "silver.identity_edges").select(*EDGE_KEYS)
+    id_map = read_table(spark, settings, "silver.identity_map").select(*MAP_KEYS, "person_id", "method")
+    limit = F.when(F.col("identifier_type") == "fingerprint", F.lit(cfg.fingerprint_max_devices)).otherwise(
+        F.lit(cfg.ip_ua_max_devices)
+    )
+    crowded = (
+        edges.where(F.col("identifier_type").isin("fingerprint", "ip_ua"))
+        .groupBy("identifier_type", "identifier")
+        .agg(F.count("*").alias("devices"))
+        .where(F.col("devices") > limit.cast("long"))
+        .localCheckpoint(eager=True)
+    )
+    evidence = edges.where(F.col("identifier_type") != "anonymous_id").localCheckpoint(eager=True)
+    joined_by_evidence = id_map.where(
+        (F.col("identifier_type") == "anonymous_id") & F.col("method").isin("fingerprint", "ip_ua")
+    ).select(F.col("identifier").alias("anonymous_id"))
+    reach = evidence.join(crowded, list(MAP_KEYS), "left_anti").unionByName(
+        evidence.join(crowded, list(MAP_KEYS), "left_semi").join(joined_by_evidence, "anonymous_id", "left_semi")
+    )
+    reach = reach.localCheckpoint(eager=True)  # value -> the devices the closure goes on to
+    current = devices.select("anonymous_id").distinct().localCheckpoint(eager=True)
+    size = current.count()
+    while True:
+        values = evidence.join(current, "anonymous_id", "left_semi").select(*MAP_KEYS).distinct()
+        own = current.select(F.lit("anonymous_id").alias("identifier_type"), F.col("anonymous_id").alias("identifier"))
+        persons = id_map.join(values.unionByName(own), list(MAP_KEYS), "left_semi").select("person_id").distinct()
+        members = id_map.join(persons, "person_id", "left_semi").select(*MAP_KEYS)
+        member_devices = members.where(F.col("identifier_type") == "anonymous_id").select(
+            F.col("identifier").alias("anonymous_id")
+        )
+        sharing = reach.join(values.unionByName(members), list(MAP_KEYS), "left_semi").select("anonymous_id")
+        grown = current.unionByName(sharing).unionByName(member_devices).distinct().localCheckpoint(eager=True)
+        grown_size = grown.count()
+        if grown_size == size:
+            return Neighbourhood(current, persons.localCheckpoint(eager=True), crowded)
+        current, size = grown, grown_size
+
+
+def plan_identities(
+    spark: SparkSession, settings: Settings, cfg: IdentityConfig | None = None, devices: DataFrame | None = None
+) -> PendingIdentity:
+    """Re-resolve identities from silver.identity_edges; nothing is written (see `write_identities`).
+
+    Without `devices`, the whole graph: every edge, map row and merge is collected and resolved on the
+    driver, about 1 KB of driver memory per edge (measured: 200k edges, 180 MB peak). With `devices` (the
+    devices whose edges a batch changed), only their `neighbourhood` is collected and resolved, and the plan
+    is the same as the whole graph's: driver memory grows with the persons a batch touches, not with the map.
     """
     cfg = cfg or load_identity_config(identity_config_file(settings))
     _ensure(spark, settings)
-    merges = read_merges(spark, settings)
-    rules = [m.cannot_link() for m in merges if m.status == "undone" and m.undone_by == "manual"]
-    previous = read_identity_map(spark, settings)
     key = hash_key(settings)
+    if devices is None:
+        edges, crowded = read_edges(spark, settings), {}
+        previous = read_identity_map(spark, settings)
+        merges = read_merges(spark, settings)
+    else:
+        part = neighbourhood(spark, settings, devices, cfg)
+        edges = read_edges(spark, settings, part.devices)
+        previous = read_identity_map(spark, settings, part.persons)
+        present = {(e.identifier_type, e.identifier) for e in edges}
+        crowded = {(r.identifier_type, r.identifier): r.devices for r in part.crowded.collect() if
+                   (r.identifier_type, r.identifier) in present}  # fmt: skip
+        nodes = {Ident(e.identifier_type, e.identifier) for e in edges if e.identifier_type in _ANCHOR_RANK}
+        candidates = {row.person_id for row in previous.values()} | {person_id_of(n, key) for n in nodes}
+        merges = read_merges(spark, settings, candidates)
+    rules = [m.cannot_link() for m in merges if m.status == "undone" and m.undone_by == "manual"]
     check_person_ids(previous, key, settings)
-    return PendingIdentity(plan_changes(previous, resolve(read_edges(spark, settings), cfg, rules, key=key), merges))
+    return PendingIdentity(plan_changes(previous, resolve(edges, cfg, rules, key=key, crowded=crowded), merges))
 
 
 class PersonIdsChanged(RuntimeError):

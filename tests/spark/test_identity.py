@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,11 +18,16 @@ from spark_jobs.silver.identity import (
     IDENTITY_TABLES,
     Ident,
     UnknownMergeError,
+    identity_config_file,
+    load_identity_config,
     merge_edges,
     person_id_of,
+    plan_identities,
+    read_merges,
     resolve_identities,
     undo_merge,
     with_person_id,
+    write_identities,
 )
 from tests.helpers import table
 
@@ -255,3 +262,75 @@ def test_sessions_take_the_login_person_else_the_device_person_else_their_own_id
         ),  # unknown device: the id it will have on its own (same hash in Spark)
         "s4": pid(settings, "user_id", "u1"),  # a login resolution has not seen yet: the device's person
     }
+
+
+def _random_edges(rng, batch: int, known: list[str]) -> list[tuple]:
+    """One batch of identity evidence: new devices and known ones seen again, some logging in (now and then a
+    login shared across devices, or a device with many logins: a shared device), with fingerprints and IP +
+    user agents drawn from small pools so that some link devices and some are on too many of them."""
+    rows = []
+    for n in range(12):
+        device = rng.choice(known) if known and rng.random() < 0.5 else f"d{batch}-{n}"
+        start = at(batch * 60 + rng.randrange(50))
+        end = start + timedelta(minutes=rng.randrange(1, 40))
+        rows.append((device, "anonymous_id", device, start, end, 1))
+        if rng.random() < 0.35:
+            rows.append((device, "user_id", f"u{rng.randrange(10)}", start, end, 1))
+        if rng.random() < 0.15:
+            rows.append((device, "email_hash", f"h{rng.randrange(6)}", start, end, 1))
+        if rng.random() < 0.4:
+            rows.append((device, "fingerprint", f"fp{rng.randrange(5)}", start, end, 1))
+        if rng.random() < 0.4:
+            rows.append((device, "ip_ua", f"ipua{rng.randrange(4)}", start, end, 1))
+    return rows
+
+
+def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_whole_graph_does(spark, settings):
+    """Over batches of random evidence (merges, undos by evidence and by hand, shared devices, crowded
+    fingerprints), the plan made from the neighbourhood of the batch's devices equals the plan made from
+    the whole graph, and so does the map each leaves."""
+    ensure_tables(spark, settings, IDENTITY_TABLES)
+    cfg = replace(load_identity_config(identity_config_file(settings)), fingerprint_max_devices=3, ip_ua_max_devices=3,
+                ip_ua_window_seconds=3600)  # fmt: skip
+    schema = table_contract("silver.identity_edges").schema()
+    path = str(settings.table_path("silver.identity_edges"))
+    rng, edges, seen = random.Random(20261204), {}, {"merges": 0, "undone": 0, "crowded": 0, "by_hand": 0}
+    # first a told story: two devices linked by a fingerprint, which then turns up on two more devices and is
+    # too common from then on: the first two's link goes, though the batch holds neither of them
+    story = [
+        [(d, kind, value, at(n), at(n + 5), 1) for n, d in enumerate(("s1", "s2"))
+         for kind, value in (("anonymous_id", d), ("fingerprint", "fp-common"))],
+        [(d, kind, value, at(10), at(12), 1) for d in ("s3", "s4")
+         for kind, value in (("anonymous_id", d), ("fingerprint", "fp-common"))],
+    ]  # fmt: skip
+    for batch in range(len(story) + 5):
+        fresh = story[batch] if batch < len(story) else _random_edges(rng, batch, sorted({key[0] for key in edges}))
+        for row in fresh:  # a device seen again: its edges grow (merge_edges replaces a device's rows)
+            known = edges.get(row[:3])
+            edges[row[:3]] = row if known is None else (*row[:3], min(known[3], row[3]), max(known[4], row[4]),
+                                                         known[5] + 1)  # fmt: skip
+        spark.createDataFrame(list(edges.values()), schema).write.format("delta").mode("overwrite").save(path)
+        touched = spark.createDataFrame(sorted({(r[0],) for r in fresh}), "anonymous_id STRING")
+
+        whole = plan_identities(spark, settings, cfg).plan
+        pending = plan_identities(spark, settings, cfg, devices=touched)
+        part = pending.plan
+        assert set(part.upserts) == set(whole.upserts), batch
+        assert set(part.deletes) == set(whole.deletes), batch
+        assert sorted(part.merges, key=str) == sorted(whole.merges, key=str), batch
+        assert part.changed == whole.changed and part.inserted == whole.inserted, batch
+        if batch == 1:
+            assert {r.identifier for r in whole.upserts} >= {"s2"}, whole.upserts  # s2 is on its own again
+        write_identities(spark, settings, pending)
+
+        seen["merges"] += sum(m.status == "active" for m in whole.merges)
+        seen["undone"] += sum(m.status == "undone" for m in whole.merges)
+        counts: dict[tuple[str, str], int] = {}
+        for _, kind, value, *_ in edges.values():
+            counts[kind, value] = counts.get((kind, value), 0) + 1
+        seen["crowded"] = sum(n > 3 for (kind, _), n in counts.items() if kind in ("fingerprint", "ip_ua"))
+        active = [m for m in read_merges(spark, settings) if m.status == "active"]
+        if batch >= 4 and active and not seen["by_hand"]:  # an operator undoes one: a do-not-link rule from then on
+            undo_merge(spark, settings, active[0].merge_id, "test: not the same person", cfg)
+            seen["by_hand"] = 1
+    assert all(seen.values()), seen  # the story had merges, undos by evidence and by hand, crowded evidence
