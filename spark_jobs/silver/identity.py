@@ -58,6 +58,7 @@ METHODS = ("login", "email_hash", "fingerprint", "ip_ua", "shared_device", "self
 EDGE_KEYS = ("anonymous_id", "identifier_type", "identifier")
 MAP_KEYS = ("identifier_type", "identifier")
 _ANCHOR_RANK = {"user_id": 0, "email_hash": 1, "anonymous_id": 2}
+_CROWDABLE = ("fingerprint", "ip_ua")  # probabilistic evidence, ignored on more devices than its limit
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -912,7 +913,7 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
         F.lit(cfg.ip_ua_max_devices)
     )
     crowded = (
-        edges.where(F.col("identifier_type").isin("fingerprint", "ip_ua"))
+        edges.where(F.col("identifier_type").isin(*_CROWDABLE))
         .groupBy("identifier_type", "identifier")
         .agg(F.count("*").alias("devices"))
         .where(F.col("devices") > limit.cast("long"))
@@ -965,9 +966,13 @@ def plan_identities(
         part = neighbourhood(spark, settings, devices, cfg)
         edges = read_edges(spark, settings, part.devices)
         previous = read_identity_map(spark, settings, part.persons)
-        present = {(e.identifier_type, e.identifier) for e in edges}
-        crowded = {(r.identifier_type, r.identifier): r.devices for r in part.crowded.collect() if
-                   (r.identifier_type, r.identifier) in present}  # fmt: skip
+        # the crowded values these edges carry (collected for them only: there is one per NAT in the graph)
+        present = sorted({(e.identifier_type, e.identifier) for e in edges if e.identifier_type in _CROWDABLE})
+        crowded = {}
+        if present:
+            carried = spark.createDataFrame(present, "identifier_type STRING, identifier STRING")
+            rows = part.crowded.join(carried, list(MAP_KEYS), "left_semi").collect()
+            crowded = {(r.identifier_type, r.identifier): r.devices for r in rows}
         nodes = {Ident(e.identifier_type, e.identifier) for e in edges if e.identifier_type in _ANCHOR_RANK}
         candidates = {row.person_id for row in previous.values()} | {person_id_of(n, key) for n in nodes}
         merges = read_merges(spark, settings, candidates)
