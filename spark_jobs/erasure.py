@@ -310,12 +310,15 @@ def conditions(ids: Identifiers, registry: SchemaRegistry = BUNDLED_SCHEMAS) -> 
     }
 
 
-def _delete(spark: SparkSession, settings: Settings, table: str, condition: Column) -> tuple[int, int | None]:
-    """Delete the rows; (rows deleted, the deleting version or None when nothing matched)."""
+def _delete(
+    spark: SparkSession, settings: Settings, table: str, condition: Column, probe: bool = True
+) -> tuple[int, int | None]:
+    """Delete the rows; (rows deleted, the deleting version or None when nothing matched). `probe`: look for
+    a matching row first, so a table without one gets no commit (skipped when the caller counted them)."""
     from delta.tables import DeltaTable
 
     location = str(settings.table_path(table))
-    if read_table(spark, settings, table).where(condition).limit(1).count() == 0:
+    if probe and read_table(spark, settings, table).where(condition).limit(1).count() == 0:
         return 0, None
     delta = DeltaTable.forPath(spark, location)
     delta.delete(condition)
@@ -329,14 +332,15 @@ def _delete(spark: SparkSession, settings: Settings, table: str, condition: Colu
 
 
 def _delete_everywhere(
-    spark: SparkSession, settings: Settings, where: dict[str, Column], tag: str
+    spark: SparkSession, settings: Settings, where: dict[str, Column], tag: str, probe: bool = True
 ) -> dict[str, tuple[int, int | None]]:
     """`_delete` in every table, a few tables at a time (independent Delta logs), each deleting commit carrying
     `tag` as its userMetadata. A failure leaves the request pending; the retry deletes again (what an earlier
     try deleted is gone already) and finds that try's commits by the tag (`_tagged_version`)."""
     spark.conf.set(USER_METADATA, tag)
     try:
-        return dict(zip(where, each_table(lambda t: _delete(spark, settings, t, where[t]), where), strict=True))
+        done = each_table(lambda t: _delete(spark, settings, t, where[t], probe), where)
+        return dict(zip(where, done, strict=True))
     finally:
         spark.conf.unset(USER_METADATA)
 
@@ -442,16 +446,19 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             landing = scrub_landing(settings, ids.texts, registry, count_only=True)
             plan = _plan(ids, _count_matches(spark, settings, where), landing)
             _update(spark, settings, request.request_id, {"plan": json.dumps(plan, sort_keys=True)})
+            # counted under the lock just now: only the tables with rows are deleted from, without a probe
+            targets, probe = {t: c for t, c in where.items() if plan["rows"][t]}, False
         else:
             plan = json.loads(request.plan)
             ids = _planned_ids(plan)
             where = conditions(ids, registry)
+            targets, probe = where, True  # an earlier try may have deleted some, and rows may have come since
         # the copies destinations hold first: a destination that does not confirm keeps the request pending
         reached = erase_from_destinations(spark, settings, configured(settings), ids.person_ids)
         tag = f"intentlake erasure {request.request_id}"
-        done = _delete_everywhere(spark, settings, where, tag)
+        done = _delete_everywhere(spark, settings, targets, tag, probe)
         # what the plan counted, or more if rows naming them arrived between a killed try and this one
-        rows = {table: max(plan["rows"].get(table, 0), deleted) for table, (deleted, _) in done.items()}
+        rows = {t: max(plan["rows"].get(t, 0), done.get(t, (0, None))[0]) for t in where}
         versions = {table: version for table, (_, version) in done.items() if version is not None}
         for table in sorted(t for t, n in rows.items() if n and t not in versions):  # deleted by an earlier try
             if (version := _tagged_version(spark, settings, table, tag)) is not None:
