@@ -161,6 +161,9 @@ class Settings:
     max_session_length: str = "4 hours"  # a longer run of activity is split into sessions of at most this
     silver_max_files_per_trigger: int = 1000  # bronze Delta files per silver micro-batch (Delta's default)
     allowed_lateness: str = "30 minutes"  # event time behind the newest event before sessions close
+    # Silver: identity is resolved over the whole graph on the driver (~1 KB per edge) while silver.identity_edges
+    # holds at most this many rows; above, over each batch's neighbourhood only (spark_jobs/silver/identity.py)
+    identity_collect_max_edges: int = 200_000
     # Privacy: hours between an erasure and the VACUUM that removes older table versions holding the person
     # (below 168 the pipeline must be paused: streams and time-travel reads lose files they may still need)
     erasure_purge_hours: int = 168

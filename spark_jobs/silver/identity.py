@@ -856,6 +856,7 @@ class PendingIdentity:
     writes the map last, so a batch killed in between finds the same changes again when it is replayed."""
 
     plan: IdentityPlan
+    scope: str = "whole graph"  # or "neighbourhood": what was collected and resolved
 
     @property
     def changes(self) -> IdentityChanges:
@@ -891,6 +892,11 @@ class Neighbourhood:
     devices: DataFrame  # anonymous_id: every device whose map rows may change
     persons: DataFrame  # person_id: every person of the previous map holding one of their identifiers
     crowded: DataFrame  # identifier_type, identifier, devices: probabilistic evidence on too many devices
+    cached: tuple[DataFrame, ...] = ()  # what the closure persisted: `release` frees it
+
+    def release(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
 
 
 def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, cfg: IdentityConfig) -> Neighbourhood:
@@ -906,6 +912,7 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
     Resolving the edges of these devices gives each of them exactly the row a resolution of the whole graph
     would (union-find components never cross the boundary, and every link inside it is seen), and the
     previous map's rows of these persons are every row that can change. Nothing but the result is collected.
+    The frames every round reads are persisted as the first round computes them (`release` frees them).
     """
     edges = read_table(spark, settings, "silver.identity_edges").select(*EDGE_KEYS)
     id_map = read_table(spark, settings, "silver.identity_map").select(*MAP_KEYS, "person_id", "method")
@@ -917,32 +924,43 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
         .groupBy("identifier_type", "identifier")
         .agg(F.count("*").alias("devices"))
         .where(F.col("devices") > limit.cast("long"))
-        .localCheckpoint(eager=True)
+        .persist()
     )
-    evidence = edges.where(F.col("identifier_type") != "anonymous_id").localCheckpoint(eager=True)
+    evidence = edges.where(F.col("identifier_type") != "anonymous_id").persist()
     joined_by_evidence = id_map.where(
         (F.col("identifier_type") == "anonymous_id") & F.col("method").isin("fingerprint", "ip_ua")
     ).select(F.col("identifier").alias("anonymous_id"))
     reach = evidence.join(crowded, list(MAP_KEYS), "left_anti").unionByName(
         evidence.join(crowded, list(MAP_KEYS), "left_semi").join(joined_by_evidence, "anonymous_id", "left_semi")
     )
-    reach = reach.localCheckpoint(eager=True)  # value -> the devices the closure goes on to
+    reach = reach.persist()  # value -> the devices the closure goes on to
+    # each round's devices are checkpointed, not persisted: a persisted frame keeps its plan, and a round's plan
+    # reads the previous round's devices three times, so plans grew threefold a round (40 s to plan a third)
     current = devices.select("anonymous_id").distinct().localCheckpoint(eager=True)
     size = current.count()
+    # the neighbourhood's side of each join is broadcast: it is what the plan collects anyway, and the tables'
+    # side is then scanned once a round without a shuffle
     while True:
-        values = evidence.join(current, "anonymous_id", "left_semi").select(*MAP_KEYS).distinct()
+        values = evidence.join(F.broadcast(current), "anonymous_id", "left_semi").select(*MAP_KEYS).distinct()
         own = current.select(F.lit("anonymous_id").alias("identifier_type"), F.col("anonymous_id").alias("identifier"))
-        persons = id_map.join(values.unionByName(own), list(MAP_KEYS), "left_semi").select("person_id").distinct()
-        members = id_map.join(persons, "person_id", "left_semi").select(*MAP_KEYS)
+        asked = F.broadcast(values.unionByName(own))
+        persons = id_map.join(asked, list(MAP_KEYS), "left_semi").select("person_id").distinct()
+        members = id_map.join(F.broadcast(persons), "person_id", "left_semi").select(*MAP_KEYS)
         member_devices = members.where(F.col("identifier_type") == "anonymous_id").select(
             F.col("identifier").alias("anonymous_id")
         )
-        sharing = reach.join(values.unionByName(members), list(MAP_KEYS), "left_semi").select("anonymous_id")
+        sharing = reach.join(F.broadcast(values.unionByName(members)), list(MAP_KEYS), "left_semi")
+        sharing = sharing.select("anonymous_id")
         grown = current.unionByName(sharing).unionByName(member_devices).distinct().localCheckpoint(eager=True)
         grown_size = grown.count()
-        if grown_size == size:
-            return Neighbourhood(current, persons.localCheckpoint(eager=True), crowded)
+        if grown_size == size:  # grown holds current: nothing was added
+            return Neighbourhood(current, persons, crowded, (crowded, evidence, reach))
         current, size = grown, grown_size
+
+
+def edge_count(spark: SparkSession, settings: Settings) -> int:
+    """silver.identity_edges' rows (Delta answers from its log's file statistics, without a scan)."""
+    return read_table(spark, settings, "silver.identity_edges").count()
 
 
 def plan_identities(
@@ -950,35 +968,43 @@ def plan_identities(
 ) -> PendingIdentity:
     """Re-resolve identities from silver.identity_edges; nothing is written (see `write_identities`).
 
-    Without `devices`, the whole graph: every edge, map row and merge is collected and resolved on the
-    driver, about 1 KB of driver memory per edge (measured: 200k edges, 180 MB peak). With `devices` (the
-    devices whose edges a batch changed), only their `neighbourhood` is collected and resolved, and the plan
-    is the same as the whole graph's: driver memory grows with the persons a batch touches, not with the map.
+    The whole graph: every edge, map row and merge is collected and resolved on the driver, about 1 KB of
+    driver memory per edge (measured: 200k edges, 180 MB peak). That is the plan without `devices`, and with
+    them while the graph has at most `settings.identity_collect_max_edges` edges (a handful of Spark jobs).
+    Above that, only the `neighbourhood` of `devices` (those whose edges a batch changed) is collected and
+    resolved, and the plan is the same as the whole graph's for every row it can change: driver memory grows
+    with the persons a batch touches, not with the map (bench/identity_scale.py).
     """
     cfg = cfg or load_identity_config(identity_config_file(settings))
     _ensure(spark, settings)
     key = hash_key(settings)
+    if devices is not None and edge_count(spark, settings) <= settings.identity_collect_max_edges:
+        devices = None  # small enough to collect: fewer Spark jobs than the closure's rounds
     if devices is None:
         edges, crowded = read_edges(spark, settings), {}
         previous = read_identity_map(spark, settings)
         merges = read_merges(spark, settings)
     else:
         part = neighbourhood(spark, settings, devices, cfg)
-        edges = read_edges(spark, settings, part.devices)
-        previous = read_identity_map(spark, settings, part.persons)
-        # the crowded values these edges carry (collected for them only: there is one per NAT in the graph)
-        present = sorted({(e.identifier_type, e.identifier) for e in edges if e.identifier_type in _CROWDABLE})
-        crowded = {}
-        if present:
-            carried = spark.createDataFrame(present, "identifier_type STRING, identifier STRING")
-            rows = part.crowded.join(carried, list(MAP_KEYS), "left_semi").collect()
-            crowded = {(r.identifier_type, r.identifier): r.devices for r in rows}
+        try:
+            edges = read_edges(spark, settings, part.devices)
+            previous = read_identity_map(spark, settings, part.persons)
+            # the crowded values these edges carry (collected for them only: there is one per NAT in the graph)
+            present = sorted({(e.identifier_type, e.identifier) for e in edges if e.identifier_type in _CROWDABLE})
+            crowded = {}
+            if present:
+                carried = spark.createDataFrame(present, "identifier_type STRING, identifier STRING")
+                rows = part.crowded.join(carried, list(MAP_KEYS), "left_semi").collect()
+                crowded = {(r.identifier_type, r.identifier): r.devices for r in rows}
+        finally:
+            part.release()
         nodes = {Ident(e.identifier_type, e.identifier) for e in edges if e.identifier_type in _ANCHOR_RANK}
         candidates = {row.person_id for row in previous.values()} | {person_id_of(n, key) for n in nodes}
         merges = read_merges(spark, settings, candidates)
     rules = [m.cannot_link() for m in merges if m.status == "undone" and m.undone_by == "manual"]
     check_person_ids(previous, key, settings)
-    return PendingIdentity(plan_changes(previous, resolve(edges, cfg, rules, key=key, crowded=crowded), merges))
+    new = resolve(edges, cfg, rules, key=key, crowded=crowded)
+    return PendingIdentity(plan_changes(previous, new, merges), "whole graph" if devices is None else "neighbourhood")
 
 
 class PersonIdsChanged(RuntimeError):

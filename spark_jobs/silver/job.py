@@ -370,10 +370,13 @@ def process_silver_batch(
             # planned now, written last: a batch killed after its sessions MERGE but before the map is
             # written finds the same person changes when replayed, and re-attributes them then
             merge_edges(spark, settings, accepted)
-            pending = plan_identities(spark, settings, config.identity)
+            # a large graph: only what the batch's devices can change is collected (bounded driver memory)
+            devices = accepted.select("anonymous_id").distinct()
+            pending = plan_identities(spark, settings, config.identity, devices=devices)
             changes = pending.changes
             identity_map = pending.identity_map(spark, settings).localCheckpoint(eager=True)
         record.details.update(
+            identity_scope=pending.scope,
             identity_changed_devices=len(changes.anonymous_ids),
             identity_merged=len(changes.merged),
             identity_undone=len(changes.undone),

@@ -292,6 +292,7 @@ def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_who
     ensure_tables(spark, settings, IDENTITY_TABLES)
     cfg = replace(load_identity_config(identity_config_file(settings)), fingerprint_max_devices=3, ip_ua_max_devices=3,
                 ip_ua_window_seconds=3600)  # fmt: skip
+    neighbourhood_only = replace(settings, identity_collect_max_edges=0)  # the graph is small: collected otherwise
     schema = table_contract("silver.identity_edges").schema()
     path = str(settings.table_path("silver.identity_edges"))
     rng, edges, seen = random.Random(20261204), {}, {"merges": 0, "undone": 0, "crowded": 0, "by_hand": 0}
@@ -313,7 +314,10 @@ def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_who
         touched = spark.createDataFrame(sorted({(r[0],) for r in fresh}), "anonymous_id STRING")
 
         whole = plan_identities(spark, settings, cfg).plan
-        pending = plan_identities(spark, settings, cfg, devices=touched)
+        pending = plan_identities(spark, neighbourhood_only, cfg, devices=touched)
+        assert pending.scope == "neighbourhood"
+        if batch == 0:  # under identity_collect_max_edges, devices or not, the graph is collected
+            assert plan_identities(spark, settings, cfg, devices=touched).scope == "whole graph"
         part = pending.plan
         assert set(part.upserts) == set(whole.upserts), batch
         assert set(part.deletes) == set(whole.deletes), batch

@@ -135,7 +135,9 @@ def test_sessions_across_a_dst_change_use_event_time_and_local_time_follows_the_
     assert (session.local_weekday, session.daypart) == (7, "night")  # a Sunday night
 
 
-def test_a_login_on_a_second_device_gives_both_devices_sessions_one_person(stream):
+def test_a_login_on_a_second_device_gives_both_devices_sessions_one_person(spark, settings):
+    # identity resolved over each batch's neighbourhood, as on a graph too large to collect
+    stream = Stream(spark, replace(settings, allowed_lateness="10 minutes", identity_collect_max_edges=0))
     repeat = [("a1", 60 * i, "product_view", {"product_id": "p-9"}, None, None, "/p/9") for i in range(3)]
     stream.feed([*repeat, _view("a2", 30, uid="u-1")])  # a1's session has a repeat-product-view moment
     stream.feed([_view("a3", 3000)])  # watermark 2400: both sessions closed
@@ -146,6 +148,7 @@ def test_a_login_on_a_second_device_gives_both_devices_sessions_one_person(strea
     assert len(rows) == 3 and len({r.person_id for r in rows}) == 1
     assert {r.person_id for r in rows} == {people["a2"]}  # the login's person is kept
     assert record.details["reattributed_sessions"] == 1  # a1's closed anonymous session
+    assert record.details["identity_scope"] == "neighbourhood"
     moments = table(stream.spark, stream.settings, "silver.micro_moments").filter("anonymous_id = 'a1'").collect()
     assert [(m.moment_type, m.person_id) for m in moments] == [("repeat_product_view", people["a2"])]  # and its moment
     merges = table(stream.spark, stream.settings, "silver.identity_merges").collect()
