@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 JARS := .cache/jars/.resolved
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars demo test test-fast lint bench clean kafka-up kafka-down airflow
+.PHONY: help setup jars demo test test-fast lint bench clean kafka-up kafka-down airflow cluster-up cluster-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,12 @@ airflow: setup ## start Airflow 3.3 on loopback (AIRFLOW_PORT, default 8080) wit
 
 kafka-down: ## stop the local Kafka broker
 	scripts/kafka.sh down
+
+cluster-up: setup ## start a Spark standalone cluster on loopback (a master and two workers); README "Beyond one machine"
+	scripts/spark_cluster.sh up
+
+cluster-down: ## stop the local Spark standalone cluster
+	scripts/spark_cluster.sh down
 
 clean: ## remove generated data (lakehouse/); keeps .venv and the jar cache
 	rm -rf lakehouse spark-warehouse

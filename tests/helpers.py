@@ -16,6 +16,7 @@ def table(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
 # work differ there, so comparisons of two lakehouses leave them out (`rows`). Every other column must match.
 BOOKKEEPING: dict[str, tuple[str, ...]] = {
     "bronze.events": ("ingested_at",),
+    "bronze.quarantine": ("quarantined_at", "quarantine_date"),  # when the batch ran, as ingested_at
     "silver.sessions": ("updated_at",),
     "silver.late_events": ("silver_batch",),
     "gold.user_segments_history": ("valid_from", "valid_to"),  # gold.user_segments commit times

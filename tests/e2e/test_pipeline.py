@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,10 +17,10 @@ from pyspark.sql import functions as F
 
 from spark_jobs.bronze import job as bronze
 from spark_jobs.gold import job as gold
-from spark_jobs.settings import TABLES
+from spark_jobs.settings import REPO_ROOT, TABLES
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate
-from tests.helpers import bronze_totals, table
+from tests.helpers import bronze_totals, rows, table
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +137,83 @@ def test_the_tables_open_in_another_delta_reader(day):
     counts = json.loads(out.stdout)
     assert counts["bronze.events"] == summary.events
     assert counts["silver.sessions"] == summary.sessions
+
+
+# The same jobs the `day` fixture runs, in a process of its own whose settings (from the environment) name the
+# cluster's master: a Spark session cannot change its master, and the suite's session is local.
+_ON_A_CLUSTER = """
+from spark_jobs.bronze import job as bronze
+from spark_jobs.gold import job as gold
+from spark_jobs.settings import Settings
+from spark_jobs.silver import job as silver
+from spark_jobs.spark import build_spark
+
+settings = Settings.from_env()
+spark = build_spark(settings, app_name="intentlake-on-a-cluster")
+for layer in (bronze, silver, gold):
+    layer.run(spark, settings)
+executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # the driver is listed too
+print(f"master {spark.sparkContext.master}, executors {executors}", flush=True)
+spark.stop()
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A Spark standalone cluster from scripts/spark_cluster.sh: a master and two workers, each its own JVM."""
+    with socket.socket() as probe:  # a free port for the master (its web UIs take the next three)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {"INTENTLAKE_SPARK_CLUSTER_DIR": str(tmp_path / "cluster"),
+                        "INTENTLAKE_SPARK_CLUSTER_PORT": str(port)}  # fmt: skip
+    script = str(REPO_ROOT / "scripts" / "spark_cluster.sh")
+    up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        settings = subprocess.run([script, "env"], env=env, capture_output=True, text=True, check=True).stdout
+        yield (
+            tmp_path / "cluster",
+            dict(line.removeprefix("export ").split("=", 1) for line in settings.splitlines() if line.strip()),
+        )
+    finally:
+        subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_standalone_cluster_builds_the_same_tables_as_the_local_run(spark, day, cluster, tmp_path):
+    settings, _ = day
+    home, pointed = cluster
+    lakehouse = tmp_path / "on-cluster"
+    shutil.copytree(settings.landing, lakehouse / "landing")  # the same input files, times kept
+    if (settings.lakehouse / "_secrets").exists():  # the same hash key (person ids, keyed identifiers)
+        shutil.copytree(settings.lakehouse / "_secrets", lakehouse / "_secrets")
+    env = os.environ | pointed | {
+        "INTENTLAKE_LAKEHOUSE": str(lakehouse),
+        "INTENTLAKE_SHUFFLE_PARTITIONS": str(settings.shuffle_partitions),
+        "INTENTLAKE_MAX_FILES_PER_TRIGGER": str(settings.max_files_per_trigger),
+    }  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", _ON_A_CLUSTER], env=env, cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=1500)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"master {pointed['INTENTLAKE_SPARK_MASTER']}, executors 2" in run.stdout
+    for worker in ("worker-1", "worker-2"):  # each worker ran an executor of the application
+        assert list((home / worker).glob("app-*/*/stderr")), f"{worker} ran no executor"
+
+    on_cluster = settings.with_root(lakehouse)
+    made = [name for name in TABLES if (settings.table_path(name) / "_delta_log").exists()]
+    assert {"bronze.events", "silver.sessions", "gold.session_scores", "gold.user_segments"} <= set(made)
+    for name in made:
+        assert _rows(spark, on_cluster, name) == _rows(spark, settings, name), f"{name} differs from the local run"
+
+
+_QUERY_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/")
+
+
+def _rows(spark, settings, name: str) -> list[tuple]:
+    """`rows`, with the landing zone's path (bronze keeps each line's source file) written as <landing> and
+    a stream's query id (the random id its checkpoint got; bronze's ingest_batch is <query id>/<batch>) as
+    <query>: two lakehouses differ in those only."""
+    where = str(settings.landing)
+    return sorted(
+        tuple(_QUERY_ID.sub("<query>/", value.replace(where, "<landing>")) for value in row)
+        for row in rows(spark, settings, name)
+    )
