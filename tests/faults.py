@@ -66,3 +66,26 @@ def kill_mid_batch(
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     raise TimeoutError(f"no batch was in flight within {timeout_s}s")
+
+
+def delta_versions(table: Path) -> int:
+    """The commits in a Delta table's log (0 when the table does not exist yet)."""
+    return _delta_versions(table)
+
+
+def kill_after_commit(process: subprocess.Popen, table: Path, versions_before: int, timeout_s: float = 600) -> None:
+    """SIGKILL the job's process group as soon as `table` has a commit more than `versions_before`: the job
+    dies right after that Delta commit, before whatever it would have done next."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _delta_versions(table) > versions_before:
+            if process.poll() is not None:
+                raise RuntimeError(f"the job finished right after committing to {table}: no kill landed")
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"the job exited (code {process.returncode}) before it committed to {table}")
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise TimeoutError(f"no commit to {table} within {timeout_s}s")

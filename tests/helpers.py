@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pyspark.sql import DataFrame, Row, SparkSession
 
 from spark_jobs.settings import Settings
@@ -41,6 +43,20 @@ def rows(spark: SparkSession, settings: Settings, name: str, drop: tuple[str, ..
     """A table's rows, sorted, as tuples of strings, without `drop` (default: its BOOKKEEPING columns)."""
     frame = table(spark, settings, name).drop(*(BOOKKEEPING.get(name, ()) if drop is None else drop))
     return sorted(tuple(str(_plain(v)) for v in row) for row in frame.collect())
+
+
+_QUERY_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/")
+
+
+def portable_rows(spark: SparkSession, settings: Settings, name: str) -> list[tuple]:
+    """`rows`, comparable between two lakehouses: the landing zone's path (bronze keeps each line's source
+    file) is written as <landing>, and a stream's query id (the random id its checkpoint got when it was made;
+    bronze's ingest_batch is <query id>/<batch>) as <query>."""
+    where = str(settings.landing)
+    return sorted(
+        tuple(_QUERY_ID.sub("<query>/", value.replace(where, "<landing>")) for value in row)
+        for row in rows(spark, settings, name)
+    )
 
 
 def bronze_totals(spark: SparkSession, settings: Settings) -> Row:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from spark_jobs.gold import job as gold
 from spark_jobs.settings import REPO_ROOT, TABLES
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate
-from tests.helpers import bronze_totals, rows, table
+from tests.helpers import bronze_totals, portable_rows, table
 
 pytestmark = pytest.mark.e2e
 
@@ -202,18 +201,5 @@ def test_a_standalone_cluster_builds_the_same_tables_as_the_local_run(spark, day
     made = [name for name in TABLES if (settings.table_path(name) / "_delta_log").exists()]
     assert {"bronze.events", "silver.sessions", "gold.session_scores", "gold.user_segments"} <= set(made)
     for name in made:
-        assert _rows(spark, on_cluster, name) == _rows(spark, settings, name), f"{name} differs from the local run"
-
-
-_QUERY_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/")
-
-
-def _rows(spark, settings, name: str) -> list[tuple]:
-    """`rows`, with the landing zone's path (bronze keeps each line's source file) written as <landing> and
-    a stream's query id (the random id its checkpoint got; bronze's ingest_batch is <query id>/<batch>) as
-    <query>: two lakehouses differ in those only."""
-    where = str(settings.landing)
-    return sorted(
-        tuple(_QUERY_ID.sub("<query>/", value.replace(where, "<landing>")) for value in row)
-        for row in rows(spark, settings, name)
-    )
+        here, there = portable_rows(spark, settings, name), portable_rows(spark, on_cluster, name)
+        assert there == here, f"{name} differs from the local run"
