@@ -69,6 +69,19 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"INTENTLAKE_{name}", default)
 
 
+def _env_path(name: str, default: Path) -> Path:
+    """A path setting, resolved. A URI (s3a://, abfss://, ...) is refused by name: Path would turn it into a
+    local directory under the working directory, and the lakehouse would silently be written there."""
+    raw = _env(name, str(default))
+    if "://" in raw:
+        raise SettingsError(
+            f"INTENTLAKE_{name}={raw!r} is a URI: paths must be file-system paths that the driver and every "
+            "executor see alike (the same machine, NFS, or object storage mounted as a file system); object-store "
+            "URIs are not supported yet (README: Beyond one machine)"
+        )
+    return Path(raw).resolve()
+
+
 def _env_int(name: str, default: int) -> int:
     raw = _env(name, str(default))
     try:
@@ -231,14 +244,14 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Every field from INTENTLAKE_<FIELD NAME>, falling back to the field's default above."""
-        lakehouse = Path(_env("LAKEHOUSE", str(REPO_ROOT / "lakehouse"))).resolve()
+        lakehouse = _env_path("LAKEHOUSE", REPO_ROOT / "lakehouse")
         values: dict[str, object] = {}
         for f in fields(cls):
             if f.default is MISSING:  # paths and spark_conf: derived below
                 continue
             name = f.name.upper()
             if isinstance(f.default, Path):
-                values[f.name] = Path(_env(name, str(f.default))).resolve()
+                values[f.name] = _env_path(name, f.default)
             elif isinstance(f.default, bool):
                 values[f.name] = _env(name, str(f.default).lower()).lower() in ("1", "true", "yes")
             elif isinstance(f.default, int):
@@ -247,12 +260,12 @@ class Settings:
                 values[f.name] = _env(name, str(f.default))
         return cls(
             lakehouse=lakehouse,
-            landing=Path(_env("LANDING", str(lakehouse / "landing"))).resolve(),
-            checkpoints=Path(_env("CHECKPOINTS", str(lakehouse / "_checkpoints"))).resolve(),
-            truth=Path(_env("TRUTH", str(lakehouse / "_truth"))).resolve(),
-            jars_dir=Path(_env("JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))).resolve(),
-            config_dir=Path(_env("CONFIG_DIR", str(REPO_ROOT / "config"))).resolve(),
-            lock_dir=Path(_env("LOCK_DIR", str(lakehouse / "_locks"))).resolve(),
+            landing=_env_path("LANDING", lakehouse / "landing"),
+            checkpoints=_env_path("CHECKPOINTS", lakehouse / "_checkpoints"),
+            truth=_env_path("TRUTH", lakehouse / "_truth"),
+            jars_dir=_env_path("JARS_DIR", REPO_ROOT / ".cache" / "jars"),
+            config_dir=_env_path("CONFIG_DIR", REPO_ROOT / "config"),
+            lock_dir=_env_path("LOCK_DIR", lakehouse / "_locks"),
             spark_conf=_parse_confs(_env("SPARK_CONF", "")),
             **values,
         )

@@ -30,6 +30,9 @@ def test_cluster_master_and_extra_confs_come_from_the_environment(monkeypatch):
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("SHUFFLE_PARTITIONS", "four", "not a whole number"),
     ("SPARK_CONF", "spark.executor.memory", "not key=value"),
+    ("LAKEHOUSE", "s3a://bucket/lakehouse", "is a URI"),  # Path would make it ./s3a:/bucket/lakehouse
+    ("CHECKPOINTS", "abfss://c@account.dfs.core.windows.net/x", "is a URI"),
+    ("EXPECTATIONS_DIR", "gs://bucket/suites", "is a URI"),
 ])  # fmt: skip
 def test_unusable_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(f"INTENTLAKE_{name}", value)
