@@ -37,7 +37,8 @@ def _batch_in_flight(checkpoint: Path) -> int | None:
     return min(pending) if commits and pending else None
 
 
-def _delta_versions(table: Path) -> int:
+def delta_versions(table: Path) -> int:
+    """The commits in a Delta table's log (0 when the table does not exist yet)."""
     return len(list((table / "_delta_log").glob("*.json")))
 
 
@@ -56,7 +57,7 @@ def kill_mid_batch(
             raise RuntimeError(f"the job exited (code {process.returncode}) before a batch was in flight")
         batch = _batch_in_flight(checkpoint)
         if batch is not None and after_write_to is not None:
-            versions = _delta_versions(after_write_to)
+            versions = delta_versions(after_write_to)
             if versions <= versions_at_start.setdefault(batch, versions):
                 batch = None  # in flight, but it has not written the table yet
         if batch is not None:
@@ -68,17 +69,12 @@ def kill_mid_batch(
     raise TimeoutError(f"no batch was in flight within {timeout_s}s")
 
 
-def delta_versions(table: Path) -> int:
-    """The commits in a Delta table's log (0 when the table does not exist yet)."""
-    return _delta_versions(table)
-
-
 def kill_after_commit(process: subprocess.Popen, table: Path, versions_before: int, timeout_s: float = 600) -> None:
     """SIGKILL the job's process group as soon as `table` has a commit more than `versions_before`: the job
     dies right after that Delta commit, before whatever it would have done next."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _delta_versions(table) > versions_before:
+        if delta_versions(table) > versions_before:
             if process.poll() is not None:
                 raise RuntimeError(f"the job finished right after committing to {table}: no kill landed")
             os.killpg(process.pid, signal.SIGKILL)

@@ -928,7 +928,7 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
     )
     evidence = edges.where(F.col("identifier_type") != "anonymous_id").persist()
     joined_by_evidence = id_map.where(
-        (F.col("identifier_type") == "anonymous_id") & F.col("method").isin("fingerprint", "ip_ua")
+        (F.col("identifier_type") == "anonymous_id") & F.col("method").isin(*_CROWDABLE)
     ).select(F.col("identifier").alias("anonymous_id"))
     reach = evidence.join(crowded, list(MAP_KEYS), "left_anti").unionByName(
         evidence.join(crowded, list(MAP_KEYS), "left_semi").join(joined_by_evidence, "anonymous_id", "left_semi")
