@@ -4,7 +4,7 @@
 
 A synthetic identity graph and its map are written straight to silver.identity_edges and silver.identity_map
 by Spark (`_generate`: five identifiers per person; a tenth of the persons behind seven IP + user agents, a NAT
-too common to link anyone, which the neighbourhood follows to every device joined by a fingerprint). Then,
+too common to link anyone: the neighbourhood follows it only to devices the map says it attached, none). Then,
 each in a fresh process so that its peak driver memory is its own:
 
 - `plan_identities(devices=...)` for a batch of `--batch-devices` devices (the neighbourhood only), twice
@@ -91,18 +91,20 @@ def _generate(root: Path, persons: int) -> dict:
     person = F.when(even, person_id_column("user_id", anchor, key))
     person = person.otherwise(person_id_column("email_hash", anchor, key))
 
-    def member(frame, kind, value, method, confidence):
+    def member(frame, kind, value, method, confidence, linked_by=None):
         return frame.select(
             F.lit(kind).alias("identifier_type"), value.alias("identifier"), person.alias("person_id"),
             method.alias("method"), confidence.cast("double").alias("confidence"), start.alias("first_seen"),
-            end.alias("last_seen"),
+            end.alias("last_seen"), (F.lit("") if linked_by is None else linked_by).alias("linked_by"),
         )  # fmt: skip
 
     device_method = F.when(even, F.lit("login")).when(F.col("k") == 0, F.lit("email_hash")).otherwise("fingerprint")
     device_confidence = F.when(even, 1.0).when(F.col("k") == 0, 0.99).otherwise(0.8)
+    # an odd person's later devices hang off its first device by the fingerprint they share
+    device_linked_by = F.when(~even & (F.col("k") > 0), F.concat(F.lit("fp"), F.col("i"))).otherwise(F.lit(""))
     email_anchor = (~even) & (F.col("e") == 0)
     identity_map = (
-        member(devices, "anonymous_id", F.col("anonymous_id"), device_method, device_confidence)
+        member(devices, "anonymous_id", F.col("anonymous_id"), device_method, device_confidence, device_linked_by)
         .unionByName(member(people.where(even), "user_id", anchor, F.lit("self"), F.lit(1.0)))
         .unionByName(
             member(emails, "email_hash", email, F.when(email_anchor, F.lit("self")).otherwise("email_hash"),

@@ -13,7 +13,8 @@ Three steps, each with its table:
    ones (shared fingerprint; same IP + user agent with activity within a window), strongest first. A
    probabilistic link never joins two persons that each have a login; a shared device (many logins) links
    nobody; a manual undo is a do-not-link rule. Every row carries the method and confidence of the weakest
-   link on its way to the person's anchor (links are taken strongest first, so that is the best path).
+   link on its way to the person's anchor (links are taken strongest first, so that is the best path), and
+   a device the value of the fingerprint or IP + user agent that attached it (linked_by).
 3. Merges (silver.identity_merges). `plan_changes` compares the previous map with the new resolution: a
    person id that disappears because its identifiers joined another person is a merge; an active merge
    whose sides the new resolution no longer joins is undone by evidence. `undo_merge` undoes one by hand.
@@ -224,6 +225,7 @@ class IdentityRow:
     confidence: float
     first_seen: datetime
     last_seen: datetime
+    linked_by: str | None = ""  # the fingerprint / ip_ua value of the link towards the anchor ("" otherwise)
 
     @property
     def ident(self) -> Ident:
@@ -473,7 +475,11 @@ def resolve(
             else:
                 method, confidence = ("shared_device" if node in shared else "self"), 1.0
             first, last = seen[node]
-            rows[node] = IdentityRow(node.kind, node.value, person_id, method, round(confidence, 6), first, last)
+            step = parents[node][1] if node in parents else None
+            linked_by = step.key if step is not None and step.method in _CROWDABLE else ""
+            rows[node] = IdentityRow(
+                node.kind, node.value, person_id, method, round(confidence, 6), first, last, linked_by
+            )
     notes_by = {k: tuple(v) for k, v in notes.items()}
     return Resolution(rows, tuple(links), anchors, parents, notes_by, shared_since, key)
 
@@ -787,10 +793,11 @@ def read_identity_map(
         "confidence",
         F.unix_micros("first_seen").alias("f"),
         F.unix_micros("last_seen").alias("l"),
+        "linked_by",
     ).collect()
     return {
         Ident(r.identifier_type, r.identifier): IdentityRow(
-            r.identifier_type, r.identifier, r.person_id, r.method, r.confidence, _utc(r.f), _utc(r.l)
+            r.identifier_type, r.identifier, r.person_id, r.method, r.confidence, _utc(r.f), _utc(r.l), r.linked_by
         )
         for r in rows
     }
@@ -905,9 +912,10 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
     of a person the previous map gives one of them; repeated until nothing is added.
 
     A fingerprint or IP + user agent on more devices than its limit links nobody, so it is followed only to
-    the devices the previous map joined by such evidence (method fingerprint or ip_ua): it may have linked
-    them before it became crowded. A device whose row rests on logins, email hashes or itself alone cannot
-    change through it, so a NAT's thousands of devices are not pulled into every batch.
+    the devices the previous map says it attached (`linked_by`): it may have linked them before it became
+    crowded, and their persons' other rows follow as members. Any other device carrying it cannot change
+    through it, so a NAT's thousands of devices are not pulled into every batch. A map row written before
+    `linked_by` existed (null) is followed when its method is fingerprint or ip_ua, as it was then.
 
     Resolving the edges of these devices gives each of them exactly the row a resolution of the whole graph
     would (union-find components never cross the boundary, and every link inside it is seen), and the
@@ -915,7 +923,7 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
     The frames every round reads are persisted as the first round computes them (`release` frees them).
     """
     edges = read_table(spark, settings, "silver.identity_edges").select(*EDGE_KEYS)
-    id_map = read_table(spark, settings, "silver.identity_map").select(*MAP_KEYS, "person_id", "method")
+    id_map = read_table(spark, settings, "silver.identity_map").select(*MAP_KEYS, "person_id", "method", "linked_by")
     limit = F.when(F.col("identifier_type") == "fingerprint", F.lit(cfg.fingerprint_max_devices)).otherwise(
         F.lit(cfg.ip_ua_max_devices)
     )
@@ -927,11 +935,16 @@ def neighbourhood(spark: SparkSession, settings: Settings, devices: DataFrame, c
         .persist()
     )
     evidence = edges.where(F.col("identifier_type") != "anonymous_id").persist()
-    joined_by_evidence = id_map.where(
-        (F.col("identifier_type") == "anonymous_id") & F.col("method").isin(*_CROWDABLE)
-    ).select(F.col("identifier").alias("anonymous_id"))
-    reach = evidence.join(crowded, list(MAP_KEYS), "left_anti").unionByName(
-        evidence.join(crowded, list(MAP_KEYS), "left_semi").join(joined_by_evidence, "anonymous_id", "left_semi")
+    attached = id_map.where(F.col("identifier_type") == "anonymous_id").select(
+        F.col("identifier").alias("anonymous_id"), F.col("linked_by").alias("identifier"), "method"
+    )
+    by_value = attached.where(F.col("identifier") != "").select("anonymous_id", "identifier")  # null: not kept
+    unrecorded = attached.where(F.col("identifier").isNull() & F.col("method").isin(*_CROWDABLE))
+    too_common = evidence.join(crowded, list(MAP_KEYS), "left_semi")
+    reach = (
+        evidence.join(crowded, list(MAP_KEYS), "left_anti")
+        .unionByName(too_common.join(by_value, ["anonymous_id", "identifier"], "left_semi"))
+        .unionByName(too_common.join(unrecorded.select("anonymous_id"), "anonymous_id", "left_semi"))
     )
     reach = reach.persist()  # value -> the devices the closure goes on to
     # each round's devices are checkpointed, not persisted: a persisted frame keeps its plan, and a round's plan

@@ -21,6 +21,7 @@ from spark_jobs.silver.identity import (
     identity_config_file,
     load_identity_config,
     merge_edges,
+    neighbourhood,
     person_id_of,
     plan_identities,
     read_merges,
@@ -150,13 +151,14 @@ def test_resolution_writes_the_map_and_a_second_run_without_new_evidence_commits
     changes = resolve_identities(spark, settings)
 
     u1 = pid(settings, "user_id", "u1")
+    ip_ua = keyed_hash(f"{IP}|{UA}", hash_key(settings))  # a3 was attached by it: the map says which value
     expected = spark.createDataFrame(
         [
-            ("anonymous_id", "a1", u1, "login", 1.0, at(0), at(0)),
-            ("anonymous_id", "a2", u1, "login", 1.0, at(10), at(10)),
-            ("anonymous_id", "a3", u1, "ip_ua", 0.6, at(20), at(20)),
-            ("anonymous_id", "a4", pid(settings, "anonymous_id", "a4"), "self", 1.0, at(30), at(30)),
-            ("user_id", "u1", u1, "self", 1.0, at(0), at(10)),
+            ("anonymous_id", "a1", u1, "login", 1.0, at(0), at(0), ""),
+            ("anonymous_id", "a2", u1, "login", 1.0, at(10), at(10), ""),
+            ("anonymous_id", "a3", u1, "ip_ua", 0.6, at(20), at(20), ip_ua),
+            ("anonymous_id", "a4", pid(settings, "anonymous_id", "a4"), "self", 1.0, at(30), at(30), ""),
+            ("user_id", "u1", u1, "self", 1.0, at(0), at(10), ""),
         ],
         table_contract("silver.identity_map").schema(),
     )
@@ -285,6 +287,14 @@ def _random_edges(rng, batch: int, known: list[str]) -> list[tuple]:
     return rows
 
 
+def _neighbours(spark, settings, devices, cfg) -> set[str]:
+    part = neighbourhood(spark, settings, devices, cfg)
+    try:
+        return {r.anonymous_id for r in part.devices.collect()}
+    finally:
+        part.release()
+
+
 def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_whole_graph_does(spark, settings):
     """Over batches of random evidence (merges, undos by evidence and by hand, shared devices, crowded
     fingerprints), the plan made from the neighbourhood of the batch's devices equals the plan made from
@@ -303,6 +313,11 @@ def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_who
          for kind, value in (("anonymous_id", d), ("fingerprint", "fp-common"))],
         [(d, kind, value, at(10), at(12), 1) for d in ("s3", "s4")
          for kind, value in (("anonymous_id", d), ("fingerprint", "fp-common"))],
+        # then a NAT: n1 and n2 share a fingerprint (n2 joins n1 by it) and, with n3-n5, an IP + user agent on
+        # too many devices; a later device behind the NAT must not pull in n1 and n2 (nothing the NAT attached)
+        [(d, kind, value, at(20 + n), at(30), 1) for n, d in enumerate(("n1", "n2", "n3", "n4", "n5"))
+         for kind, value in (("anonymous_id", d), ("ip_ua", "nat"), *([("fingerprint", "fp-n")] if n < 2 else []))],
+        [("n6", kind, value, at(40), at(41), 1) for kind, value in (("anonymous_id", "n6"), ("ip_ua", "nat"))],
     ]  # fmt: skip
     for batch in range(len(story) + 5):
         fresh = story[batch] if batch < len(story) else _random_edges(rng, batch, sorted({key[0] for key in edges}))
@@ -313,6 +328,15 @@ def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_who
         spark.createDataFrame(list(edges.values()), schema).write.format("delta").mode("overwrite").save(path)
         touched = spark.createDataFrame(sorted({(r[0],) for r in fresh}), "anonymous_id STRING")
 
+        if batch == 3:
+            assert _neighbours(spark, settings, touched, cfg) == {"n6"}
+            # a row resolved before the map recorded linked_by (null) is followed by its method, as it was then
+            in_map = DeltaTable.forPath(spark, str(settings.table_path("silver.identity_map")))
+            n2 = "identifier_type = 'anonymous_id' AND identifier = 'n2'"
+            assert [r.linked_by for r in in_map.toDF().where(n2).collect()] == ["fp-n"]
+            in_map.update(n2, {"linked_by": "NULL"})
+            assert _neighbours(spark, settings, touched, cfg) == {"n1", "n2", "n6"}
+            in_map.update(n2, {"linked_by": "'fp-n'"})
         whole = plan_identities(spark, settings, cfg).plan
         pending = plan_identities(spark, neighbourhood_only, cfg, devices=touched)
         assert pending.scope == "neighbourhood"

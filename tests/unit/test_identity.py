@@ -203,6 +203,12 @@ def test_each_row_carries_the_method_and_confidence_of_the_weakest_link_to_its_a
     )
     row = res.rows[Ident("anonymous_id", "a2")]
     assert (row.first_seen, row.last_seen) == (at(5), at(10))
+    # the value of each device's own step towards the anchor when a fingerprint or ip_ua made it (a3's path is
+    # fingerprint further up, but its own step is k2): what a batch follows a too-common value to
+    assert {str(i): r.linked_by for i, r in res.rows.items()} == {
+        "user_id:u1": "", "anonymous_id:a1": "", "email_hash:e1": "",
+        "anonymous_id:a2": "f1", "anonymous_id:a3": "k2", "anonymous_id:a9": "",
+    }  # fmt: skip
 
 
 def test_the_anchor_is_the_earliest_login_else_the_earliest_email_else_the_earliest_device():
