@@ -30,15 +30,15 @@ class MergeCounts:
         return {f"{lead}inserted": self.inserted, f"{lead}updated": self.updated, f"{lead}deleted": self.deleted}
 
 
-def _last_merge_counts(table: DeltaTable) -> MergeCounts:
-    metrics = table.history(1).select("operation", "operationMetrics").collect()[0]
-    if metrics.operation != "MERGE":
-        return MergeCounts(0, 0, 0)
-    m = metrics.operationMetrics
+def merge_counts(result: DataFrame) -> MergeCounts:
+    """The rows a MERGE inserted, updated and deleted, from the metrics frame its `execute()` returns (a local
+    relation: read without a Spark job or a look at the table's history; all 0 when it changed nothing)."""
+    row = result.first()
+    values = row.asDict() if row is not None else {}
     return MergeCounts(
-        int(m.get("numTargetRowsInserted", 0)),
-        int(m.get("numTargetRowsUpdated", 0)),
-        int(m.get("numTargetRowsDeleted", 0)),
+        int(values.get("num_inserted_rows") or 0),
+        int(values.get("num_updated_rows") or 0),
+        int(values.get("num_deleted_rows") or 0),
     )
 
 
@@ -92,5 +92,4 @@ def replace_scopes(
     if close_others is not None:
         condition, assignments = close_others
         merge = merge.whenNotMatchedBySourceUpdate(condition=condition, set=assignments)
-    merge.execute()
-    return _last_merge_counts(target)
+    return merge_counts(merge.execute())

@@ -83,17 +83,36 @@ def _micros(at: datetime | None) -> int | None:
     return None if at is None else int(at.timestamp() * 1_000_000)
 
 
+# (lakehouse, query_id, batch_id) -> the newest event time of that batch (all its parts), as this process wrote
+# it to ops.pipeline_runs: the next batch reads it here instead of scanning the run records (which grow)
+_newest_seen: dict[tuple[str, str, int], datetime | None] = {}
+
+
 def _previous_max_event_time(spark: SparkSession, settings: Settings, query_id: str, batch_id: int) -> datetime | None:
     """The newest event time this query had seen before `batch_id` (None for a query's first batch: a new
-    checkpoint re-reads bronze from the start and rebuilds, so nothing is late to it)."""
+    checkpoint re-reads bronze from the start and rebuilds, so nothing is late to it): the previous batch's,
+    remembered when this process ran it, else read from ops.pipeline_runs (the latest earlier batch, the newest
+    of its parts)."""
+    remembered = (str(settings.lakehouse), query_id, batch_id - 1)
+    if remembered in _newest_seen:
+        return _newest_seen[remembered]
     previous = (
         read_table(spark, settings, "ops.pipeline_runs")
         .filter((F.col("job") == JOB) & (F.col("query_id") == query_id) & (F.col("batch_id") < batch_id))
-        .orderBy(F.col("batch_id").desc())
+        .orderBy(F.col("batch_id").desc(), F.col("max_event_time").desc_nulls_last())
         .select("max_event_time")
         .first()
     )
     return None if previous is None else previous.max_event_time
+
+
+def _remember_newest(settings: Settings, record: BatchRecord) -> None:
+    """Keep a written batch's newest event time for the next batch (the newest of a split batch's parts)."""
+    key = (str(settings.lakehouse), record.query_id, record.batch_id)
+    seen = [t for t in (_newest_seen.get(key), record.max_event_time) if t is not None]
+    for old in [k for k in _newest_seen if k[:2] == key[:2] and k[2] < record.batch_id - 1]:
+        del _newest_seen[old]  # only the latest two batches of a query are ever asked for
+    _newest_seen[key] = max(seen, default=None)
 
 
 def _late_rows(late: DataFrame, watermark: datetime, silver_batch: str) -> DataFrame:
@@ -348,6 +367,7 @@ def process_silver_batch(
         if lower is None:  # nothing accepted
             _record_late(spark, settings, late_rows, record.late_rows)
             record.write(spark, settings)
+            _remember_newest(settings, record)
             return record
         bronze = read_table(spark, settings, "bronze.events")
         late_known = read_table(spark, settings, "silver.late_events")
@@ -436,6 +456,7 @@ def process_silver_batch(
             record.details["reattributed_sessions"] = reattribute(spark, settings, changes, identity_map, in_scope)
             write_identities(spark, settings, pending)
         record.write(spark, settings)
+        _remember_newest(settings, record)
         return record
     finally:
         for frame in reversed(persisted):
