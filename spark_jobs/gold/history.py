@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.erasure import drop_erased, suppression_list
-from spark_jobs.merge import MergeCounts
+from spark_jobs.merge import MergeCounts, merge_counts
 from spark_jobs.privacy import hash_key
 from spark_jobs.settings import Settings
 
@@ -48,7 +48,9 @@ def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCoun
     """Open and close spells for every gold.user_segments version the history has not seen yet."""
     ensure_tables(spark, settings, (SOURCE, HISTORY))
     history = read_table(spark, settings, HISTORY)
-    seen = history.agg(F.max(F.greatest("source_version", F.coalesce("closed_version", F.lit(-1))))).first()[0]
+    # two plain maxima: Delta answers them from its file statistics, without scanning the growing history
+    applied = history.agg(F.max("source_version"), F.max("closed_version")).first()
+    seen = max((v for v in applied if v is not None), default=None)
     latest = DeltaTable.forPath(spark, str(settings.table_path(SOURCE))).history(1).first().version
     start = 0 if seen is None else seen + 1  # versions before it are applied (later ones may be, per person)
     if start > latest:
@@ -100,7 +102,7 @@ def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCoun
     if spells.isEmpty():
         return MergeCounts(0, 0, 0)
     target = DeltaTable.forPath(spark, str(settings.table_path(HISTORY)))
-    (
+    return merge_counts(
         target.alias("t")
         .merge(spells.alias("s"), "t.person_id = s.person_id AND t.source_version = s.source_version")
         .whenMatchedUpdate(
@@ -110,8 +112,6 @@ def update_segment_history(spark: SparkSession, settings: Settings) -> MergeCoun
         .whenNotMatchedInsertAll()
         .execute()
     )
-    metrics = target.history(1).select("operationMetrics").first()[0]
-    return MergeCounts(int(metrics.get("numTargetRowsInserted", 0)), int(metrics.get("numTargetRowsUpdated", 0)), 0)
 
 
 def members_at(spark: SparkSession, settings: Settings, segment: str, at: datetime) -> DataFrame:
