@@ -319,7 +319,7 @@ def test_resolving_only_the_neighbourhood_of_a_batchs_devices_plans_what_the_who
          for kind, value in (("anonymous_id", d), ("ip_ua", "nat"), *([("fingerprint", "fp-n")] if n < 2 else []))],
         [("n6", kind, value, at(40), at(41), 1) for kind, value in (("anonymous_id", "n6"), ("ip_ua", "nat"))],
     ]  # fmt: skip
-    for batch in range(len(story) + 5):
+    for batch in range(len(story) + 4):
         fresh = story[batch] if batch < len(story) else _random_edges(rng, batch, sorted({key[0] for key in edges}))
         for row in fresh:  # a device seen again: its edges grow (merge_edges replaces a device's rows)
             known = edges.get(row[:3])
