@@ -42,8 +42,9 @@ FLINK_INSTALLED := $(FLINK_VENV)/.installed
 .PHONY: bench-flink
 
 BENCH_ARGS ?=
-bench: setup $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events, then freshness (bench/README.md; BENCH_ARGS="--scales 1,4,16" ...); results in bench/results/
+bench: setup $(FLINK_INSTALLED) ## pipeline vs pandas, DuckDB and PyFlink on ~200k events, then freshness, then one 1,000-event batch's phases (bench/README.md; BENCH_ARGS="--scales 1,4,16" ...); results in bench/results/
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
+	$(PY) bench/batch_phases.py
 
 $(FLINK_INSTALLED): bench/requirements-flink.txt
 	@scripts/check_java.sh
