@@ -87,6 +87,11 @@ def test_an_event_behind_the_watermark_is_recorded_as_late_and_leaves_the_closed
     runs = table(stream.spark, stream.settings, "ops.pipeline_runs").filter("job = 'silver'")
     assert runs.selectExpr("sum(input_rows)").first()[0] == 5
     assert runs.selectExpr("sum(late_rows)").first()[0] == 1
+    # the next batch's watermark: what this process remembered is what ops.pipeline_runs says after a restart
+    assert (str(stream.settings.lakehouse), "q", 2) in silver._newest_seen
+    remembered = silver._previous_max_event_time(stream.spark, stream.settings, "q", 3)
+    silver._newest_seen.clear()  # as a restarted process finds it
+    assert silver._previous_max_event_time(stream.spark, stream.settings, "q", 3) == remembered == at(3660)
 
 
 def test_a_later_batch_recomputes_only_the_open_sessions(stream):
