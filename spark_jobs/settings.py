@@ -144,6 +144,10 @@ class Settings:
     spark_conf: dict[str, str] = field(default_factory=dict)
     shuffle_partitions: int = 4
     spark_ui: bool = False
+    # Spark's generated code (whole-stage and expression codegen): off by default, as a micro-batch of a few
+    # thousand rows runs ~300 small queries whose Java compiling costs more than it saves (bench/README.md,
+    # "Generated code"); on for a cluster whose batches are millions of rows
+    codegen: bool = False
     # Bronze
     trigger: str = "availableNow"  # or a processing-time interval such as "30 seconds"
     max_files_per_trigger: int = 64

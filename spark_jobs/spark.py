@@ -55,6 +55,12 @@ def build_spark(settings: Settings, app_name: str = "intentlake") -> SparkSessio
         .config("spark.driver.memory", "4g")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if not settings.codegen:
+        # expressions interpreted, not compiled: per-query Java compiling is the largest single cost of a
+        # small batch's hundreds of queries (factoryMode is the switch Spark's own tests use for this)
+        builder = builder.config("spark.sql.codegen.wholeStage", "false").config(
+            "spark.sql.codegen.factoryMode", "NO_CODEGEN"
+        )
     if settings.spark_master.startswith("local"):
         # Python workers must run this interpreter (the venv with pyarrow and spark_jobs), on loopback.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -91,3 +97,25 @@ def each_table(work: Callable[[str], T], tables: Iterable[str], workers: int = 4
         return []
     with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix="each-table") as pool:
         return list(pool.map(work, names))
+
+
+def alongside(*calls: Callable[[], T]) -> list[T]:
+    """Run independent parts of one batch at once (each a call without arguments), results in their order.
+
+    A batch's parts that read and write different tables (silver's identity graph and its sessionizer; the
+    sessions and the micro-moments MERGEs) spend most of their time in driver-side work and small Spark jobs,
+    so two at a time overlap on a small machine (bench/batch_phases.py). Every call runs to its end before the
+    first error is raised, so nothing is left writing behind a failed batch.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(calls) < 2:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls) - 1, thread_name_prefix="alongside") as pool:
+        futures = [pool.submit(call) for call in calls[1:]]
+        try:
+            first = calls[0]()
+        finally:
+            for future in futures:
+                future.exception()  # waits; the error (if any) is raised below, in the calls' order
+        return [first, *(future.result() for future in futures)]
