@@ -26,7 +26,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.contracts import ensure_tables, read_table, table_contract
 from spark_jobs.erasure import drop_erased, suppression_list
-from spark_jobs.merge import MergeCounts, replace_scopes
+from spark_jobs.merge import MergeCounts, merge_counts, replace_scopes
 from spark_jobs.privacy import hash_key
 from spark_jobs.quality import MAX_KEYS_REPORTED, QualityGate, QualityGateHalted
 from spark_jobs.set_aside import process_or_set_aside
@@ -43,6 +43,7 @@ from spark_jobs.silver.identity import (
 )
 from spark_jobs.silver.moments import Thresholds, load_thresholds
 from spark_jobs.silver.sessions import SessionRules, build_moments, build_sessions, sessionize
+from spark_jobs.spark import alongside
 from spark_jobs.streaming import BatchRecord, run_stream
 
 JOB = "silver"
@@ -260,37 +261,42 @@ def reattribute(
     """Give the sessions (and their moments) of devices and logins whose person changed their new person_id.
 
     Sessions recomputed in this batch (`done`) already have it; the others, closed ones included, get
-    only their person_id rewritten. Returns how many sessions changed person.
+    only their person_id rewritten. Each table is set from the map where it differs, so the two updates
+    are independent: they run side by side, and a batch killed after one of them finds the other still to
+    do when it is replayed. Returns how many sessions changed person.
     """
     from delta.tables import DeltaTable
 
     if not (changes.anonymous_ids or changes.user_ids):
         return 0
-    sessions = DeltaTable.forPath(spark, str(settings.table_path("silver.sessions")))
     touched = (
-        sessions.toDF()
+        read_table(spark, settings, "silver.sessions")
         .filter(
             F.col("anonymous_id").isin(*sorted(changes.anonymous_ids))
             | F.col("user_id").isin(*sorted(changes.user_ids))
         )
         .join(done, ["session_id", "anonymous_id"], "left_anti")
-        .select("session_id", "anonymous_id", "user_id", F.col("person_id").alias("_old"))
+        .select("session_id", "anonymous_id", "user_id")
     )
-    # checkpointed, not cached: the sessions MERGE below would invalidate a cache, and `moved` recomputed
-    # against the updated sessions is empty (person_id == _old), so the moments would keep the old person
-    moved = with_person_id(touched, identity_map, hash_key(settings)).filter(F.col("person_id") != F.col("_old"))
-    # fresh column ids: the checkpoint would keep the target's own ids and the MERGE could not resolve them
-    moved = moved.select(*(F.col(c).alias(c) for c in moved.columns)).localCheckpoint(eager=True)
-    count = moved.count()
-    if count:
-        on = "t.session_id = s.session_id AND t.anonymous_id = s.anonymous_id"
-        now = F.current_timestamp()
-        sessions.alias("t").merge(moved.alias("s"), on).whenMatchedUpdate(
-            set={"person_id": "s.person_id", "updated_at": now}
-        ).execute()
-        moments = DeltaTable.forPath(spark, str(settings.table_path("silver.micro_moments")))
-        moments.alias("t").merge(moved.alias("s"), on).whenMatchedUpdate(set={"person_id": "s.person_id"}).execute()
-    return count
+    # fixed before either MERGE (a checkpoint has no lineage for a write to invalidate), with fresh column ids
+    # (the checkpoint would keep the target's own ids and the MERGE could not resolve them)
+    people = with_person_id(touched, identity_map, hash_key(settings)).select("session_id", "anonymous_id", "person_id")
+    people = people.select(*(F.col(c).alias(c) for c in people.columns)).localCheckpoint(eager=True)
+    if people.isEmpty():  # every session of theirs was recomputed in this batch
+        return 0
+    on = "t.session_id = s.session_id AND t.anonymous_id = s.anonymous_id"
+    differs = "NOT (t.person_id <=> s.person_id)"
+
+    def update(table: str, assignments: dict[str, object]) -> MergeCounts:
+        target = DeltaTable.forPath(spark, str(settings.table_path(table)))
+        merge = target.alias("t").merge(people.alias("s"), on).whenMatchedUpdate(condition=differs, set=assignments)
+        return merge_counts(merge.execute())
+
+    sessions, _ = alongside(
+        lambda: update("silver.sessions", {"person_id": "s.person_id", "updated_at": F.current_timestamp()}),
+        lambda: update("silver.micro_moments", {"person_id": "s.person_id"}),
+    )
+    return sessions.updated
 
 
 def _orphaned_moment_sessions(spark: SparkSession, settings: Settings, scope: DataFrame) -> DataFrame:
@@ -386,23 +392,29 @@ def process_silver_batch(
             & history.session_id.eqNullSafe(F.col("_late_sid")),
             "left_anti",
         )
-        with record.phase("identity"):
-            # planned now, written last: a batch killed after its sessions MERGE but before the map is
-            # written finds the same person changes when replayed, and re-attributes them then
-            merge_edges(spark, settings, accepted)
-            # a large graph: only what the batch's devices can change is collected (bounded driver memory)
-            devices = accepted.select("anonymous_id").distinct()
-            pending = plan_identities(spark, settings, config.identity, devices=devices)
-            changes = pending.changes
-            identity_map = pending.identity_map(spark, settings).localCheckpoint(eager=True)
+
+        def identities():  # reads bronze's edges; writes silver.identity_edges only
+            with record.phase("identity"):
+                # planned now, written last: a batch killed after its sessions MERGE but before the map is
+                # written finds the same person changes when replayed, and re-attributes them then
+                merge_edges(spark, settings, accepted)
+                # a large graph: only what the batch's devices can change is collected (bounded driver memory)
+                devices = accepted.select("anonymous_id").distinct()
+                pending = plan_identities(spark, settings, config.identity, devices=devices)
+                return pending, pending.identity_map(spark, settings).localCheckpoint(eager=True)
+
+        def sessionized():  # the history read, the per-device sessionizer and context parsing
+            with record.phase("sessionize"):
+                return sessionize(history, rules).localCheckpoint(eager=True)  # sessions and moments both use it
+
+        (pending, identity_map), keyed = alongside(identities, sessionized)
+        changes = pending.changes
         record.details.update(
             identity_scope=pending.scope,
             identity_changed_devices=len(changes.anonymous_ids),
             identity_merged=len(changes.merged),
             identity_undone=len(changes.undone),
         )
-        with record.phase("sessionize"):  # the history read, the per-device sessionizer and context parsing
-            keyed = sessionize(history, rules).localCheckpoint(eager=True)  # sessions and moments both use it
         watermark_us = _micros(record.watermark)
         with record.phase("sessions"):
             sessions = build_sessions(keyed, rules, watermark_us, key=hash_key(settings))
@@ -429,28 +441,34 @@ def process_silver_batch(
         in_scope = existing.unionByName(fresh.select("session_id", "anonymous_id")).distinct()
         in_scope = in_scope.localCheckpoint(eager=True)
         _record_late(spark, settings, late_rows, record.late_rows)
-        with record.phase("merge"):
-            counts = merge_sessions(spark, settings, fresh, in_scope, watermark_us, rules.timeout_seconds)
+
+        def merged_sessions():
+            with record.phase("merge"):
+                return merge_sessions(spark, settings, fresh, in_scope, watermark_us, rules.timeout_seconds)
+
+        def merged_moments():  # beside the sessions MERGE: every session it deletes is in in_scope
+            with record.phase("moments"):
+                moments = build_moments(keyed, config.thresholds, watermark_us, key=hash_key(settings))
+                people = fresh.select("session_id", "anonymous_id", F.col("person_id").alias("_person"))
+                moments = (
+                    moments.join(people, ["session_id", "anonymous_id"])
+                    .withColumn("person_id", F.col("_person"))
+                    .select(*moments.columns)
+                ).localCheckpoint(eager=True)
+            with record.phase("moments_merge"):
+                return replace_scopes(
+                    spark,
+                    settings,
+                    "silver.micro_moments",
+                    moments,
+                    ("moment_id",),
+                    ("session_id", "anonymous_id"),
+                    in_scope.unionByName(_orphaned_moment_sessions(spark, settings, scope)).distinct(),
+                )
+
+        counts, found = alongside(merged_sessions, merged_moments)
         record.accepted_rows = fresh.count()  # what the batch computed (a replay counts it too)
         record.details.update(counts.as_details())
-        with record.phase("moments"):
-            moments = build_moments(keyed, config.thresholds, watermark_us, key=hash_key(settings))
-            people = fresh.select("session_id", "anonymous_id", F.col("person_id").alias("_person"))
-            moments = (
-                moments.join(people, ["session_id", "anonymous_id"])
-                .withColumn("person_id", F.col("_person"))
-                .select(*moments.columns)
-            ).localCheckpoint(eager=True)
-        with record.phase("moments_merge"):
-            found = replace_scopes(
-                spark,
-                settings,
-                "silver.micro_moments",
-                moments,
-                ("moment_id",),
-                ("session_id", "anonymous_id"),
-                in_scope.unionByName(_orphaned_moment_sessions(spark, settings, scope)).distinct(),
-            )
         record.details.update(found.as_details("moments"))
         with record.phase("reattribute"):
             record.details["reattributed_sessions"] = reattribute(spark, settings, changes, identity_map, in_scope)

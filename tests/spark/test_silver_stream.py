@@ -9,11 +9,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from spark_jobs.contracts import ensure_tables
 from spark_jobs.gold import job as gold
 from spark_jobs.settings import REPO_ROOT
 from spark_jobs.silver import job as silver
+from spark_jobs.silver.identity import IdentityChanges
 from spark_jobs.silver.sessions import client_session_id
 from tests.helpers import table
 from tests.spark.test_sessions import T0, _events, _view, sessions_of
@@ -160,6 +163,15 @@ def test_a_login_on_a_second_device_gives_both_devices_sessions_one_person(spark
     assert [(m.kept_person_id, m.retired_person_id, m.status) for m in merges] == [
         (people["a2"], people["a1"], "active")
     ]
+    # killed after the sessions' update but before the moments' (they run side by side): the replay does the rest
+    moments_table = DeltaTable.forPath(stream.spark, str(stream.settings.table_path("silver.micro_moments")))
+    moments_table.update("anonymous_id = 'a1'", {"person_id": F.lit(people["a1"])})
+    changes = IdentityChanges(frozenset({"a1"}), frozenset(), (), ())
+    identity_map = table(stream.spark, stream.settings, "silver.identity_map")
+    done = stream.spark.createDataFrame([], "session_id STRING, anonymous_id STRING")
+    assert silver.reattribute(stream.spark, stream.settings, changes, identity_map, done) == 0  # sessions: done
+    moments = table(stream.spark, stream.settings, "silver.micro_moments").filter("anonymous_id = 'a1'").collect()
+    assert [m.person_id for m in moments] == [people["a2"]]
 
 
 def test_every_silver_table_passes_its_quality_suite(stream):
