@@ -103,9 +103,11 @@ def alongside(*calls: Callable[[], T]) -> list[T]:
     """Run independent parts of one batch at once (each a call without arguments), results in their order.
 
     A batch's parts that read and write different tables (silver's identity graph and its sessionizer; the
-    sessions and the micro-moments MERGEs) spend most of their time in driver-side work and small Spark jobs,
-    so two at a time overlap on a small machine (bench/batch_phases.py). Every call runs to its end before the
-    first error is raised, so nothing is left writing behind a failed batch.
+    sessions MERGE and the micro-moments build) spend most of their time in driver-side work and small Spark
+    jobs, so two at a time overlap a little on a small machine (bench/README.md). Every call runs to its end
+    before an error is raised (the first in the calls' order, with the others' noted on it), so nothing is
+    left writing behind a failed batch. The side threads do not carry a stream's job group: stopping a query
+    waits for them to finish instead of cancelling their jobs.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -115,7 +117,13 @@ def alongside(*calls: Callable[[], T]) -> list[T]:
         futures = [pool.submit(call) for call in calls[1:]]
         try:
             first = calls[0]()
-        finally:
-            for future in futures:
-                future.exception()  # waits; the error (if any) is raised below, in the calls' order
+        except BaseException as exc:
+            for error in filter(None, (future.exception() for future in futures)):  # waits for each
+                exc.add_note(f"and beside it: {type(error).__name__}: {error}")
+            raise
+        errors = [error for error in (future.exception() for future in futures) if error is not None]
+        if errors:
+            for error in errors[1:]:
+                errors[0].add_note(f"and beside it: {type(error).__name__}: {error}")
+            raise errors[0]
         return [first, *(future.result() for future in futures)]

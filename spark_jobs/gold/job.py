@@ -26,7 +26,6 @@ from spark_jobs.merge import replace_scopes
 from spark_jobs.set_aside import process_or_set_aside
 from spark_jobs.settings import Settings
 from spark_jobs.silver.sessions import BOT
-from spark_jobs.spark import alongside
 from spark_jobs.streaming import BatchRecord, run_stream
 
 JOB = "gold"
@@ -55,22 +54,27 @@ def process_gold_batch(
             bots = sessions.filter(F.col("device_type") == BOT).count()
         scores = assign_segments(model.score(segment_inputs(spark, settings, sessions)), rules)
         scores = scores.select(*table_contract("gold.session_scores").column_names).persist()
-        with record.phase("score"):
+        with record.phase("merge_scores"):
             record.accepted_rows = scores.count()  # what the batch computed (a replay counts it too)
-
-        def merged_scores():
-            with record.phase("merge_scores"):
-                keys = ("session_id", "person_id")
-                return replace_scopes(spark, settings, "gold.session_scores", scores, keys, "person_id", persons)
-
-        def merged_segments():  # beside the scores MERGE: both come from the persisted scores
-            with record.phase("merge_segments"):
-                segments = current_segments(scores)
-                return replace_scopes(
-                    spark, settings, "gold.user_segments", segments, ("person_id",), "person_id", persons
-                )
-
-        counts, segments = alongside(merged_scores, merged_segments)
+            counts = replace_scopes(
+                spark,
+                settings,
+                "gold.session_scores",
+                scores,
+                ("session_id", "person_id"),
+                "person_id",
+                persons,
+            )
+        with record.phase("merge_segments"):  # after the scores: a person whose scores were refused has none
+            segments = replace_scopes(
+                spark,
+                settings,
+                "gold.user_segments",
+                current_segments(scores),
+                ("person_id",),
+                "person_id",
+                persons,
+            )
         scores.unpersist()
         with record.phase("segment_history"):
             history = update_segment_history(spark, settings)

@@ -446,8 +446,8 @@ def process_silver_batch(
             with record.phase("merge"):
                 return merge_sessions(spark, settings, fresh, in_scope, watermark_us, rules.timeout_seconds)
 
-        def merged_moments():  # beside the sessions MERGE: every session it deletes is in in_scope
-            with record.phase("moments"):
+        def built_moments():  # beside the sessions MERGE; merged after it, so a MERGE refused for bad data
+            with record.phase("moments"):  # (the device is then set aside) leaves no moments without sessions
                 moments = build_moments(keyed, config.thresholds, watermark_us, key=hash_key(settings))
                 people = fresh.select("session_id", "anonymous_id", F.col("person_id").alias("_person"))
                 moments = (
@@ -455,18 +455,21 @@ def process_silver_batch(
                     .withColumn("person_id", F.col("_person"))
                     .select(*moments.columns)
                 ).localCheckpoint(eager=True)
-            with record.phase("moments_merge"):
-                return replace_scopes(
-                    spark,
-                    settings,
-                    "silver.micro_moments",
-                    moments,
-                    ("moment_id",),
-                    ("session_id", "anonymous_id"),
-                    in_scope.unionByName(_orphaned_moment_sessions(spark, settings, scope)).distinct(),
-                )
+                # every session the sessions MERGE deletes is in in_scope, so these may be read before it
+                orphans = _orphaned_moment_sessions(spark, settings, scope)
+                return moments, in_scope.unionByName(orphans).distinct().localCheckpoint(eager=True)
 
-        counts, found = alongside(merged_sessions, merged_moments)
+        counts, (moments, moment_scope) = alongside(merged_sessions, built_moments)
+        with record.phase("moments_merge"):
+            found = replace_scopes(
+                spark,
+                settings,
+                "silver.micro_moments",
+                moments,
+                ("moment_id",),
+                ("session_id", "anonymous_id"),
+                moment_scope,
+            )
         record.accepted_rows = fresh.count()  # what the batch computed (a replay counts it too)
         record.details.update(counts.as_details())
         record.details.update(found.as_details("moments"))
