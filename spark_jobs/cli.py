@@ -4,10 +4,14 @@ features, train, models, evaluate, send-times, content-picks, kpis, erase, tune,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from spark_jobs.gold.models import PromotionRefused, RegistryError
 from spark_jobs.gold.train import TrainingError
 from spark_jobs.gold.tuning import TuningRefused
 from spark_jobs.operations import LAYERS, Lakehouse, simulator_defaults
-from spark_jobs.settings import Settings
+from spark_jobs.settings import Settings, SettingsError, interval_seconds
 from spark_jobs.silver.identity import UnknownMergeError
 
 __all__ = ["build_parser", "main", "simulator_defaults"]
@@ -55,16 +59,45 @@ def _print_step(step: op.LayerRun | Any) -> None:
         _print_features(step)
 
 
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[Callable[[], bool]]:
+    """A flag SIGINT and SIGTERM set while inside (the step in progress finishes; a second signal stops at
+    once); the previous handlers are back on the way out."""
+    stopping = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        print(f"{signal.Signals(signum).name}: stopping after the step in progress", file=sys.stderr)
+        stopping.set()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopping.is_set
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     layers = LAYERS if args.layer == "all" else (args.layer,)
-    if args.trigger and args.trigger != "availableNow" and len(layers) > 1:
-        print("a processing-time trigger runs one layer until stopped; name the layer", file=sys.stderr)
-        return 2
+    follow = args.layer == "all" and args.trigger not in (None, "availableNow")
     try:
-        for step in op.run_pipeline(Lakehouse(settings), layers, args.trigger, args.source):
-            _print_step(step)
+        if follow:  # the layers chained in cycles, one at most every interval, until stopped
+            every = interval_seconds(args.trigger, "--trigger")
+            lakehouse = Lakehouse(settings)
+            lakehouse.spark  # noqa: B018 (started first: starting Spark replaces the SIGINT handler)
+            with stopping_on_signals() as stop:
+                for step in op.follow_pipeline(lakehouse, every, args.source, stop):
+                    _print_step(step)
+        else:
+            for step in op.run_pipeline(Lakehouse(settings), layers, args.trigger, args.source):
+                _print_step(step)
     except InvalidConfigError as exc:
         print(f"config error, nothing ran: {exc}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
         return 2
     return 0
 
@@ -536,7 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", "run a pipeline layer (or all) as a stream; availableNow catches up and stops", cmd_run)
     run.add_argument("layer", choices=(*LAYERS, "all"), help="which layer to run")
-    run.add_argument("--trigger", default=None, help="'availableNow' (default) or an interval like '30 seconds'")
+    run.add_argument(
+        "--trigger",
+        default=None,
+        help="'availableNow' (default) or an interval like '30 seconds' "
+        "(one layer: its stream until stopped; all: the layers chained, a cycle at most that often)",
+    )
     run.add_argument(
         "--source", choices=("files", "kafka"), default="files", help="bronze input: landing zone (default) or Kafka"
     )

@@ -1,14 +1,20 @@
-"""The command line: a bad config stops `run all` before any data moves; sql and status answer."""
+"""The command line: a bad config stops `run all` before any data moves; `run all --trigger` follows the landing
+zone in chained cycles; sql and status answer."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
+from pyspark.sql import functions as F
 
+from spark_jobs import operations as op
 from spark_jobs.cli import main
-from spark_jobs.settings import REPO_ROOT
+from spark_jobs.settings import REPO_ROOT, Settings
+from spark_jobs.silver.sessions import BOT
 from spark_jobs.simulate import simulate
+from tests.helpers import table
 
 pytestmark = pytest.mark.spark
 
@@ -20,7 +26,7 @@ def env(monkeypatch, settings, tmp_path):
     monkeypatch.setenv("INTENTLAKE_LAKEHOUSE", str(settings.lakehouse))
     monkeypatch.setenv("INTENTLAKE_CONFIG_DIR", str(config))
     monkeypatch.setenv("INTENTLAKE_SHUFFLE_PARTITIONS", "2")
-    simulate(settings.landing, settings.truth, events=300, seed=2)
+    simulate(settings.landing, settings.truth, events=300, seed=2, lines_per_file=150)  # two files
     return settings, config
 
 
@@ -35,9 +41,24 @@ def test_an_invalid_rule_stops_run_all_before_any_data_moves(spark, env, capsys)
     assert not (settings.checkpoints / "bronze").exists()
 
 
-def test_run_all_then_sql_and_status(spark, env, capsys):
-    del env  # the fixture points the CLI at a fresh lakehouse with 300 simulated events
-    assert main(["run", "all"]) == 0
+def test_run_all_follows_the_landing_zone_then_sql_and_status(spark, env, capsys, tmp_path):
+    settings, _ = env  # the fixture points the CLI at a fresh lakehouse with 300 simulated events
+    # `run all --trigger`'s loop: the second file lands once the first cycle is through gold; the next cycle
+    # takes it through every layer, and a cycle with nothing new runs bronze only (silver and gold skipped)
+    *_, last = sorted(settings.landing.glob("events-*.ndjson"))
+    held = shutil.move(last, tmp_path / last.name)
+    layers: list[str] = []
+    lakehouse = op.Lakehouse(Settings.from_env(), spark)
+    for step in op.follow_pipeline(lakehouse, 0.2, stop=lambda: layers[-2:] == ["bronze", "bronze"]):
+        layers.append(getattr(step, "layer", "features"))
+        if layers == ["bronze", "silver", "features", "gold"]:
+            os.utime(shutil.move(held, last))  # arrives now, after the files the first cycle read
+    assert layers == ["bronze", "silver", "features", "gold"] * 2 + ["bronze", "bronze"]
+    events = table(spark, settings, "bronze.events")
+    assert events.filter(F.col("source_file").endswith(last.name)).count() > 0
+    sessions = table(spark, settings, "silver.sessions").filter(F.col("device_type") != BOT)
+    scores = table(spark, settings, "gold.session_scores")
+    assert sessions.join(scores, "session_id", "left_anti").count() == 0  # every session of both files scored
     capsys.readouterr()
     assert main(["sql", "SELECT count(*) AS n FROM silver.sessions WHERE event_count > 0", "--format", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
-from spark_jobs.cli import build_parser, main, simulator_defaults
+from spark_jobs.cli import build_parser, main, simulator_defaults, stopping_on_signals
 from spark_jobs.simulate import simulate
 
 pytestmark = pytest.mark.unit
@@ -67,3 +69,20 @@ def test_a_multi_day_simulation_spreads_sessions_over_the_days(tmp_path):
     with open(tmp_path / "truth" / "sessions.csv") as fh:
         local_days = {row["start"][:10] for row in csv.DictReader(fh)}
     assert {"2026-11-02", "2026-11-03", "2026-11-04"} <= local_days  # UTC days: the world's evenings may spill
+
+
+def test_run_all_with_a_malformed_interval_names_it_before_spark_starts(capsys):
+    assert main(["run", "all", "--trigger", "5 sekunds"]) == 2
+    assert "--trigger='5 sekunds'" in capsys.readouterr().err
+
+
+def test_a_signal_asks_a_following_run_to_stop_and_the_handlers_are_restored_after(capsys):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with stopping_on_signals() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop()
+        with pytest.raises(KeyboardInterrupt):  # a second signal does not wait for the step
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert "SIGTERM: stopping after the step in progress" in capsys.readouterr().err
