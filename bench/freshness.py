@@ -1,14 +1,17 @@
 """Freshness at a steady event rate: how long an event takes from landing to its session in silver and
-its score in gold, with bronze, silver and gold streaming on a processing-time trigger.
+its score in gold, with the layers running continuously.
 
     .venv/bin/python bench/freshness.py [--events 9000] [--files 30] [--interval 10] [--trigger "5 seconds"]
+                                        [--mode streams|chained]
 
 A simulated day is written to a staging folder in `files` NDJSON files (in arrival order); one file is
-moved into the landing zone every `interval` seconds (a rename: never read half-written) while the three
-layers run as three streams of one Spark application, each with a processing-time trigger of `trigger`.
-Once the feed ends and every stream has caught up (each one idle after the one before it), the streams
-stop and the times are read back from the Delta logs and the queries' progress reports, so measuring adds no
-load while the feed runs:
+moved into the landing zone every `interval` seconds (a rename: never read half-written) while the layers
+run in one Spark application: `--mode streams`, three streams each with a processing-time trigger of
+`trigger`; `--mode chained`, `intentlake run all --trigger <trigger>` (operations.follow_pipeline: the
+layers chained in cycles, each an availableNow stream, a cycle at most every `trigger`). Once the feed ends
+and every layer has caught up (streams: each one idle after the one before it; chained: a cycle with nothing
+new), they stop and the times are read back from the Delta logs and the queries' progress reports, so
+measuring adds no load while the feed runs:
 
 - landed: when the event's file appeared in the landing zone;
 - bronze: the commit time of the bronze.events version that added the event's row (from the Delta log);
@@ -29,6 +32,7 @@ Prints the figures and, as its last line, one JSON object (bench/pipeline.py rea
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -43,12 +47,13 @@ from pathlib import Path
 from benchlib import percentile  # bench/benchlib.py (scripts run as files: bench/ is on the path)
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+from spark_jobs import operations as op
 from spark_jobs.bronze import job as bronze
 from spark_jobs.contracts import ensure_tables
 from spark_jobs.gold import job as gold
-from spark_jobs.settings import Settings
+from spark_jobs.settings import Settings, interval_seconds
 from spark_jobs.silver import job as silver
 from spark_jobs.simulate import simulate
 from spark_jobs.spark import build_spark
@@ -114,14 +119,45 @@ class Batch:
     ended: datetime
 
 
-def batches(query: StreamingQuery) -> list[Batch]:
-    """The query's micro-batches that read input, from its progress reports."""
+def _batches(reports: list[dict]) -> list[Batch]:
+    """The micro-batches that read input, from progress reports (StreamingQueryProgress as dicts)."""
     found = []
-    for progress in query.recentProgress:
+    for progress in reports:
         if progress["numInputRows"] > 0:
             started = datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00"))
             found.append(Batch(started, started + timedelta(milliseconds=progress["durationMs"]["triggerExecution"])))
     return sorted(found, key=lambda b: b.started)
+
+
+def batches(query: StreamingQuery) -> list[Batch]:
+    """The query's micro-batches that read input, from its progress reports."""
+    return _batches(query.recentProgress)
+
+
+class Progress(StreamingQueryListener):
+    """Every progress report of every query, by query name (chained mode starts a query per layer and cycle)."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, list[dict]] = {}
+        self._lock = threading.Lock()
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        report = json.loads(event.progress.json)
+        with self._lock:
+            self.reports.setdefault(report.get("name") or "", []).append(report)
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+    def batches(self, name: str) -> list[Batch]:
+        with self._lock:
+            return _batches(list(self.reports.get(name, [])))
 
 
 def visible_at(upstream_at: datetime, layer: list[Batch], table: list[Commit]) -> datetime | None:
@@ -141,7 +177,7 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 def measure(
-    spark: SparkSession, settings: Settings, landed: dict[str, float], skip: int, queries: dict[str, StreamingQuery]
+    spark: SparkSession, settings: Settings, landed: dict[str, float], skip: int, layer_batches: dict[str, list[Batch]]
 ) -> dict:
     """Per event: landing -> bronze commit -> silver.sessions -> gold.session_scores (see the module doc)."""
     table = settings.table_path
@@ -164,7 +200,7 @@ def measure(
         .collect()
     )
     bronze_at = {f: c.at for c in commits(table("bronze.events")) for f in c.files}
-    silver_batches, gold_batches = batches(queries["silver"]), batches(queries["gold"])
+    silver_batches, gold_batches = layer_batches["silver"], layer_batches["gold"]
     silver_commits, gold_commits = commits(table("silver.sessions")), commits(table("gold.session_scores"))
     spans: dict[str, list[float]] = {k: [] for k in ("bronze", "silver", "gold", "bronze_silver", "silver_gold")}
     seen = {"silver": 0, "gold": 0}
@@ -199,7 +235,80 @@ def measure(
     return result
 
 
-def run(base: Settings, events: int, files: int, interval: float, trigger: str, skip: int) -> dict:
+def _streams(
+    spark: SparkSession, settings: Settings, trigger: str, feed: threading.Thread
+) -> tuple[dict[str, list[Batch]], float]:
+    """Three streams of one application, each on its own processing-time trigger. Returns each layer's
+    batches and when the last one was seen caught up."""
+    queries = {
+        "bronze": bronze.run(spark, settings, trigger=trigger, wait=False),
+        "silver": silver.run(spark, settings, trigger=trigger, wait=False),
+        "gold": gold.run(spark, settings, trigger=trigger, wait=False),
+    }
+    feed.start()
+    feed.join()
+    since = time.time()
+    try:
+        for query in queries.values():  # each stream idle after the one upstream of it was: all caught up
+            since = _wait_idle(query, since)
+    finally:
+        for query in queries.values():
+            query.stop()
+    return {layer: batches(query) for layer, query in queries.items()}, since
+
+
+def _chained(
+    spark: SparkSession, settings: Settings, trigger: str, feed: threading.Thread
+) -> tuple[dict[str, list[Batch]], float]:
+    """`intentlake run all --trigger <trigger>`: the layers chained in cycles (operations.follow_pipeline)."""
+    progress = Progress()
+    spark.streams.addListener(progress)
+    stop = threading.Event()
+    steps: list[tuple[float, object]] = []  # (when it finished, the step)
+    failed: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            lakehouse = op.Lakehouse(settings, spark)
+            for step in op.follow_pipeline(lakehouse, interval_seconds(trigger, "--trigger"), stop=stop.is_set):
+                steps.append((time.time(), step))
+        except BaseException as exc:  # reported below, in the main thread
+            failed.append(exc)
+
+    runner = threading.Thread(target=follow, daemon=True)
+    runner.start()
+    try:
+        feed.start()
+        feed.join()
+        fed, deadline = time.time(), time.monotonic() + CATCH_UP_TIMEOUT_S
+        while not failed and (caught_up := _idle_cycle(list(steps), fed)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"chained layers not caught up {CATCH_UP_TIMEOUT_S}s after the feed ended")
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        runner.join()
+        time.sleep(2)  # the listener bus delivers the last progress reports
+        spark.streams.removeListener(progress)
+    if failed:
+        raise RuntimeError("the chained run failed") from failed[0]
+    return {layer: progress.batches(layer) for layer in ("bronze", "silver", "gold")}, caught_up
+
+
+def _idle_cycle(steps: list[tuple[float, object]], after: float) -> float | None:
+    """When the chained layers were seen caught up: a bronze run that started after `after` (the last file
+    had landed) and committed nothing, followed by the next cycle's bronze (silver and gold had nothing new).
+    The time is that idle run's end; None until then."""
+    layers = [(at, step) for at, step in steps if isinstance(step, op.LayerRun)]
+    for (at, step), (_, following) in itertools.pairwise(layers):
+        versions = step.versions.get("bronze.events", [0, 1])
+        idle = step.layer == "bronze" and versions[0] == versions[1]
+        if idle and at - step.seconds > after and following.layer == "bronze":
+            return at
+    return None
+
+
+def run(base: Settings, events: int, files: int, interval: float, trigger: str, skip: int, mode: str) -> dict:
     settings = replace(base.with_root(base.lakehouse / "run"), trigger=trigger)
     staging = base.lakehouse / "staging"
     summary = simulate(staging, base.lakehouse / "truth", events=events, seed=29, lines_per_file=-(-events // files))
@@ -211,24 +320,10 @@ def run(base: Settings, events: int, files: int, interval: float, trigger: str, 
     ensure_tables(spark, settings)
     settings.landing.mkdir(parents=True, exist_ok=True)
     landed: dict[str, float] = {}
-    queries = {
-        "bronze": bronze.run(spark, settings, trigger=trigger, wait=False),
-        "silver": silver.run(spark, settings, trigger=trigger, wait=False),
-        "gold": gold.run(spark, settings, trigger=trigger, wait=False),
-    }
     feeder = threading.Thread(target=_feed, args=(staged, settings.landing, interval, landed), daemon=True)
-    feeder.start()
-    feeder.join()
-    fed = time.time()
-    since = max(landed.values())
-    try:
-        for query in queries.values():  # each stream idle after the one upstream of it was: all caught up
-            since = _wait_idle(query, since)
-    finally:
-        for query in queries.values():
-            query.stop()
-    caught_up = since - fed
-    figures = measure(spark, settings, landed, skip, queries)
+    layer_batches, idle_at = (_chained if mode == "chained" else _streams)(spark, settings, trigger, feeder)
+    caught_up = idle_at - max(landed.values())
+    figures = measure(spark, settings, landed, skip, layer_batches)
     spark.stop()
     return {
         "events": summary.events,
@@ -237,9 +332,10 @@ def run(base: Settings, events: int, files: int, interval: float, trigger: str, 
         "interval_s": interval,
         "events_per_s": summary.lines / (len(staged) * interval),
         "trigger": trigger,
+        "mode": mode,
         "skipped_files": skip,
         "caught_up_s_after_last_file": caught_up,
-        "batches": {layer: len(batches(query)) for layer, query in queries.items()},
+        "batches": {layer: len(found) for layer, found in layer_batches.items()},
         **figures,
     }
 
@@ -257,7 +353,7 @@ def report(r: dict) -> str:
 
     return "\n".join([
         f"feed: {r['lines']:,} lines in {r['files']} files, one every {r['interval_s']:.0f}s "
-        f"(~{r['events_per_s']:,.0f} events/s), trigger {r['trigger']!r}; all three streams caught up "
+        f"(~{r['events_per_s']:,.0f} events/s), trigger {r['trigger']!r}, {r.get('mode', 'streams')}; all caught up "
         f"{r['caught_up_s_after_last_file']:.0f}s after the last file; batches {r['batches']}",
         f"  freshness over {r['events_measured']:,} on-time events (first {r['skipped_files']} files left out); "
         f"{r['events_in_silver']:,} seen in silver, {r['events_in_gold']:,} in gold:",
@@ -277,13 +373,16 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between two files (default %(default)s)")
     parser.add_argument("--trigger", default="5 seconds", help="processing-time trigger of the three streams")
     parser.add_argument("--skip", type=int, default=3, help="first files left out of the figures (default %(default)s)")
+    parser.add_argument("--mode", choices=("streams", "chained"), default="streams",
+                        help="three streams on their own triggers, or the layers chained in cycles of at most one "
+                             "trigger interval (`intentlake run all --trigger`) (default %(default)s)")  # fmt: skip
     args = parser.parse_args()
     if args.skip >= args.files:
         parser.error(f"--skip {args.skip} leaves no file of --files {args.files} to measure")
     with tempfile.TemporaryDirectory(prefix="intentlake-bench-freshness-") as tmp:
         print(f"freshness on {os.cpu_count()} cores", flush=True)
         result = run(Settings.from_env().with_root(Path(tmp)), args.events, args.files, args.interval,
-                     args.trigger, args.skip)  # fmt: skip
+                     args.trigger, args.skip, args.mode)  # fmt: skip
     print(report(result))
     print(json.dumps(result))
     return 0

@@ -350,6 +350,12 @@ def scaling_table(scales: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+_MODES = {
+    "streams": "bronze + silver + gold streaming in one application",
+    "chained": "the layers chained in cycles of at most the trigger, `run all --trigger`",
+}
+
+
 def freshness_table(f: dict) -> list[str]:
     """Landing -> bronze / silver / gold at a steady rate (bench/freshness.py's figures)."""
     if "error" in f:
@@ -369,7 +375,7 @@ def freshness_table(f: dict) -> list[str]:
 
     return [
         f"## Freshness at ~{f['events_per_s']:,.0f} events/s (one file of ~{f['lines'] // f['files']:,} lines every "
-        f"{f['interval_s']:.0f} s, trigger {f['trigger']!r}, bronze + silver + gold streaming in one application)",
+        f"{f['interval_s']:.0f} s, trigger {f['trigger']!r}, {_MODES[f.get('mode', 'streams')]})",
         "",
         f"{f['events_measured']:,} on-time events (the first {f['skipped_files']} files left out); "
         f"{f['events_in_silver']:,} reached silver and {f['events_in_gold']:,} gold; all streams idle "
@@ -389,7 +395,7 @@ def run_freshness(args: argparse.Namespace, work: Path) -> dict:
     """bench/freshness.py in a child process, its tree sampled like the others; its figures from its last line."""
     command = [sys.executable, str(FRESHNESS), "--events", str(args.freshness_events), "--files",
                str(args.freshness_files), "--interval", str(args.freshness_interval), "--trigger", args.trigger,
-               "--skip", str(args.freshness_skip)]  # fmt: skip
+               "--skip", str(args.freshness_skip), "--mode", args.freshness_mode]  # fmt: skip
     print(f"freshness: {args.freshness_files} files, one every {args.freshness_interval:.0f}s ...", flush=True)
     run = run_measured(command, _child_env(work / "lakehouse"), work / "freshness.log")
     if run.returncode != 0:  # the scales' results are still written
@@ -423,6 +429,9 @@ def main() -> int:
     parser.add_argument("--freshness-files", type=int, default=30, help="files they land in (default %(default)s)")
     parser.add_argument("--freshness-interval", type=float, default=10.0, help="seconds between files (%(default)s)")
     parser.add_argument("--freshness-skip", type=int, default=3, help="first files left out (default %(default)s)")
+    parser.add_argument("--freshness-mode", choices=("chained", "streams"), default="chained",
+                        help="the layers chained in cycles (`run all --trigger`), or three streams on their own "
+                             "triggers (default %(default)s)")  # fmt: skip
     parser.add_argument("--trigger", default="5 seconds", help="the streams' processing-time trigger (%(default)s)")
     parser.add_argument("--results", type=Path, default=BENCH / "results", help="where to write the results")
     parser.add_argument("--keep", action="store_true", help="keep the temp lakehouses and logs")

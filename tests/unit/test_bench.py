@@ -13,7 +13,7 @@ from spark_jobs.settings import REPO_ROOT
 pytestmark = pytest.mark.unit
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))  # the benchmarks are scripts, run with bench/ on the path
-from freshness import Batch, Commit, visible_at  # noqa: E402
+from freshness import Batch, Commit, _idle_cycle, visible_at  # noqa: E402
 from pipeline import freshness_table, run_freshness, scaling_table  # noqa: E402
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -57,10 +57,27 @@ def test_growth_is_only_against_the_smallest_scale_and_never_divides_by_zero():
     assert rows["duckdb", "4x"][3] == "2.0" and rows["duckdb", "4x"][4] == rows["duckdb", "4x"][7] == ""
 
 
+def test_chained_layers_are_caught_up_after_an_idle_bronze_run_that_started_once_the_feed_ended():
+    from spark_jobs.operations import LayerRun
+
+    def run(layer: str, ended: float, seconds: float = 2.0, new: bool = True) -> tuple[float, LayerRun]:
+        return ended, LayerRun(layer, seconds, {"bronze.events": [3, 4 if new else 3]} if layer == "bronze" else {})
+
+    fed = 100.0
+    cycles = [run("bronze", 99, new=False), run("bronze", 101), run("silver", 110), run("gold", 115)]
+    # an idle bronze run that began before the last file landed proves nothing (it may have missed the file)
+    assert _idle_cycle([run("bronze", 101, seconds=3, new=False), run("bronze", 104)], fed) is None
+    assert _idle_cycle(cycles, fed) is None  # the last file is through gold, but not yet seen idle
+    idle = [*cycles, run("bronze", 121, new=False)]
+    assert _idle_cycle(idle, fed) is None  # silver might still have had something: wait for the next step
+    assert _idle_cycle([*idle, run("bronze", 127, new=False)], fed) == 121
+    assert _idle_cycle([*idle, run("silver", 130)], fed) is None
+
+
 def test_a_failed_freshness_run_is_reported_not_raised(tmp_path):
     # the child refuses its arguments before any Spark starts: the run's result says so, nothing is raised
     args = SimpleNamespace(freshness_events=10, freshness_files=1, freshness_interval=1.0, trigger="5 seconds",
-                           freshness_skip=1)  # fmt: skip
+                           freshness_skip=1, freshness_mode="chained")  # fmt: skip
     failed = run_freshness(args, tmp_path)
     assert failed["returncode"] == 2 and "leaves no file" in failed["error"]
     assert "failed (exit 2)" in "\n".join(freshness_table(failed))
