@@ -81,10 +81,11 @@ def stopping_on_signals() -> Iterator[Callable[[], bool]]:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     layers = LAYERS if args.layer == "all" else (args.layer,)
-    follow = args.layer == "all" and args.trigger not in (None, "availableNow")
+    trigger = args.trigger or settings.trigger  # --trigger, else INTENTLAKE_TRIGGER
+    follow = args.layer == "all" and trigger != "availableNow"
     try:
         if follow:  # the layers chained in cycles, one at most every interval, until stopped
-            every = interval_seconds(args.trigger, "--trigger")
+            every = interval_seconds(trigger, "--trigger" if args.trigger else "INTENTLAKE_TRIGGER")
             lakehouse = Lakehouse(settings)
             lakehouse.spark  # noqa: B018 (started first: starting Spark replaces the SIGINT handler)
             with stopping_on_signals() as stop:

@@ -173,7 +173,7 @@ def follow_pipeline(
                 if started_from.get(layer) == version:
                     continue  # nothing new upstream: the stream would start, find nothing, and stop
                 started_from[layer] = version
-            yield run_layer(lh, layer, None, source)
+            yield run_layer(lh, layer, "availableNow", source)  # whatever INTENTLAKE_TRIGGER says
             if layer == "silver":
                 yield update_features(lh)
             if stop():

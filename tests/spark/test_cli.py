@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 from pyspark.sql import functions as F
@@ -48,7 +49,7 @@ def test_run_all_follows_the_landing_zone_then_sql_and_status(spark, env, capsys
     *_, last = sorted(settings.landing.glob("events-*.ndjson"))
     held = shutil.move(last, tmp_path / last.name)
     layers: list[str] = []
-    lakehouse = op.Lakehouse(Settings.from_env(), spark)
+    lakehouse = op.Lakehouse(replace(Settings.from_env(), trigger="5 seconds"), spark)  # each layer: availableNow
     for step in op.follow_pipeline(lakehouse, 0.2, stop=lambda: layers[-2:] == ["bronze", "bronze"]):
         layers.append(getattr(step, "layer", "features"))
         if layers == ["bronze", "silver", "features", "gold"]:

@@ -86,3 +86,9 @@ def test_a_signal_asks_a_following_run_to_stop_and_the_handlers_are_restored_aft
             os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert "SIGTERM: stopping after the step in progress" in capsys.readouterr().err
+
+
+def test_run_all_takes_its_interval_from_intentlake_trigger_too(monkeypatch, capsys):
+    monkeypatch.setenv("INTENTLAKE_TRIGGER", "a while")  # an interval: run all follows, so it is checked first
+    assert main(["run", "all"]) == 2
+    assert "INTENTLAKE_TRIGGER='a while'" in capsys.readouterr().err
