@@ -301,8 +301,7 @@ def _idle_cycle(steps: list[tuple[float, object]], after: float) -> float | None
     The time is that idle run's end; None until then."""
     layers = [(at, step) for at, step in steps if isinstance(step, op.LayerRun)]
     for (at, step), (_, following) in itertools.pairwise(layers):
-        versions = step.versions.get("bronze.events", [0, 1])
-        idle = step.layer == "bronze" and versions[0] == versions[1]
+        idle = step.layer == "bronze" and not step.changed
         if idle and at - step.seconds > after and following.layer == "bronze":
             return at
     return None

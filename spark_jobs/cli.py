@@ -59,6 +59,11 @@ def _print_step(step: op.LayerRun | Any) -> None:
         _print_features(step)
 
 
+def _idle_bronze(step: object) -> bool:
+    """A follow cycle's bronze run that found nothing (the cycle stopped there: silver and gold skipped)."""
+    return isinstance(step, op.LayerRun) and step.layer == "bronze" and not step.changed
+
+
 @contextlib.contextmanager
 def stopping_on_signals() -> Iterator[Callable[[], bool]]:
     """A flag SIGINT and SIGTERM set while inside (the step in progress finishes; a second signal stops at
@@ -90,7 +95,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             lakehouse.spark  # noqa: B018 (started first: starting Spark replaces the SIGINT handler)
             with stopping_on_signals() as stop:
                 for step in op.follow_pipeline(lakehouse, every, args.source, stop):
-                    _print_step(step)
+                    if not _idle_bronze(step):  # not a line per interval while nothing lands
+                        _print_step(step)
         else:
             for step in op.run_pipeline(Lakehouse(settings), layers, args.trigger, args.source):
                 _print_step(step)

@@ -103,6 +103,11 @@ class LayerRun:
     seconds: float
     versions: dict[str, list[int]]  # gated table -> [version before, version after]
 
+    @property
+    def changed(self) -> bool:
+        """Whether the run committed to any of its gated tables (an idle run did not)."""
+        return any(before != after for before, after in self.versions.values())
+
 
 def check_config(lh: Lakehouse) -> None:
     """Every config gold and the content picks read, checked before any layer moves data
@@ -139,9 +144,14 @@ def run_pipeline(
     if "gold" in layers:
         check_config(lh)
     for layer in layers:
-        yield run_layer(lh, layer, trigger, source)
-        if layer == "silver" and (trigger in (None, "availableNow")):
-            yield update_features(lh)
+        yield from _layer_steps(lh, layer, trigger, source)
+
+
+def _layer_steps(lh: Lakehouse, layer: str, trigger: str | None, source: str) -> Iterator[LayerRun | UserFeaturesRun]:
+    """One layer's run, and after a silver run that ends (not a stream left running), the user features."""
+    yield run_layer(lh, layer, trigger, source)
+    if layer == "silver" and trigger in (None, "availableNow"):
+        yield update_features(lh)
 
 
 # what each layer reads that can give it new work: the table it streams from (and, for gold, the model
@@ -173,11 +183,10 @@ def follow_pipeline(
                 if started_from.get(layer) == version:
                     continue  # nothing new upstream: the stream would start, find nothing, and stop
                 started_from[layer] = version
-            yield run_layer(lh, layer, "availableNow", source)  # whatever INTENTLAKE_TRIGGER says
-            if layer == "silver":
-                yield update_features(lh)
-            if stop():
-                return
+            for step in _layer_steps(lh, layer, "availableNow", source):  # whatever INTENTLAKE_TRIGGER says
+                yield step
+                if stop():
+                    return
         while not stop() and time.monotonic() < cycle + interval_seconds:
             time.sleep(min(0.2, max(0.0, cycle + interval_seconds - time.monotonic())))
 

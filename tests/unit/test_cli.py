@@ -92,3 +92,12 @@ def test_run_all_takes_its_interval_from_intentlake_trigger_too(monkeypatch, cap
     monkeypatch.setenv("INTENTLAKE_TRIGGER", "a while")  # an interval: run all follows, so it is checked first
     assert main(["run", "all"]) == 2
     assert "INTENTLAKE_TRIGGER='a while'" in capsys.readouterr().err
+
+
+def test_a_following_run_prints_no_line_for_a_cycle_where_nothing_landed():
+    from spark_jobs.cli import _idle_bronze
+    from spark_jobs.operations import LayerRun
+
+    assert _idle_bronze(LayerRun("bronze", 1.2, {"bronze.events": [7, 7], "bronze.quarantine": [3, 3]}))
+    assert not _idle_bronze(LayerRun("bronze", 1.2, {"bronze.events": [7, 7], "bronze.quarantine": [3, 4]}))
+    assert not _idle_bronze(LayerRun("silver", 1.2, {"silver.sessions": [5, 5]}))
