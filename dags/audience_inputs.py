@@ -19,6 +19,7 @@ not changed, nothing runs.
 | `send_times` | each person's best local hour (segment fallback) | `gold.engagement_rhythm`, `gold.send_times` |
 | `content_picks` | the winning content rule per person and channel | `gold.content_assignments` |
 | `profiles` | each person's login, email, phone and consent per purpose (latest wins) | `silver.profiles` |
+| `online_store` | the decision API's store brought up to these tables, segments and ids | Redis |
 
 Send times read the sessions of `config/send_times.yaml`'s window before the run's logical time; content
 picks evaluate `config/content_rules.yaml` and carry each person's best send hour.
@@ -27,6 +28,9 @@ The chain: `lakehouse_pipeline` (bronze → silver → `silver.user_features` �
 → this DAG → `gold.send_times`, `gold.content_assignments` and `silver.profiles` (what segment syncs
 read: who is in an audience, what to send, whom to match and whether they consented). Every task rewrites
 its table from the current state, so a retried or repeated run leaves the same tables.
+`online_store` runs last, once the three tables are written, and applies each source table's Change Data Feed
+since the version the store last applied (rebuilding from the snapshot when Redis has lost its data); it is
+skipped, saying so, when no `INTENTLAKE_REDIS_URL` is set.
 Settings come from the worker's environment (`INTENTLAKE_*`).
 """
 
@@ -67,5 +71,16 @@ with DAG(
 
         return op.profiles_summary(op.profiles(op.airflow()))
 
-    content_picks(send_times())
-    profiles()
+    @task
+    def online_store() -> dict:
+        """The decision API's Redis store brought up to gold and silver (counts only in XCom)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from spark_jobs import operations as op
+
+        lakehouse = op.airflow()
+        if not lakehouse.settings.redis_url:
+            raise AirflowSkipException("no online store configured: INTENTLAKE_REDIS_URL is not set")
+        return op.online_summary(op.online_store(lakehouse))
+
+    [content_picks(send_times()), profiles()] >> online_store()

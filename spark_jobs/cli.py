@@ -55,8 +55,21 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def _print_step(step: op.LayerRun | Any) -> None:
     if isinstance(step, op.LayerRun):
         print(f"{step.layer}: done in {step.seconds:.1f}s")
+    elif isinstance(step, op.OnlineStoreRun):
+        _print_online(step)
     else:
         _print_features(step)
+
+
+def _print_online(run: op.OnlineStoreRun) -> None:
+    moved = [s for s in run.sources if s.mode != "current"]
+    detail = "; ".join(
+        f"{s.table} {s.mode} to v{s.to_version}: {s.written:,} written"
+        + (f", {s.skipped:,} older skipped" if s.skipped else "")
+        + (f" ({s.reason})" if s.mode == "rebuild" else "")
+        for s in moved
+    )
+    print(f"online store: done in {run.seconds:.1f}s; " + (detail or "up to date"))
 
 
 def _idle_bronze(step: object) -> bool:
@@ -85,6 +98,13 @@ def stopping_on_signals() -> Iterator[Callable[[], bool]]:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.layer == "online":
+        try:
+            _print_online(op.online_store(Lakehouse(settings)))
+        except op.store.OnlineStoreError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        return 0
     layers = LAYERS if args.layer == "all" else (args.layer,)
     trigger = args.trigger or settings.trigger  # --trigger, else INTENTLAKE_TRIGGER
     follow = args.layer == "all" and trigger != "availableNow"
@@ -160,6 +180,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             f"{r.acknowledged:,}, refused {r.rejected:,}, dead letters {r.dead_lettered:,}"
             + (f"; {r.error[:200]}" if r.error else "")
         )
+    _print_online_status(state.online_store)
     if state.unread_landing:
         print(
             f"landing files bronze does not read ({len(state.unread_landing)}; it reads {', '.join(LANDING_SUFFIXES)}):"
@@ -169,6 +190,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if len(state.unread_landing) > 20:
             print(f"  ... and {len(state.unread_landing) - 20} more")
     return 0
+
+
+def _print_online_status(online: dict | None) -> None:
+    if online is None:
+        print("online store: not configured (INTENTLAKE_REDIS_URL; `make redis-up` starts a local Redis)")
+        return
+    if "error" in online:
+        print(f"online store: does not answer ({online['error'][:200]})")
+        return
+    print(f"online store (Redis): {online['persons']:,} persons; each source's version applied / the table's:")
+    for table, meta in online["sources"].items():
+        applied = meta.get("version", "-")
+        behind = "" if str(applied) == str(meta["table_version"]) else "  (behind: the next run applies it)"
+        when = f" at {meta['applied_at']}" if meta.get("applied_at") else ""
+        print(f"  {table:<26} {applied:>6} / {meta['table_version']:<6}{when}{behind}")
 
 
 def _utc(text: str) -> datetime:
@@ -575,7 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = add("run", "run a pipeline layer (or all) as a stream; availableNow catches up and stops", cmd_run)
-    run.add_argument("layer", choices=(*LAYERS, "all"), help="which layer to run")
+    run.add_argument(
+        "layer", choices=(*LAYERS, "all", "online"),
+        help="which layer to run (online: bring the Redis online store up to gold, INTENTLAKE_REDIS_URL)",
+    )  # fmt: skip
     run.add_argument(
         "--trigger",
         default=None,

@@ -151,7 +151,22 @@ def migrate_table(spark: SparkSession, name: str, location: Path) -> list[str]:
         raise SchemaContractError(f"{name}: cannot add NOT NULL columns {not_null} to an existing table")
     if added:
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(added)})")
+    _migrate_change_feed(spark, name, location, contract)
     return [item.split()[0] for item in added]
+
+
+_CHANGE_FEED = re.compile(r"'delta\.enableChangeDataFeed'\s*=\s*'true'", re.IGNORECASE)
+
+
+def _migrate_change_feed(spark: SparkSession, name: str, location: Path, contract: TableContract) -> None:
+    """Turn the Change Data Feed on for a table whose contract has gained it (from the next version on)."""
+    from delta.tables import DeltaTable
+
+    if not _CHANGE_FEED.search(contract.ddl):
+        return
+    properties = DeltaTable.forPath(spark, str(location)).detail().first().properties or {}
+    if properties.get("delta.enableChangeDataFeed", "").lower() != "true":
+        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
 
 
 def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[str, ...] = TABLES) -> None:

@@ -35,7 +35,8 @@ person (config/destinations.yaml) gets its vendor's delete call for their keys (
 /users/delete, Mailchimp delete-permanent, a signed person.erased webhook), and file exports are rewritten
 without their rows (spark_jobs/activation/sync.py `erase_from_destinations`); the receipt lists the
 destinations reached. A destination that does not confirm leaves the request pending, and the next run
-calls it again.
+calls it again. The online store (Redis, when INTENTLAKE_REDIS_URL is set) loses the person's hash and their
+anonymous and login ids' keys; the receipt counts the keys deleted.
 
 Not reached from here (the receipt says so): the Kafka topic (its retention expires the events) and Delta
 log statistics (min/max values of removed files, expired with the log retention). A bronze stream behind its
@@ -77,6 +78,7 @@ from spark_jobs.locks import exclusive_lock
 from spark_jobs.maintenance import purge
 from spark_jobs.privacy import hash_key, keyed_hash, keyed_hash_column
 from spark_jobs.registry import PersonKey, person_tables, table_info
+from spark_jobs.serving import online_store
 from spark_jobs.settings import Settings
 from spark_jobs.spark import each_table
 
@@ -455,6 +457,12 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             targets, probe = where, True  # an earlier try may have deleted some, and rows may have come since
         # the copies destinations hold first: a destination that does not confirm keeps the request pending
         reached = erase_from_destinations(spark, settings, configured(settings), ids.person_ids)
+        # and the online store's keys (a Redis that does not answer raises: the request stays pending)
+        online = (
+            {"keys_deleted": online_store.erase(settings, ids.person_ids, ids.anonymous_ids, ids.user_ids)}
+            if settings.redis_url
+            else "not configured"
+        )
         tag = f"intentlake erasure {request.request_id}"
         done = _delete_everywhere(spark, settings, targets, tag, probe)
         # what the plan counted, or more if rows naming them arrived between a killed try and this one
@@ -474,6 +482,7 @@ def erase_pending(spark: SparkSession, settings: Settings, now: datetime) -> tup
             "identifiers": ids.count,
             "rows_deleted": rows,
             "destinations": reached,
+            "online_store": online,
             "table_versions": versions,
             "purge_after_hours": settings.erasure_purge_hours,
             "not_reached": list(NOT_REACHED),

@@ -49,6 +49,8 @@ from spark_jobs.kafka import publish_files
 from spark_jobs.locks import batch_lock
 from spark_jobs.maintenance import optimize, vacuum
 from spark_jobs.registry import TABLES, gated_tables, table_info
+from spark_jobs.serving import online_store as store
+from spark_jobs.serving.online_store import OnlineStoreRun
 from spark_jobs.settings import Settings
 from spark_jobs.silver import job as silver
 from spark_jobs.silver.identity import undo_merge as undo_identity_merge
@@ -137,9 +139,10 @@ def run_layer(lh: Lakehouse, layer: str, trigger: str | None = None, source: str
 
 def run_pipeline(
     lh: Lakehouse, layers: Iterable[str] = LAYERS, trigger: str | None = None, source: str = "files"
-) -> Iterable[LayerRun | UserFeaturesRun]:
+) -> Iterable[LayerRun | UserFeaturesRun | OnlineStoreRun]:
     """Run the layers in order (a bad config stops it before any moves data); after silver, extend
-    silver.user_features through today. Yields each step's result as it finishes."""
+    silver.user_features through today; after gold, the online store when one is configured. Yields each
+    step's result as it finishes."""
     layers = tuple(layers)
     if "gold" in layers:
         check_config(lh)
@@ -147,11 +150,24 @@ def run_pipeline(
         yield from _layer_steps(lh, layer, trigger, source)
 
 
-def _layer_steps(lh: Lakehouse, layer: str, trigger: str | None, source: str) -> Iterator[LayerRun | UserFeaturesRun]:
-    """One layer's run, and after a silver run that ends (not a stream left running), the user features."""
+def _layer_steps(
+    lh: Lakehouse, layer: str, trigger: str | None, source: str
+) -> Iterator[LayerRun | UserFeaturesRun | OnlineStoreRun]:
+    """One layer's run; after a silver run that ends (not a stream left running), the user features; after
+    such a gold run, the online store when one is configured (INTENTLAKE_REDIS_URL)."""
     yield run_layer(lh, layer, trigger, source)
     if layer == "silver" and trigger in (None, "availableNow"):
         yield update_features(lh)
+    if layer == "gold" and trigger in (None, "availableNow") and lh.settings.redis_url:
+        yield online_store(lh)
+
+
+def online_store(lh: Lakehouse) -> OnlineStoreRun:
+    """Bring the Redis online store up to gold's and silver's latest versions (spark_jobs/serving/online_store.py):
+    each source table's changes since the store last applied it, or its whole snapshot when the store has
+    lost them. Holds the lakehouse lock shared, so an erasure never runs between its read and its writes."""
+    with lh.writing("online store"):
+        return store.update_online_store(lh.spark, lh.settings)
 
 
 # what each layer reads that can give it new work: the table it streams from (and, for gold, the model
@@ -161,7 +177,7 @@ UPSTREAM = {"silver": ("bronze.events",), "gold": ("silver.sessions", "ops.model
 
 def follow_pipeline(
     lh: Lakehouse, interval_seconds: float, source: str = "files", stop: Callable[[], bool] = lambda: False
-) -> Iterator[LayerRun | UserFeaturesRun]:
+) -> Iterator[LayerRun | UserFeaturesRun | OnlineStoreRun]:
     """`run all` chained until `stop()` is true: each cycle takes what has arrived through bronze, silver,
     silver.user_features and gold, and the next starts at most `interval_seconds` after this one started.
 
@@ -281,6 +297,9 @@ class Status:
     latest_batches: list[Any]  # ops.pipeline_runs rows: the latest batch of every job
     unread_landing: list[Path]  # landing-zone files bronze does not read (not a landing format)
     latest_syncs: list[Any] = ()  # ops.sync_runs rows: the latest run of every destination
+    # the online store (None: not configured): each source table's applied version against the table's own,
+    # the persons it holds, or why it could not be read
+    online_store: dict[str, Any] | None = None
 
 
 def _registered(name: str) -> tuple[tuple[str, ...], str | None]:
@@ -302,7 +321,19 @@ def status(lh: Lakehouse) -> Status:
     ]
     latest = _latest_per(lh.table("ops.pipeline_runs"), "job", "started_at DESC, batch_id DESC")
     syncs = _latest_per(lh.table("ops.sync_runs"), "destination", "started_at DESC")
-    return Status(tables, latest, unread_files(settings.landing), syncs)
+    return Status(tables, latest, unread_files(settings.landing), syncs, _online_status(lh))
+
+
+def _online_status(lh: Lakehouse) -> dict[str, Any] | None:
+    if not lh.settings.redis_url:
+        return None
+    try:
+        described = store.describe(lh.settings)
+    except Exception as exc:  # status reports a store that does not answer; it does not fail for it
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    for table, meta in described["sources"].items():
+        meta["table_version"] = table_version(lh.spark, lh.settings, table)
+    return described
 
 
 @dataclass(frozen=True)
@@ -656,6 +687,13 @@ def audience_summary(run: AudienceRun) -> dict[str, Any]:
                     "inserted": merge.inserted, "updated": merge.updated, "deleted": merge.deleted},
         "profiles": profiles_summary(run.profiles),
     }  # fmt: skip
+
+
+def online_summary(run: OnlineStoreRun) -> dict[str, Any]:
+    """What an online-store run did, per source table (versions and counts; no person data)."""
+    return {"seconds": round(run.seconds, 1), "written": run.written, "skipped": run.skipped,
+            "sources": {s.table: {"mode": s.mode, "from": s.from_version, "to": s.to_version,
+                                  "written": s.written, "skipped": s.skipped} for s in run.sources}}  # fmt: skip
 
 
 def profiles_summary(run: ProfilesRun) -> dict[str, Any]:

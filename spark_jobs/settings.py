@@ -197,11 +197,20 @@ class Settings:
     # Segment syncs: runs in which a destination may refuse the same call before it is a dead letter (not sent
     # again until the person's payload changes or a --full run; reported in ops.sync_runs.dead_lettered)
     sync_max_tries: int = 3
+    # Online store (spark_jobs/serving/online_store.py): the Redis the decision API reads, e.g.
+    # redis://127.0.0.1:16379/0 (`make redis-up`); empty: no online store. May hold a password: never in repr.
+    redis_url: str = field(default="", repr=False)
+    redis_prefix: str = "il:"  # every key the store writes starts with it (several lakehouses, one Redis)
+    online_ttl_days: int = 30  # a person's keys expire this many days after their last update
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret
             raise SettingsError(f"INTENTLAKE_HASH_KEY has {len(self.hash_key)} characters: use at least "
                                 f"{MIN_HASH_KEY_CHARS}, e.g. the output of `openssl rand -hex 32`")  # fmt: skip
+        if self.online_ttl_days < 1:
+            raise SettingsError(f"INTENTLAKE_ONLINE_TTL_DAYS={self.online_ttl_days}: use 1 or more days")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("INTENTLAKE_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.ip_retention_days < 0:
             raise SettingsError(f"INTENTLAKE_IP_RETENTION_DAYS={self.ip_retention_days}: use 0 or more days")
         for name in INTERVAL_SETTINGS:  # a bad interval is named at start-up, not mid-stream

@@ -25,3 +25,47 @@ def spark(tmp_path_factory):
 def settings(tmp_path: Path) -> Settings:
     """Settings whose lakehouse, landing zone and checkpoints live in this test's temp dir."""
     return replace(Settings.from_env().with_root(tmp_path / "lakehouse"), shuffle_partitions=2)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis server for this test process (scripts/redis.sh, on a free loopback port); tests keep apart
+    by key prefix (`online_settings`)."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "INTENTLAKE_REDIS_DIR": str(tmp_path_factory.mktemp("redis")),
+           "INTENTLAKE_REDIS_PORT": str(port)}  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "scripts" / "redis.sh"
+    subprocess.run([str(script), "up"], env=env, check=True, timeout=300, capture_output=True)
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", script, env)
+    yield server
+    subprocess.run([str(script), "down"], env=env, timeout=60, capture_output=True)
+
+
+class RedisServer(str):
+    """The server's URL (a str), and how to restart it: a restart loses every key (nothing is persisted)."""
+
+    def __new__(cls, url: str, script: Path, env: dict[str, str]) -> RedisServer:
+        server = super().__new__(cls, url)
+        server.script, server.env = script, env
+        return server
+
+    def restart(self) -> None:
+        import subprocess
+
+        for action in ("down", "up"):
+            subprocess.run([str(self.script), action], env=self.env, check=True, timeout=120, capture_output=True)
+
+
+@pytest.fixture
+def online_settings(settings: Settings, redis_url: str, request) -> Settings:
+    """`settings` with the online store on the test process's Redis, under a prefix of this test's own."""
+    import hashlib
+
+    prefix = "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10] + ":"
+    return replace(settings, redis_url=str(redis_url), redis_prefix=prefix)

@@ -16,5 +16,6 @@ CREATE TABLE IF NOT EXISTS gold.send_times (
 USING DELTA
 COMMENT 'Best local send hour per person, with fallback and confidence (gold)'
 TBLPROPERTIES (
+  'delta.enableChangeDataFeed' = 'true',
   'intentlake.contract' = 'tables/gold/send_times.sql'
 )

@@ -63,7 +63,7 @@ def test_the_dags_parse_without_spark_and_are_documented(tmp_path, settings):
 
 
 @pytest.fixture(scope="module")
-def piped(spark, tmp_path_factory):
+def piped(spark, tmp_path_factory, redis_url):
     """600 simulated events through lakehouse_pipeline twice: first with a tightened identity-map suite (the
     silver gate fails), then with the shipped suites (user features run in it); then audience_inputs, the DAG
     scheduled on gold.user_segments (send times and content picks)."""
@@ -85,10 +85,11 @@ def piped(spark, tmp_path_factory):
     # the suite fixed: the next run re-checks the same rows (the gate's mark did not move) and goes through
     passed, _ = run_dag(airflow_env(root / "airflow", settings.lakehouse), "lakehouse_pipeline")
     _snapshot(settings, root / "before_audience")
+    online = {"INTENTLAKE_REDIS_URL": str(redis_url), "INTENTLAKE_REDIS_PREFIX": "dags:"}
     audience, audience_log = run_dag(
-        airflow_env(root / "airflow", settings.lakehouse), "audience_inputs", "2026-11-04T00:00:00+00:00"
+        airflow_env(root / "airflow", settings.lakehouse) | online, "audience_inputs", "2026-11-04T00:00:00+00:00"
     )
-    return SimpleNamespace(settings=settings, root=root, failed=failed, failed_log=failed_log,
+    return SimpleNamespace(settings=settings, root=root, failed=failed, failed_log=failed_log, redis_url=redis_url,
                            gold_after_failure=gold_after_failure, passed=passed, audience=audience,
                            audience_log=audience_log)  # fmt: skip
 
@@ -168,7 +169,7 @@ def test_the_pipeline_killed_in_gold_and_retried_leaves_the_tables_of_the_clean_
 
 def test_audience_inputs_run_on_gold_segments_and_write_send_times_content_picks_and_profiles(spark, piped):
     settings = piped.settings
-    tasks = {"send_times": "success", "content_picks": "success", "profiles": "success"}
+    tasks = {"send_times": "success", "content_picks": "success", "profiles": "success", "online_store": "success"}
     assert piped.audience == {"state": "success", "tasks": tasks}, piped.audience_log[-3000:]
     logins = table(spark, settings, "silver.identity_map").filter("identifier_type = 'user_id'").count()
     assert 0 < table(spark, settings, "silver.profiles").filter("user_id IS NOT NULL").count() <= logins
@@ -176,6 +177,20 @@ def test_audience_inputs_run_on_gold_segments_and_write_send_times_content_picks
     assert table(spark, settings, "gold.send_times").count() == persons > 0
     picks = table(spark, settings, "gold.content_assignments")
     assert 0 < picks.select("person_id").distinct().count() <= persons
+    # the DAG's last task brought the online store up to those tables: every person, as gold has them
+    from spark_jobs.serving import online_store
+
+    online = replace(settings, redis_url=str(piped.redis_url), redis_prefix="dags:")
+    connection = online_store.client(online)
+    for row in table(spark, settings, "gold.user_segments").collect():
+        record = online_store.person(connection, online, row.person_id)
+        assert (record["segment"], record["intent_score"]) == (row.segment, row.intent_score), row.person_id
+        assert "best_local_hour" in record and "consent_marketing" in record
+    with_picks = {r.person_id for r in picks.select("person_id").distinct().collect()}
+    assert all(online_store.person(connection, online, p)["content"] for p in with_picks)
+    anonymous = table(spark, settings, "silver.identity_map").filter("identifier_type = 'anonymous_id'").first()
+    assert online_store.resolve(connection, online, "anonymous_id", anonymous.identifier) == anonymous.person_id
+    connection.close()
 
     # killed once gold.engagement_rhythm is written, before gold.send_times, and retried
     twin = _twin(piped, "before_audience")

@@ -138,11 +138,16 @@ def test_a_hubspot_sync_sends_the_consenting_audience_once_retries_refusals_and_
 
 
 def test_a_webhook_sync_signs_each_batch_a_file_sync_writes_the_whole_audience_and_erasure_reaches_both(
-    spark, settings, monkeypatch
+    spark, online_settings, monkeypatch
 ):
     from spark_jobs import erasure
+    from spark_jobs.serving import online_store
 
+    settings = online_settings  # the online store too: erasure reaches it as well
     _lakehouse(spark, settings, PEOPLE)
+    online_store.update_online_store(spark, settings)
+    connection = online_store.client(settings)
+    assert online_store.person(connection, settings, "p1")["segment"] == "High Intent"
     webhook = replace(DESTINATIONS["webhook_all_segments"], options={
         **DESTINATIONS["webhook_all_segments"].options, "batch_size": 2, "requests_per_second": 100})  # fmt: skip
     file_export = DESTINATIONS["file_high_intent"]
@@ -179,6 +184,14 @@ def test_a_webhook_sync_signs_each_batch_a_file_sync_writes_the_whole_audience_a
     assert json.loads((folder / "file_high_intent.manifest.json").read_text())["rows"] == 1
     receipt = erasure.receipt(spark, settings, request)
     assert receipt["destinations"] == {"file_high_intent": 1, "webhook_all_segments": 1}
+    assert receipt["online_store"] == {"keys_deleted": 1}  # p1's hash (it has no ids in this lakehouse)
+    assert online_store.person(connection, settings, "p1") is None
+    assert online_store.person(connection, settings, "p2") is not None
+    # the erasure's deletes come through the feed and leave no key behind that names p1
+    assert {s.table: s.written for s in online_store.update_online_store(spark, settings).sources}[
+        "gold.user_segments"] == 1  # fmt: skip
+    assert not connection.exists(settings.redis_prefix + "p:p1")
+    connection.close()
     assert table(spark, settings, "ops.sync_state").where("person_id = 'p1'").count() == 0
 
 

@@ -33,6 +33,8 @@ def test_cluster_master_and_extra_confs_come_from_the_environment(monkeypatch):
     ("LAKEHOUSE", "s3a://bucket/lakehouse", "is a URI"),  # Path would make it ./s3a:/bucket/lakehouse
     ("CHECKPOINTS", "abfss://c@account.dfs.core.windows.net/x", "is a URI"),
     ("EXPECTATIONS_DIR", "gs://bucket/suites", "is a URI"),
+    ("REDIS_URL", "http://127.0.0.1:6379", "must start with redis://"),
+    ("ONLINE_TTL_DAYS", "0", "1 or more days"),
 ])  # fmt: skip
 def test_unusable_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(f"INTENTLAKE_{name}", value)
@@ -85,3 +87,12 @@ def test_env_example_lists_every_setting():
     names = [f"INTENTLAKE_{f.name.upper()}" for f in fields(Settings)]
     missing = [name for name in names if f"{name}=" not in listed]
     assert missing == []
+
+
+def test_the_redis_url_is_never_shown(monkeypatch):
+    monkeypatch.setenv("INTENTLAKE_REDIS_URL", "redis://:s3cret-pass@127.0.0.1:16379/0")
+    assert "s3cret" not in repr(Settings.from_env())
+    monkeypatch.setenv("INTENTLAKE_REDIS_URL", "https://:s3cret-pass@127.0.0.1:16379/0")
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env()
+    assert "s3cret" not in str(refused.value)
