@@ -760,7 +760,32 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_validate_config,
     )
     val.add_argument("--no-spark", action="store_true", help="skip the Spark analyzer check of segment rules")
+
+    serve = add(
+        "serve",
+        "serve the decision API (GET /api/content, POST /api/personalize, /docs) on loopback until stopped",
+        cmd_serve,
+    )
+    serve.add_argument("service", choices=("api",), help="which service")
+    serve.add_argument("--port", type=int, default=None, help="port (default INTENTLAKE_API_PORT, 8700)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     return parser
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from spark_jobs.serving.api import create_app, key_file
+
+    port = args.port or settings.api_port
+    app = create_app(settings)  # config errors and bad settings before anything listens
+    where = "INTENTLAKE_API_KEYS" if settings.api_keys else f"the file {key_file(settings)}"
+    store = (
+        "the online store at INTENTLAKE_REDIS_URL" if settings.redis_url else "no online store (INTENTLAKE_REDIS_URL)"
+    )
+    print(f"decision API on http://{args.host}:{port} (docs: /docs); API key in {where}; {store}", flush=True)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

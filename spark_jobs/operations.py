@@ -417,7 +417,8 @@ def validate_config(settings: Settings, spark: SparkSession | None = None) -> li
         f"{settings.scoring_file} ({model.model_version}, {len(model.signals)} signals)",
         f"{settings.segments_file} ({', '.join(r.name for r in rules)})",
         f"{settings.models_file} ({len(learned.features)} learned features, margin {learned.margin:g})",
-        f"{settings.content_rules_file} ({len(content.rules)} rules for {', '.join(content.channels)})",
+        f"{settings.content_rules_file} ({len(content.rules)} rules for {', '.join(content.channels)}; live: "
+        f"{', '.join(content.live_channels) or 'none'}; {len(content.places)} places)",
         f"{settings.kpis_file} (version {kpis.version}, targets from the seeds)",
         f"{settings.event_vocabulary_file} ({sum(len(v.events) + len(v.schemas) for _, v in vocabulary.sources)} "
         f"mappings; strict: {', '.join(n for n, v in vocabulary.sources if v.strict) or 'none'}; "

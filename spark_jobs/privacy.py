@@ -109,6 +109,11 @@ def hash_key(settings: Settings) -> bytes:
     return key
 
 
+def generated_secret(path: Path) -> str:
+    """A random secret kept in `path` (0600), made once by whoever asks first (e.g. the decision API's key)."""
+    return _read_or_create(path).decode("utf-8")
+
+
 def _read_or_create(path: Path) -> bytes:
     """The key in `path`; when there is none, a random one written atomically (0600) by whoever gets there first."""
     if path.exists():

@@ -202,11 +202,21 @@ class Settings:
     redis_url: str = field(default="", repr=False)
     redis_prefix: str = "il:"  # every key the store writes starts with it (several lakehouses, one Redis)
     online_ttl_days: int = 30  # a person's keys expire this many days after their last update
+    # Decision API (spark_jobs/serving/api.py): its port on loopback; the keys a caller must send (comma-separated
+    # secrets, never in repr; unset: one generated into <lakehouse>/_secrets/api_key); how long a request waits
+    # for the online store before it answers without it (degraded)
+    api_port: int = 8700
+    api_keys: str = field(default="", repr=False)
+    api_store_timeout_ms: int = 50
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret
             raise SettingsError(f"INTENTLAKE_HASH_KEY has {len(self.hash_key)} characters: use at least "
                                 f"{MIN_HASH_KEY_CHARS}, e.g. the output of `openssl rand -hex 32`")  # fmt: skip
+        if not 0 < self.api_port < 65536:
+            raise SettingsError(f"INTENTLAKE_API_PORT={self.api_port}: use a TCP port 1-65535")
+        if self.api_store_timeout_ms < 1:
+            raise SettingsError(f"INTENTLAKE_API_STORE_TIMEOUT_MS={self.api_store_timeout_ms}: use 1 or more ms")
         if self.online_ttl_days < 1:
             raise SettingsError(f"INTENTLAKE_ONLINE_TTL_DAYS={self.online_ttl_days}: use 1 or more days")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -56,10 +56,18 @@ class RedisServer(str):
         return server
 
     def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
         import subprocess
 
-        for action in ("down", "up"):
-            subprocess.run([str(self.script), action], env=self.env, check=True, timeout=120, capture_output=True)
+        subprocess.run([str(self.script), "down"], env=self.env, check=True, timeout=120, capture_output=True)
+
+    def start(self) -> None:
+        import subprocess
+
+        subprocess.run([str(self.script), "up"], env=self.env, check=True, timeout=120, capture_output=True)
 
 
 @pytest.fixture

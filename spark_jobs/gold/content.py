@@ -46,6 +46,8 @@ def _variables() -> dict[str, str]:
     types.update({name: "int" for name in _INTS})
     types.update({f"moments_{kind}": "int" for kind in MOMENT_TYPES})
     types.update({"intent_score": "double", "converted": "bool"})
+    # what only a live decision knows (spark_jobs/serving/decisions.py); null in gold's batch picks
+    types.update({"search_query": "string"})
     return types
 
 
@@ -68,12 +70,62 @@ class ContentRule:
 
 
 @dataclass(frozen=True)
+class Place:
+    """A configured place live rules measure the distance to (variable distance_km_<key>)."""
+
+    key: str
+    name: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
 class ContentRules:
-    channels: tuple[str, ...]
+    channels: tuple[str, ...]  # batch channels: gold.content_assignments holds a pick per person for each
     rules: tuple[ContentRule, ...]  # in evaluation order: priority descending, then file order
     version: str  # sha256 of the file (first 12 hex digits): which rules produced a pick
-    # the variables triggers may read: VARIABLES plus custom_<key> (config/event_vocabulary.yaml beside it)
+    # the variables triggers may read: VARIABLES, custom_<key> (config/event_vocabulary.yaml beside it) and
+    # distance_km_<place>
     variables: tuple[tuple[str, str], ...] = tuple(VARIABLES.items())
+    live_channels: tuple[str, ...] = ()  # channels the decision API picks for, with the request's context
+    places: tuple[Place, ...] = ()
+
+
+def compile_rules(rules: ContentRules) -> list[tuple[ContentRule, Any]]:
+    """Each rule with its compiled trigger, in evaluation order (compile once, evaluate many)."""
+    import cel
+
+    return [(rule, cel.compile(rule.trigger)) for rule in rules.rules]
+
+
+def matching(programs: list[tuple[ContentRule, Any]], context: dict[str, Any]) -> tuple[list[ContentRule], list[str]]:
+    """The rules whose trigger is true for a context (every variable present, null where unknown), in
+    evaluation order, and the names of those that could not be evaluated on it (they do not match). The one
+    evaluation gold's batch picks and the decision API both call."""
+    matched: list[ContentRule] = []
+    failed: list[str] = []
+    for rule, program in programs:
+        try:
+            if program.execute(context) is True:
+                matched.append(rule)
+        except (TypeError, RuntimeError, ValueError):
+            failed.append(rule.name)
+    return matched, failed
+
+
+def choose(matched: list[ContentRule], channel: str) -> ContentRule | None:
+    """The winning rule for a channel: the first matching rule (highest priority) that serves it."""
+    return next((rule for rule in matched if channel in rule.channels), None)
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine, mean Earth radius 6,371 km)."""
+    import math
+
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(a)))
 
 
 def _compile(path: Path, name: str, trigger: str, variables: dict[str, str]) -> Any:
@@ -105,15 +157,22 @@ def _compile(path: Path, name: str, trigger: str, variables: dict[str, str]) -> 
 
 def load_content_rules(path: Path) -> ContentRules:
     """Read and check config/content_rules.yaml; InvalidConfigError names the rule and the problem."""
-    doc = read_mapping(path, {"channels", "rules"}, "channels and rules")
+    doc = read_mapping(path, {"channels", "live_channels", "places", "rules"}, "channels and rules")
     channels = doc.get("channels")
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
         raise InvalidConfigError(path, "channels", "expected a non-empty list of channel names (email, crm, ...)")
+    live = doc.get("live_channels", [])
+    if not isinstance(live, list) or not all(isinstance(c, str) and c for c in live) or set(live) & set(channels):
+        raise InvalidConfigError(path, "live_channels", f"expected a list of channel names (web, app) that are "
+                                 f"not batch channels {channels}")  # fmt: skip
+    places = _load_places(path, doc.get("places", {}))
     raw = doc.get("rules")
     if not isinstance(raw, list) or not raw:
         raise InvalidConfigError(path, "rules", "expected a non-empty list of {name, priority, trigger, adaptations}")
     rules, seen = [], set()
-    variables = {**VARIABLES, **dict.fromkeys(vocabulary_beside(path).feature_columns, "int")}
+    variables = {**VARIABLES, **dict.fromkeys(vocabulary_beside(path).feature_columns, "int"),
+                 **{f"distance_km_{p.key}": "double" for p in places}}  # fmt: skip
+    every_channel = [*channels, *live]
     allowed = {"name", "priority", "channels", "trigger", "adaptations", "description"}
     for i, spec in enumerate(raw, start=1):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"].strip():
@@ -130,9 +189,9 @@ def load_content_rules(path: Path) -> ContentRules:
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidConfigError(path, where, f"priority {priority!r} must be a whole number")
         rule_channels = spec.get("channels", channels)
-        if not isinstance(rule_channels, list) or not rule_channels or set(rule_channels) - set(channels):
+        if not isinstance(rule_channels, list) or not rule_channels or set(rule_channels) - set(every_channel):
             raise InvalidConfigError(path, where, f"channels {rule_channels!r} must be a non-empty list of "
-                                     f"{channels}")  # fmt: skip
+                                     f"{every_channel}")  # fmt: skip
         trigger = spec.get("trigger")
         if isinstance(trigger, bool):
             trigger = "true" if trigger else "false"
@@ -148,7 +207,31 @@ def load_content_rules(path: Path) -> ContentRules:
                                  *(adaptations[a].strip() for a in ADAPTATIONS)))  # fmt: skip
     order = sorted(range(len(rules)), key=lambda i: (-rules[i].priority, i))
     version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return ContentRules(tuple(channels), tuple(rules[i] for i in order), version, tuple(variables.items()))
+    return ContentRules(tuple(channels), tuple(rules[i] for i in order), version, tuple(variables.items()),
+                        tuple(live), places)  # fmt: skip
+
+
+def _load_places(path: Path, raw: object) -> tuple[Place, ...]:
+    """places: {key: {name, lat, lon}}: keys of lower-case letters, digits and _ (they name a variable)."""
+    import re
+
+    if not isinstance(raw, dict):
+        raise InvalidConfigError(path, "places", "expected a mapping of place key -> {name, lat, lon}")
+    places = []
+    for key, spec in raw.items():
+        where = f"place '{key}'"
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+            raise InvalidConfigError(path, where, "a key is lower-case letters, digits and _ (it names the "
+                                     "variable distance_km_<key>)")  # fmt: skip
+        if not isinstance(spec, dict) or set(spec) != {"name", "lat", "lon"}:
+            raise InvalidConfigError(path, where, "expected exactly name, lat and lon")
+        lat, lon = spec["lat"], spec["lon"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)) or not (
+            -90 <= lat <= 90 and -180 <= lon <= 180
+        ):
+            raise InvalidConfigError(path, where, f"lat {lat!r} / lon {lon!r}: degrees within -90..90 / -180..180")
+        places.append(Place(key, str(spec["name"]), float(lat), float(lon)))
+    return tuple(places)
 
 
 def person_contexts(spark: SparkSession, settings: Settings, variables: dict[str, str] | None = None) -> DataFrame:
@@ -192,24 +275,14 @@ def _pick_batches(rules: ContentRules):
     """mapInArrow function: compile the triggers once per task, then pick per person and channel."""
 
     def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import cel
-
-        programs = [(rule, cel.compile(rule.trigger)) for rule in rules.rules]
+        programs = compile_rules(rules)
         names = [name for name, _ in rules.variables]
         for batch in batches:
             out: list[dict] = []
             for row in batch.to_pylist():
-                context = {name: row[name] for name in names}
-                failed: list[str] = []
-                matched: list[ContentRule] = []
-                for rule, program in programs:
-                    try:
-                        if program.execute(context) is True:
-                            matched.append(rule)
-                    except (TypeError, RuntimeError, ValueError):
-                        failed.append(rule.name)
+                matched, failed = matching(programs, {name: row[name] for name in names})
                 for channel in rules.channels:
-                    rule = next((r for r in matched if channel in r.channels), None)
+                    rule = choose(matched, channel)
                     out.append({
                         "person_id": row["person_id"], "channel": channel, "rule": rule.name if rule else None,
                         "priority": rule.priority if rule else None, "tone": rule.tone if rule else None,

@@ -59,7 +59,7 @@ def test_simulate_command_writes_the_same_day_as_the_library(monkeypatch, tmp_pa
 def test_validate_config_checks_models_and_content_rules_too(capsys):
     assert main(["validate-config", "--no-spark"]) == 0
     out = capsys.readouterr().out
-    assert "models.yaml (" in out and "content_rules.yaml (7 rules for email, crm)" in out
+    assert "models.yaml (" in out and "content_rules.yaml (10 rules for email, crm; live: web, app; 1 places)" in out
 
 
 def test_a_multi_day_simulation_spreads_sessions_over_the_days(tmp_path):
