@@ -763,11 +763,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = add(
         "serve",
-        "serve the decision API (GET /api/content, POST /api/personalize, /docs) on loopback until stopped",
+        "serve the decision API (/api/content, /api/personalize) or the collector (Segment's /v1/*) until stopped",
         cmd_serve,
     )
-    serve.add_argument("service", choices=("api",), help="which service")
-    serve.add_argument("--port", type=int, default=None, help="port (default INTENTLAKE_API_PORT, 8700)")
+    serve.add_argument("service", choices=("api", "collector"), help="which service")
+    serve.add_argument(
+        "--port", type=int, default=None,
+        help="port (default INTENTLAKE_API_PORT, 8700, or INTENTLAKE_COLLECTOR_PORT, 8701)",
+    )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     return parser
 
@@ -775,15 +778,33 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from spark_jobs.serving.api import create_app, key_file
+    if args.service == "collector":
+        from spark_jobs.serving.collector import create_app, write_key_file
 
-    port = args.port or settings.api_port
-    app = create_app(settings)  # config errors and bad settings before anything listens
-    where = "INTENTLAKE_API_KEYS" if settings.api_keys else f"the file {key_file(settings)}"
-    store = (
-        "the online store at INTENTLAKE_REDIS_URL" if settings.redis_url else "no online store (INTENTLAKE_REDIS_URL)"
-    )
-    print(f"decision API on http://{args.host}:{port} (docs: /docs); API key in {where}; {store}", flush=True)
+        port = args.port or settings.collector_port
+        app = create_app(settings)  # config and settings errors before anything listens
+        where = (
+            "INTENTLAKE_COLLECTOR_WRITE_KEYS"
+            if settings.collector_write_keys
+            else f"the file {write_key_file(settings)}"
+        )
+        sink = f"landing zone {settings.landing}"
+        if settings.collector_sink == "kafka":
+            sink = f"Kafka topic {settings.kafka_topic} at {settings.kafka_bootstrap}"
+        print(f"collector on http://{args.host}:{port} (Segment /v1/*, any format on /v1/events) into the {sink}; "
+              f"write key in {where}", flush=True)  # fmt: skip
+    else:
+        from spark_jobs.serving.api import create_app, key_file
+
+        port = args.port or settings.api_port
+        app = create_app(settings)
+        where = "INTENTLAKE_API_KEYS" if settings.api_keys else f"the file {key_file(settings)}"
+        store = (
+            "the online store at INTENTLAKE_REDIS_URL"
+            if settings.redis_url
+            else "no online store (INTENTLAKE_REDIS_URL)"
+        )
+        print(f"decision API on http://{args.host}:{port} (docs: /docs); API key in {where}; {store}", flush=True)
     uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
     return 0
 

@@ -208,13 +208,23 @@ class Settings:
     api_port: int = 8700
     api_keys: str = field(default="", repr=False)
     api_store_timeout_ms: int = 50
+    # Collector (spark_jobs/serving/collector.py): its port on loopback; Segment write keys (comma-separated
+    # secrets; unset: one generated into <lakehouse>/_secrets/write_key); where events go (landing: the
+    # landing zone's files; kafka: the topic above); how many events may wait for the sink before it answers 503
+    collector_port: int = 8701
+    collector_write_keys: str = field(default="", repr=False)
+    collector_sink: str = "landing"
+    collector_max_pending: int = 100_000
 
     def __post_init__(self) -> None:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_CHARS:  # its length only: the key is a secret
             raise SettingsError(f"INTENTLAKE_HASH_KEY has {len(self.hash_key)} characters: use at least "
                                 f"{MIN_HASH_KEY_CHARS}, e.g. the output of `openssl rand -hex 32`")  # fmt: skip
-        if not 0 < self.api_port < 65536:
-            raise SettingsError(f"INTENTLAKE_API_PORT={self.api_port}: use a TCP port 1-65535")
+        for name in ("api_port", "collector_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise SettingsError(f"INTENTLAKE_{name.upper()}={getattr(self, name)}: use a TCP port 1-65535")
+        if self.collector_sink not in ("landing", "kafka"):
+            raise SettingsError(f"INTENTLAKE_COLLECTOR_SINK={self.collector_sink!r}: use 'landing' or 'kafka'")
         if self.api_store_timeout_ms < 1:
             raise SettingsError(f"INTENTLAKE_API_STORE_TIMEOUT_MS={self.api_store_timeout_ms}: use 1 or more ms")
         if self.online_ttl_days < 1:

@@ -218,3 +218,100 @@ def test_a_wrong_password_fails_naming_authentication_and_never_shows_the_passwo
     )
     assert all("Authentication failed" in message for *_, message in outcomes), outcomes
     assert wrong not in output
+
+
+def _collector(settings, broker: str, topic: str, port: int, key: str) -> subprocess.Popen:
+    """`intentlake serve collector` into the topic, in a process group of its own (kill -9 takes all of it)."""
+    env = {**os.environ, "INTENTLAKE_LAKEHOUSE": str(settings.lakehouse), "INTENTLAKE_COLLECTOR_SINK": "kafka",
+           "INTENTLAKE_KAFKA_BOOTSTRAP": broker, "INTENTLAKE_KAFKA_TOPIC": topic,
+           "INTENTLAKE_COLLECTOR_WRITE_KEYS": key, "INTENTLAKE_MAX_EVENT_AGE": "3650 days"}  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "spark_jobs.cli", "serve", "collector", "--port", str(port)],
+                              env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError("the collector did not listen within 60 s")
+
+
+def test_a_collector_killed_during_a_burst_loses_no_acknowledged_event_and_bronze_holds_each_once(
+    spark, settings, broker
+):
+    import base64
+    import json
+    import signal
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from confluent_kafka import Consumer
+
+    topic, key, port = "collector-burst", "wk-burst-0123456789", _free_port()
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    batches = [[{"type": "track", "event": "Product Viewed", "messageId": f"burst-{b}-{i}", "anonymousId": f"a-{i % 7}",
+                 "timestamp": "2026-12-05T10:00:00Z", "properties": {"product_id": f"sku-{i}"}} for i in range(50)]
+               for b in range(60)]  # fmt: skip
+    acknowledged: set[str] = set()
+    pending = list(range(len(batches)))
+
+    def send(index: int) -> bool:
+        body = json.dumps({"batch": batches[index]}).encode()
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/batch", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert json.load(answer)["accepted"] == 50
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False  # not acknowledged: the sender sends it again
+        acknowledged.update(m["messageId"] for m in batches[index])
+        return True
+
+    server = _collector(settings, broker, topic, port, key)
+    lock, sent_before_kill = threading.Lock(), []
+
+    def burst() -> None:
+        for index in list(pending):
+            if send(index):
+                with lock:
+                    pending.remove(index)
+                    sent_before_kill.append(index)
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    while len(sent_before_kill) < 15:
+        time.sleep(0.01)
+    os.killpg(server.pid, signal.SIGKILL)  # mid-burst: the request in flight dies with it
+    server.wait()
+    sender.join()
+    assert 15 <= len(acknowledged) // 50 < len(batches)  # the kill cut the burst short
+
+    server = _collector(settings, broker, topic, port, key)  # restarted; the sender retries what was not acknowledged
+    try:
+        for index in list(pending):
+            assert send(index)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": "burst-check", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen: list[str] = []
+    idle = time.monotonic()
+    while time.monotonic() - idle < 5:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            seen.append(json.loads(message.value())["messageId"])
+            idle = time.monotonic()
+    consumer.close()
+    everything = {m["messageId"] for batch in batches for m in batch}
+    assert acknowledged == everything and set(seen) == everything  # no acknowledged event lost
+    assert len(seen) >= len(everything)  # a batch in flight at the kill may be there twice ...
+
+    kafka_settings = replace(settings, kafka_bootstrap=broker, kafka_topic=topic, max_event_age="3650 days")
+    bronze.run(spark, kafka_settings, source="kafka")
+    assert table(spark, kafka_settings, "bronze.events").count() == len(everything)  # ... bronze holds it once
