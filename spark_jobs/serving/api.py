@@ -12,13 +12,21 @@ the content rule that won for the channel, with tone, format and CTA. A person t
 the rules' answer for the request's own context; when the store does not answer within
 INTENTLAKE_API_STORE_TIMEOUT_MS, the same, marked `degraded`, and for the next second no request waits for
 it (a store that is down costs no request its timeout); bad parameters get a 400/422 naming them.
+
+Every decision is logged as a canonical `exposure` event (schema version 4: decision id, person, rule,
+content, segment, score, model version) through the collector's own path into the landing zone or Kafka,
+after the answer has gone; the page's later click or dismissal carries properties.decision_id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,7 +36,8 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from spark_jobs.privacy import generated_secret
-from spark_jobs.serving.decisions import BadRequest, Decider, DecisionRequest
+from spark_jobs.serving.collector import Collector, make_sink
+from spark_jobs.serving.decisions import BadRequest, Decider, DecisionRequest, exposure_event
 from spark_jobs.serving.online_store import IDENTIFIER, PERSON, decode
 from spark_jobs.settings import Settings
 
@@ -163,8 +172,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     decider = Decider.load(settings)
     keys = tuple(k.encode() for k in api_keys(settings))
     store = Store(settings)
+    # every decision is logged as an exposure event through the collector's own path (checked by bronze's
+    # parser, then the landing zone or Kafka), off the answer's path: a second's group per landing file
+    exposures = Collector(settings, make_sink(settings, linger_seconds=1.0))
+    logged = {"exposures_logged": 0, "exposures_failed": 0}
+    in_flight: set[asyncio.Task] = set()
+
+    async def log_exposure(event: dict[str, Any]) -> None:
+        try:
+            await exposures.accept(
+                [(json.dumps(event, separators=(",", ":")), event)], exposures.limits.max_record_bytes
+            )
+            logged["exposures_logged"] += 1
+        except Exception as exc:  # the answer has gone; the failure is counted (/healthz) and logged
+            logged["exposures_failed"] += 1
+            log.warning("an exposure could not be logged: %s", exc)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await exposures.sink.start()
+        yield
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        await exposures.sink.stop()
+
     # the docs pages (/docs, /redoc) with their scripts served from the package, not a CDN
-    app = FastAPIOffline(title="intentlake decision API", version="1", description=__doc__.split("\n\n", 2)[2])
+    app = FastAPIOffline(title="intentlake decision API", version="1", description=__doc__.split("\n\n", 2)[2],
+                         lifespan=lifespan)  # fmt: skip
 
     def authorised(x_api_key: Annotated[str | None, Header()] = None,
                    authorization: Annotated[str | None, Header()] = None) -> None:  # fmt: skip
@@ -182,7 +216,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def decide(request: DecisionRequest) -> dict[str, Any]:
         request.check(decider.rules.live_channels)  # before the store: a bad request costs it nothing
         record, person_id, degraded = await store.lookup(request.user_id, request.anonymous_id)
-        return decider.decide(record, request, datetime.now(UTC), person_id, degraded)
+        now = datetime.now(UTC)
+        decision = decider.decide(record, request, now, person_id, degraded)
+        task = asyncio.create_task(log_exposure(exposure_event(decision, request, now)))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        return decision
 
     @app.get("/api/content", response_model=Decision, dependencies=[Depends(authorised)])
     async def content(
@@ -221,6 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz")
     async def health() -> dict[str, Any]:
         """Whether the online store answers (the API answers either way)."""
-        return {"api": "up", "store": "up" if await store.ping() else "down", "rules_version": decider.rules.version}
+        return {"api": "up", "store": "up" if await store.ping() else "down", "rules_version": decider.rules.version,
+                **logged}  # fmt: skip
 
     return app

@@ -283,8 +283,12 @@ def write_key_file(settings: Settings) -> Path:
     return settings.lakehouse / "_secrets" / "write_key"
 
 
-def make_sink(settings: Settings) -> LandingSink | KafkaSink:
-    return KafkaSink(settings) if settings.collector_sink == "kafka" else LandingSink(settings.landing)
+def make_sink(settings: Settings, linger_seconds: float = 0.005) -> LandingSink | KafkaSink:
+    """The configured sink; `linger_seconds`: how long a landing-zone group waits for more requests (one
+    file per group: a longer wait, fewer and larger files, later acknowledgements)."""
+    if settings.collector_sink == "kafka":
+        return KafkaSink(settings)
+    return LandingSink(settings.landing, linger_seconds)
 
 
 def _json(raw: bytes, what: str) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -208,3 +208,27 @@ class Decider:
             "unevaluable_rules": failed,
             "degraded": degraded is not None,
         }
+
+
+def exposure_event(decision: dict[str, Any], request: DecisionRequest, now: datetime) -> dict[str, Any]:
+    """The canonical `exposure` event (schema version 4) that records a decision: what was shown, to whom,
+    by which rule and model. Its event id is the decision id, so a repeated log is stored once; a request
+    with only a login id gets the anonymous id Segment's server-side calls get (uid:<user_id>)."""
+    content = decision["content"] or {}
+    at = now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    properties = {
+        "decision_id": decision["decision_id"], "channel": decision["channel"], "rule": content.get("rule"),
+        "tone": content.get("tone"), "format": content.get("format"), "cta": content.get("cta"),
+        "segment": decision["segment"], "model_version": decision["model_version"],
+        "intent_score": None if decision["intent_score"] is None else f"{decision['intent_score']:g}",
+        "personalized": str(decision["personalized"]).lower(), "rules_version": decision["rules_version"],
+    }  # fmt: skip
+    event: dict[str, Any] = {
+        "event_id": decision["decision_id"], "event_type": "exposure", "occurred_at": at, "received_at": at,
+        "anonymous_id": request.anonymous_id or f"uid:{request.user_id}", "user_id": request.user_id,
+        "properties": properties, "source": {"kind": "api", "sdk": "intentlake-decision-api", "version": "1"},
+        "schema_version": 4,
+    }  # fmt: skip
+    if request.page_url:
+        event["page"] = {"url": request.page_url, "path": urlsplit(request.page_url).path or None, "referrer": None}
+    return event

@@ -381,6 +381,9 @@ def process_silver_batch(
             late_known = late_known.unionByName(late_rows)
         history = (
             bronze.filter(F.col("event_date") >= F.lit(lower.date()))
+            # an exposure is what the decision API showed, not something the person did: it stays in bronze
+            # (joined to its outcomes by decision_id) and out of sessions, their features and moments
+            .filter(F.col("event_type") != "exposure")
             .join(scope, "anonymous_id")
             .filter((F.col("occurred_at") >= F.col("anchor")) | F.array_contains("client_ids", F.col("session_id")))
             .drop("anchor", "client_ids", "lower")

@@ -7,7 +7,7 @@
 -- @person: user_id = user_id
 CREATE TABLE IF NOT EXISTS bronze.events (
   event_id        STRING    NOT NULL COMMENT 'Client or source event id; unique per session_id in this table',
-  event_type      STRING    NOT NULL COMMENT 'Canonical type: page_view, product_view, scroll, click, search, cart_add, wishlist_add, purchase, identify, location (v2), custom, cart_remove, form, consent (v3)',
+  event_type      STRING    NOT NULL COMMENT 'Canonical type: page_view, product_view, scroll, click, search, cart_add, wishlist_add, purchase, identify, location (v2), custom, cart_remove, form, consent (v3), exposure (v4: a decision the decision API made)',
   occurred_at     TIMESTAMP NOT NULL COMMENT 'Event time in UTC, as stamped by the client',
   received_at     TIMESTAMP NOT NULL COMMENT 'When the collector or SDK batch received it (UTC)',
   user_id         STRING             COMMENT 'Login id when the user is identified, else null',

@@ -11,6 +11,7 @@ import base64
 import json
 import subprocess
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -148,15 +149,44 @@ def test_a_full_disk_is_answered_503_and_nothing_is_acknowledged(settings, tmp_p
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_what_the_collector_wrote_lands_in_bronze_once_through_bronzes_own_stream(spark, collector):
+def test_what_the_collector_wrote_lands_in_bronze_once_and_exposures_stay_out_of_sessions(spark, collector):
     from spark_jobs.bronze import job as bronze
+    from spark_jobs.serving.decisions import DecisionRequest, exposure_event
+    from spark_jobs.silver import job as silver
     from tests.helpers import table
 
     client, settings = collector
     kinds = ("track", "page", "screen", "identify", "alias")
     for n in range(10):
         assert client.post(f"/v1/{kinds[n % 5]}", json=_message(kinds[n % 5], n), headers=AUTH).status_code == 200
+    # what the decision API logs, and the click on its CTA that the page sends back with the decision id
+    decision = {
+        "decision_id": "d-0001",
+        "channel": "web",
+        "segment": "High Intent",
+        "intent_score": 85.0,
+        "model_version": "weighted-v1",
+        "personalized": True,
+        "rules_version": "abc",
+        "content": {"rule": "r"},
+    }
+    at = datetime(2026, 12, 5, 10, 0, 1, tzinfo=UTC)
+    exposure = exposure_event(decision, DecisionRequest(anonymous_id="anon-0"), at)
+    assert client.post("/v1/events", json=exposure, headers=AUTH).status_code == 200
+    click = _message("track", 99, event="CTA Clicked", timestamp="2026-12-05T10:00:03Z",
+                     properties={"decision_id": "d-0001", "cta": "Complete your order"})  # fmt: skip
+    assert client.post("/v1/track", json=click, headers=AUTH).status_code == 200
+
     bronze.run(spark, settings)
     events = table(spark, settings, "bronze.events")
-    assert events.count() == 10 and table(spark, settings, "bronze.quarantine").count() == 0
-    assert {r.event_id for r in events.select("event_id").collect()} == {f"m-{kinds[n % 5]}-{n}" for n in range(10)}
+    assert events.count() == 12 and table(spark, settings, "bronze.quarantine").count() == 0
+    expected = {f"m-{kinds[n % 5]}-{n}" for n in range(10)} | {"d-0001", "m-track-99"}
+    assert {r.event_id for r in events.select("event_id").collect()} == expected
+    shown = events.where("event_type = 'exposure'").first()
+    assert (shown.event_id, shown.properties["rule"], shown.source.kind) == ("d-0001", "r", "api")
+    assert events.where("event_id = 'm-track-99'").first().properties["decision_id"] == "d-0001"
+
+    silver.run(spark, settings)
+    sessions = table(spark, settings, "silver.sessions").where("anonymous_id = 'anon-0'")
+    behaviour = events.where("anonymous_id = 'anon-0' AND event_type != 'exposure'").count()
+    assert sessions.agg({"event_count": "sum"}).first()[0] == behaviour  # the exposure is in no session

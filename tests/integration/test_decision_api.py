@@ -179,3 +179,28 @@ def test_intentlake_serve_api_serves_on_loopback_until_stopped(api, tmp_path):
         server.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then lets the signal it caught end the process as it would have
         assert server.wait(timeout=20) in (0, -signal.SIGTERM)
+
+
+def test_every_decision_is_logged_as_an_exposure_event_through_the_collectors_path(online_settings):
+    from spark_jobs.bronze.normalize import normalize_line
+
+    settings = replace(online_settings, api_keys=KEY)
+    _put(settings, "p-1", {"user_id": "u-1"}, segment=SEGMENT, consent={"consent_personalization": "1"})
+    with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
+        answers = [client.get("/api/content", params={"user_id": "u-1", "time": "19:00"}).json(),
+                   client.post("/api/personalize", json={"anonymous_id": "a-7", "page": {
+                       "url": "https://shop.example/search?q=pizza"}}).json()]  # fmt: skip
+    # the app has stopped: its last group of exposures is written
+    lines = [
+        line for path in sorted(settings.landing.glob("collector-*.ndjson")) for line in path.read_text().splitlines()
+    ]
+    events = {e["event_id"]: e for e in map(normalize_line, lines)}  # bronze's own parser takes each
+    assert set(events) == {a["decision_id"] for a in answers}
+    first = events[answers[0]["decision_id"]]
+    assert (first["event_type"], first["schema_version"], first["source"]["kind"]) == ("exposure", 4, "api")
+    assert (first["anonymous_id"], first["user_id"]) == ("uid:u-1", "u-1")
+    expected = {"rule": "high-intent-offer", "segment": "High Intent", "intent_score": "85", "personalized": "true",
+                "channel": "web", "model_version": "weighted-v1"}  # fmt: skip
+    assert {k: first["properties"][k] for k in expected} == expected
+    second = events[answers[1]["decision_id"]]
+    assert second["page"]["path"] == "/search" and second["properties"]["personalized"] == "false"

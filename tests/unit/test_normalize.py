@@ -267,7 +267,7 @@ def _detail(record: dict) -> str:
          "context.secret: not a field of the schema"),
         ({**CANONICAL, "consent": ["tok_123"]}, 'consent.0: not one of ["analytics", "marketing", "personalization"]'),
         ({**CANONICAL, "schema_version": "tok_123"},
-         "schema_version: not a registered canonical schema version (registered: 1, 2, 3; got string)"),
+         "schema_version: not a registered canonical schema version (registered: 1, 2, 3, 4; got string)"),
         ({**CANONICAL, "occurred_at": "secret@example.com"}, "occurred_at: not an ISO 8601 time"),
         ({**SEGMENT_TRACK, "timestamp": "secret@example.com"}, "timestamp: not an ISO 8601 time"),
         ({**SEGMENT_TRACK, "anonymousId": ["secret@example.com"], "userId": None},
