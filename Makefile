@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 JARS := .cache/jars/.resolved
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars demo test test-fast lint bench clean kafka-up kafka-down redis-up redis-down airflow cluster-up cluster-down
+.PHONY: help setup jars demo test test-fast lint bench clean kafka-up kafka-down redis-up redis-down serve airflow cluster-up cluster-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ airflow: setup ## start Airflow 3.3 on loopback (AIRFLOW_PORT, default 8080) wit
 
 kafka-down: ## stop the local Kafka broker
 	scripts/kafka.sh down
+
+serve: setup ## Redis, the collector (:8701), the decision API (:8700) and the streaming jobs feeding them; Ctrl-C stops all
+	scripts/serve.sh
 
 redis-up: ## start a local Redis for the online store (loopback, port 16379; redis-server from PATH or Debian's packages)
 	scripts/redis.sh up

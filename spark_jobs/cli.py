@@ -57,6 +57,11 @@ def _print_step(step: op.LayerRun | Any) -> None:
         print(f"{step.layer}: done in {step.seconds:.1f}s")
     elif isinstance(step, op.OnlineStoreRun):
         _print_online(step)
+    elif isinstance(step, op.AudienceRun):
+        profiles = op.profiles_summary(step.profiles)
+        print(f"audience inputs: send times for {sum(dict(step.send_times.send_times).values()):,} persons, content "
+              f"picks for {step.content.persons:,}, profiles of {profiles['persons']:,} (consenting "
+              f"{profiles['consenting']})")  # fmt: skip
     else:
         _print_features(step)
 
@@ -181,6 +186,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             + (f"; {r.error[:200]}" if r.error else "")
         )
     _print_online_status(state.online_store)
+    for name, said in (state.services or {}).items():
+        print(f"{name}: {said}")
     if state.unread_landing:
         print(
             f"landing files bronze does not read ({len(state.unread_landing)}; it reads {', '.join(LANDING_SUFFIXES)}):"
@@ -499,18 +506,26 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     # the demo speaks like real sources: Snowplow, server-side track calls, custom events, shared session ids
     _print_simulated(op.simulate_events(settings, events=args.events, seed=args.seed, realistic=True), settings)
+    settings, online = op.local_redis(settings)  # the online store and the decisions at the end need one
     print("starting Spark ...")
     lh = Lakehouse(settings)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     for step in op.run_pipeline(lh):
-        timings[step.layer if isinstance(step, op.LayerRun) else "user features"] = time.monotonic() - t0
+        label = "online store" if isinstance(step, op.OnlineStoreRun) else "user features"
+        timings[step.layer if isinstance(step, op.LayerRun) else label] = time.monotonic() - t0
         t0 = time.monotonic()
     op.audience_inputs(lh, now=op.newest_session_end(lh))  # the simulated days, not today: send times' window
     timings["send times, content"] = time.monotonic() - t0
     t0 = time.monotonic()
     syncs = op.demo_syncs(lh)
     timings["segment syncs"] = time.monotonic() - t0
+    decisions: list[op.DemoDecision] = []
+    if settings.redis_url:
+        t0 = time.monotonic()
+        op.online_store(lh)  # again: the content picks, send times and profiles written after gold
+        decisions = op.demo_decisions(lh)
+        timings["online store, decisions"] = time.monotonic() - t0
     _print_demo_report(lh, op.demo_report(lh), timings, time.monotonic() - started)
     print(
         "\nsegment syncs (config/destinations.yaml; each run is a row of ops.sync_runs, the state in ops.sync_state):"
@@ -521,7 +536,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"    sent to {done.target}{held}")
     print("  (a destination without INTENTLAKE_DEST_<NAME>_TOKEN went to a local stand-in of its vendor's API;")
     print("   set the token and URL to reach the real account: `intentlake sync NAME`)")
+    _print_decisions(decisions, online)
     return 0
+
+
+def _print_decisions(decisions: list[op.DemoDecision], online: str) -> None:
+    if not decisions:
+        print(f"\ndecisions: none ({online}; `make redis-up` or INTENTLAKE_REDIS_URL gives the demo one)")
+        return
+    print(
+        f"\ndecisions (what the decision API answers; online store: {online}, left running for `make serve`;"
+        " `make redis-down` stops it):"
+    )
+    for d in decisions:
+        answer, content = d.decision, d.decision["content"] or {}
+        score = "-" if answer["intent_score"] is None else f"{answer['intent_score']:.1f}"
+        print(f"  {d.who:<22} {d.asked}")
+        print(f"      segment {answer['segment'] or '-'}, score {score}; {content.get('rule', 'no rule')}: "
+              f"{content.get('tone', '')} / {content.get('format', '')} / \"{content.get('cta', '')}\"")  # fmt: skip
+        print(f"      {answer['basis']}; decision {answer['decision_id']}")
 
 
 def _print_demo_report(lh: Lakehouse, report: op.DemoReport, timings: dict[str, float], total: float) -> None:

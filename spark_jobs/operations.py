@@ -13,17 +13,19 @@ tests/unit/test_registry.py checks every producer named there is an operation he
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from spark_jobs.activation.destinations import configured as configured_destinations
 from spark_jobs.activation.sync import SyncResult
@@ -151,14 +153,18 @@ def run_pipeline(
 
 
 def _layer_steps(
-    lh: Lakehouse, layer: str, trigger: str | None, source: str
-) -> Iterator[LayerRun | UserFeaturesRun | OnlineStoreRun]:
+    lh: Lakehouse, layer: str, trigger: str | None, source: str, audience: bool = False
+) -> Iterator[LayerRun | UserFeaturesRun | AudienceRun | OnlineStoreRun]:
     """One layer's run; after a silver run that ends (not a stream left running), the user features; after
-    such a gold run, the online store when one is configured (INTENTLAKE_REDIS_URL)."""
+    such a gold run, the online store when one is configured (INTENTLAKE_REDIS_URL), preceded by the audience
+    inputs it also reads (send times, content picks, profiles with consent) when `audience` (follow mode:
+    the audience_inputs DAG's work, which a deployment schedules on gold's Asset)."""
     yield run_layer(lh, layer, trigger, source)
     if layer == "silver" and trigger in (None, "availableNow"):
         yield update_features(lh)
     if layer == "gold" and trigger in (None, "availableNow") and lh.settings.redis_url:
+        if audience:
+            yield audience_inputs(lh)
         yield online_store(lh)
 
 
@@ -177,7 +183,7 @@ UPSTREAM = {"silver": ("bronze.events",), "gold": ("silver.sessions", "ops.model
 
 def follow_pipeline(
     lh: Lakehouse, interval_seconds: float, source: str = "files", stop: Callable[[], bool] = lambda: False
-) -> Iterator[LayerRun | UserFeaturesRun | OnlineStoreRun]:
+) -> Iterator[LayerRun | UserFeaturesRun | AudienceRun | OnlineStoreRun]:
     """`run all` chained until `stop()` is true: each cycle takes what has arrived through bronze, silver,
     silver.user_features and gold, and the next starts at most `interval_seconds` after this one started.
 
@@ -199,7 +205,7 @@ def follow_pipeline(
                 if started_from.get(layer) == version:
                     continue  # nothing new upstream: the stream would start, find nothing, and stop
                 started_from[layer] = version
-            for step in _layer_steps(lh, layer, "availableNow", source):  # whatever INTENTLAKE_TRIGGER says
+            for step in _layer_steps(lh, layer, "availableNow", source, audience=True):  # whatever the trigger says
                 yield step
                 if stop():
                     return
@@ -300,6 +306,7 @@ class Status:
     # the online store (None: not configured): each source table's applied version against the table's own,
     # the persons it holds, or why it could not be read
     online_store: dict[str, Any] | None = None
+    services: dict[str, str] | None = None  # the collector and the decision API on their ports: what /healthz says
 
 
 def _registered(name: str) -> tuple[tuple[str, ...], str | None]:
@@ -321,7 +328,25 @@ def status(lh: Lakehouse) -> Status:
     ]
     latest = _latest_per(lh.table("ops.pipeline_runs"), "job", "started_at DESC, batch_id DESC")
     syncs = _latest_per(lh.table("ops.sync_runs"), "destination", "started_at DESC")
-    return Status(tables, latest, unread_files(settings.landing), syncs, _online_status(lh))
+    return Status(tables, latest, unread_files(settings.landing), syncs, _online_status(lh), service_status(settings))
+
+
+def service_status(settings: Settings) -> dict[str, str]:
+    """Whether the collector and the decision API answer on their ports (loopback), and what they say."""
+    import json
+    import urllib.request
+
+    found = {}
+    for name, port in (("collector", settings.collector_port), ("decision API", settings.api_port)):
+        url = f"http://127.0.0.1:{port}"
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=0.5) as answer:
+                health = json.load(answer)
+            said = ", ".join(f"{k} {v}" for k, v in health.items() if k not in ("api", "collector"))
+            found[name] = f"up at {url} ({said})"
+        except (OSError, ValueError):
+            found[name] = f"not answering at {url} (`intentlake serve {name.split()[-1].lower()}` or `make serve`)"
+    return found
 
 
 def _online_status(lh: Lakehouse) -> dict[str, Any] | None:
@@ -542,6 +567,67 @@ def demo_syncs(lh: Lakehouse) -> list[DemoSync]:
                 else:
                     os.environ[key] = value
     return done
+
+
+def local_redis(settings: Settings) -> tuple[Settings, str]:
+    """Settings with an online store: INTENTLAKE_REDIS_URL when set, else a local Redis started by the project's
+    own script (scripts/redis.sh, the `make redis-up` one) on its default port. Returns why not, when neither."""
+    import subprocess
+
+    if settings.redis_url:
+        return settings, "INTENTLAKE_REDIS_URL"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "redis.sh"
+    done = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        return settings, f"no local Redis ({(done.stderr or done.stdout).strip()[-300:]})"
+    port = os.environ.get("INTENTLAKE_REDIS_PORT", "16379")
+    url = f"redis://127.0.0.1:{port}/0"
+    return replace(settings, redis_url=url), f"a local Redis (scripts/redis.sh) on port {port}"
+
+
+@dataclass(frozen=True)
+class DemoDecision:
+    who: str  # "user u-42" or "anonymous visitor"
+    asked: str  # what the page sent, in words
+    decision: dict[str, Any]
+
+
+def demo_decisions(lh: Lakehouse, persons: int = 3) -> list[DemoDecision]:
+    """What the decision API answers for a few simulated persons (the highest scores among those who granted
+    personalization and logged in) and for the seeds' pizza search: the same store reads and the same
+    `Decider` the API uses, without a server."""
+    from spark_jobs.serving.decisions import Decider, DecisionRequest
+
+    settings = lh.settings
+    decider = Decider.load(settings)
+    consenting = lh.table("silver.profiles").where("consent_personalization AND user_id IS NOT NULL")
+    top = (
+        consenting.join(lh.table("gold.user_segments"), "person_id")
+        .orderBy(F.desc("intent_score"), "person_id")
+        .select("user_id")
+        .limit(persons)
+        .collect()
+    )
+    connection = store.client(settings)
+    now = datetime.now(UTC)
+    out = []
+    try:
+        for row in top:
+            person_id = store.resolve(connection, settings, "user_id", row.user_id)
+            record = store.person(connection, settings, person_id) if person_id else None
+            request = DecisionRequest(user_id=row.user_id, local_time="19:05")
+            out.append(DemoDecision(f"user {row.user_id}", "GET /api/content?time=19:05",
+                                    decider.decide(record, request, now, person_id)))  # fmt: skip
+        place = decider.rules.places[0] if decider.rules.places else None
+        for clock, where, (lat, lon) in (("19:05", "near", (place.lat + 0.003, place.lon) if place else (None, None)),
+                                         ("03:00", "far from", (43.2965, 5.3698))):  # fmt: skip
+            request = DecisionRequest(anonymous_id="demo-visitor", local_time=clock, lat=lat, lon=lon,
+                                      page_url="https://shop.example/search?q=best+pizza")  # fmt: skip
+            said = f"'best pizza' at {clock} {where} {place.name if place else 'the shop'}"
+            out.append(DemoDecision("anonymous visitor", said, decider.decide(None, request, now)))
+    finally:
+        connection.close()
+    return out
 
 
 def newest_session_end(lh: Lakehouse) -> datetime | None:
