@@ -27,6 +27,7 @@ COMMANDS = [
     "train",
     "models",
     "content-picks",
+    "serve",
 ]
 
 
@@ -101,3 +102,29 @@ def test_a_following_run_prints_no_line_for_a_cycle_where_nothing_landed():
     assert _idle_bronze(LayerRun("bronze", 1.2, {"bronze.events": [7, 7], "bronze.quarantine": [3, 3]}))
     assert not _idle_bronze(LayerRun("bronze", 1.2, {"bronze.events": [7, 7], "bronze.quarantine": [3, 4]}))
     assert not _idle_bronze(LayerRun("silver", 1.2, {"silver.sessions": [5, 5]}))
+
+
+def test_status_says_where_the_services_are_and_how_far_the_online_store_is(capsys):
+    import socket
+    from dataclasses import replace
+
+    from spark_jobs.cli import _print_online_status
+    from spark_jobs.operations import service_status
+    from spark_jobs.settings import Settings
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    settings = replace(Settings.from_env(), collector_port=free, api_port=free)
+    found = service_status(settings)
+    assert found["collector"].startswith(f"not answering at http://127.0.0.1:{free}")
+    assert "intentlake serve api" in found["decision API"]
+    _print_online_status(None)
+    _print_online_status({"error": "ConnectionError: refused"})
+    _print_online_status({"persons": 1234, "sources": {
+        "gold.user_segments": {"version": "7", "applied_at": "2026-12-05T10:00:00+00:00", "table_version": 9},
+        "silver.profiles": {"version": "3", "table_version": 3}}})  # fmt: skip
+    out = capsys.readouterr().out
+    assert "online store: not configured (INTENTLAKE_REDIS_URL" in out and "does not answer (ConnectionError" in out
+    assert "1,234 persons" in out and "(behind: the next run applies it)" in out.splitlines()[-2]
+    assert "behind" not in out.splitlines()[-1]
