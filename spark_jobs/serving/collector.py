@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -298,6 +299,13 @@ def _json(raw: bytes, what: str) -> Any:
         raise Rejected.one("malformed_json", f"{what}: not valid JSON ({exc})"[:200], 0) from None
 
 
+def _message_id(message: dict) -> None:
+    """A Segment message without a messageId gets one here, as Segment's own API assigns it (its libraries
+    always send one, which is what makes a sender's retry safe: bronze stores an event id once)."""
+    if message.get("messageId") in (None, ""):
+        message["messageId"] = f"collector-{uuid.uuid4()}"
+
+
 def _messages(envelope: dict) -> list[tuple[str, Any]]:
     """A Segment batch envelope -> its messages, each with the envelope's context and sentAt (as bronze's
     normalize_records splits one), each its own raw line."""
@@ -310,6 +318,7 @@ def _messages(envelope: dict) -> list[tuple[str, Any]]:
             context = {**(shared.get("context") or {}), **(message.get("context") or {})}
             message = {**shared, **message, **({"context": context} if context else {})}
             message.pop("writeKey", None)
+            _message_id(message)
         records.append((json.dumps(message, separators=(",", ":")), message))
     return records
 
@@ -376,6 +385,7 @@ def create_app(settings: Settings | None = None, sink: LandingSink | KafkaSink |
         if not isinstance(obj, dict):
             raise Rejected.one("not_an_object", "expected a JSON object", 0)
         obj.pop("writeKey", None)  # a secret: never written to the stream
+        _message_id(obj)
         if obj.setdefault("type", kind) != kind:
             raise Rejected.one("schema_violation", f"type: a /v1/{kind} call carries type {kind!r}", 0)
         line = json.dumps(obj, separators=(",", ":"))

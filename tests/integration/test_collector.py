@@ -74,6 +74,10 @@ def test_every_segment_call_type_and_the_batch_are_accepted_and_written_whole(co
     }  # the envelope's context, merged
     assert all("writeKey" not in m for m in landed)
     assert client.get("/healthz").json()["accepted"] == 9
+    # a message without a messageId gets one, as Segment's API assigns it
+    anonymous = {k: v for k, v in _message("page", 30).items() if k != "messageId"}
+    assert client.post("/v1/page", json=anonymous, headers=AUTH).status_code == 200
+    assert _landed(settings)[-1]["messageId"].startswith("collector-")
 
 
 def test_a_request_with_a_bad_event_is_refused_whole_naming_each_one(collector):
