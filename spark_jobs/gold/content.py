@@ -91,22 +91,29 @@ class ContentRules:
     places: tuple[Place, ...] = ()
 
 
-def compile_rules(rules: ContentRules) -> list[tuple[ContentRule, Any]]:
-    """Each rule with its compiled trigger, in evaluation order (compile once, evaluate many)."""
+def compile_rules(rules: ContentRules) -> list[tuple[ContentRule, Any, tuple[str, ...]]]:
+    """Each rule with its compiled trigger and the variables it reads, in evaluation order (compile once)."""
     import cel
 
-    return [(rule, cel.compile(rule.trigger)) for rule in rules.rules]
+    compiled = []
+    for rule in rules.rules:
+        program = cel.compile(rule.trigger)
+        compiled.append((rule, program, tuple(sorted(program.variables()))))
+    return compiled
 
 
-def matching(programs: list[tuple[ContentRule, Any]], context: dict[str, Any]) -> tuple[list[ContentRule], list[str]]:
+def matching(
+    programs: list[tuple[ContentRule, Any, tuple[str, ...]]], context: dict[str, Any]
+) -> tuple[list[ContentRule], list[str]]:
     """The rules whose trigger is true for a context (every variable present, null where unknown), in
     evaluation order, and the names of those that could not be evaluated on it (they do not match). The one
-    evaluation gold's batch picks and the decision API both call."""
+    evaluation gold's batch picks and the decision API both call. Each trigger is handed only the variables
+    it reads (the whole context costs ~9x more per evaluation: each variable is converted for CEL)."""
     matched: list[ContentRule] = []
     failed: list[str] = []
-    for rule, program in programs:
+    for rule, program, names in programs:
         try:
-            if program.execute(context) is True:
+            if program.execute({name: context[name] for name in names}) is True:
                 matched.append(rule)
         except (TypeError, RuntimeError, ValueError):
             failed.append(rule.name)
