@@ -65,3 +65,23 @@ def test_what_is_searched_for_comes_from_the_request_or_the_pages_url():
 def test_a_bad_request_names_what_is_wrong(decider, request_, reason):
     with pytest.raises(BadRequest, match=reason):
         decider.decide(None, request_, NOW)
+
+
+def test_an_exposure_is_a_valid_v4_canonical_event_named_by_its_decision(decider):
+    from spark_jobs.bronze.normalize import BUNDLED_SCHEMAS, normalize_object
+    from spark_jobs.serving.decisions import exposure_event
+
+    request = DecisionRequest(user_id="u-1", page_url="https://shop.example/p/7?ref=mail")
+    decision = decider.decide(PERSON, request, NOW, "p-1")
+    event = exposure_event(decision, request, NOW)
+    stored = normalize_object(event, registry=BUNDLED_SCHEMAS)  # bronze takes it as it is
+    assert (stored["event_id"], stored["event_type"], stored["schema_version"]) == (
+        decision["decision_id"],
+        "exposure",
+        4,
+    )
+    assert (stored["anonymous_id"], stored["page"]["path"]) == ("uid:u-1", "/p/7")
+    assert (
+        stored["properties"]["rule"] == decision["content"]["rule"] and stored["properties"]["personalized"] == "true"
+    )
+    assert all(isinstance(v, str | None) for v in stored["properties"].values())
