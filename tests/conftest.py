@@ -15,10 +15,31 @@ def spark(tmp_path_factory):
     """A Delta-enabled local session: 2 shuffle partitions, UI off, jars from the local cache."""
     from spark_jobs.spark import build_spark
 
-    base = replace(Settings.from_env().with_root(tmp_path_factory.mktemp("spark")), shuffle_partitions=2)
+    # a worker's one session serves every Spark test it runs for the whole suite: 6 GB of heap, not 4, for margin
+    base = replace(Settings.from_env().with_root(tmp_path_factory.mktemp("spark")), shuffle_partitions=2,
+                   spark_conf={"spark.driver.memory": "6g"})  # fmt: skip
     session = build_spark(base, app_name="intentlake-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_delta_logs():
+    """After each module, drop the Delta logs the shared session has cached. Delta keeps every table path it has
+    read in a process-wide cache (~16 MB per lakehouse of this project's tables, measured); a test worker's one
+    session reads hundreds of temp lakehouses, and without this its 4 GB heap fills up late in the suite
+    ("Not enough memory to build and broadcast the table"). A real pipeline reads one lakehouse."""
+    yield
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+        session.catalog.clearCache()
 
 
 @pytest.fixture
