@@ -109,6 +109,12 @@ def hash_key(settings: Settings) -> bytes:
     return key
 
 
+def configured_or_generated(configured: str, path: Path) -> tuple[str, ...]:
+    """The comma-separated secrets of a setting, else the one generated into `path` (API and write keys)."""
+    keys = tuple(k.strip() for k in configured.split(",") if k.strip())
+    return keys or (generated_secret(path),)
+
+
 def generated_secret(path: Path) -> str:
     """A random secret kept in `path` (0600), made once by whoever asks first (e.g. the decision API's key)."""
     return _read_or_create(path).decode("utf-8")

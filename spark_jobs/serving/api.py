@@ -35,10 +35,10 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
-from spark_jobs.privacy import generated_secret
+from spark_jobs.privacy import configured_or_generated
 from spark_jobs.serving.collector import Collector, make_sink
 from spark_jobs.serving.decisions import BadRequest, Decider, DecisionRequest, exposure_event
-from spark_jobs.serving.online_store import IDENTIFIER, PERSON, decode
+from spark_jobs.serving.online_store import IDENTIFIER, PERSON, decode, holds_data
 from spark_jobs.settings import Settings
 
 log = logging.getLogger("intentlake.api")
@@ -143,7 +143,7 @@ class Store:
                             BREAKER_SECONDS)  # fmt: skip
             self.open_until = time.monotonic() + BREAKER_SECONDS
             return None, None, "online store unavailable"
-        if not any(not k.startswith("v:") and k != "updated_at" for k in raw):
+        if not holds_data(raw):
             return None, found[0], None
         return decode(raw), found[0], None
 
@@ -158,8 +158,7 @@ class Store:
 
 def api_keys(settings: Settings) -> tuple[str, ...]:
     """The keys a caller may send: INTENTLAKE_API_KEYS, else the one generated into <lakehouse>/_secrets/api_key."""
-    keys = tuple(k.strip() for k in settings.api_keys.split(",") if k.strip())
-    return keys or (generated_secret(key_file(settings)),)
+    return configured_or_generated(settings.api_keys, key_file(settings))
 
 
 def key_file(settings: Settings):

@@ -51,7 +51,7 @@ from spark_jobs.bronze.normalize import (
     normalize_object,
 )
 from spark_jobs.bronze.vocabulary import vocabulary_at
-from spark_jobs.privacy import generated_secret
+from spark_jobs.privacy import configured_or_generated
 from spark_jobs.settings import Settings
 
 log = logging.getLogger("intentlake.collector")
@@ -276,8 +276,7 @@ class Collector:
 
 
 def write_keys(settings: Settings) -> tuple[str, ...]:
-    keys = tuple(k.strip() for k in settings.collector_write_keys.split(",") if k.strip())
-    return keys or (generated_secret(write_key_file(settings)),)
+    return configured_or_generated(settings.collector_write_keys, write_key_file(settings))
 
 
 def write_key_file(settings: Settings) -> Path:

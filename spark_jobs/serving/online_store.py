@@ -404,9 +404,12 @@ def update_online_store(
 def person(connection: Any, settings: Settings, person_id: str) -> dict[str, Any] | None:
     """A person's record as the decision API uses it (JSON fields parsed), or None when the store has none."""
     raw = connection.hgetall(settings.redis_prefix + PERSON + person_id)
-    if not raw or not any(not k.startswith("v:") and k != "updated_at" for k in raw):
-        return None
-    return decode(raw)
+    return decode(raw) if holds_data(raw) else None
+
+
+def holds_data(raw: dict[str, str]) -> bool:
+    """Whether a person hash holds any field beyond its version guards (a tombstone holds none)."""
+    return any(not k.startswith("v:") and k != "updated_at" for k in raw)
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:
